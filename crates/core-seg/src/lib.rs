@@ -1,0 +1,3 @@
+pub mod error;
+pub mod rng;
+pub use error::{Error, Result};
