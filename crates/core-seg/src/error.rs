@@ -29,8 +29,14 @@ pub enum Error {
     Weights(String),
     #[error("config: {0}")]
     Config(String),
-    #[error("non-finite loss `{term}` = {value} at iteration {iter}; the last good checkpoint is kept")]
-    NonFiniteLoss { term: String, value: f64, iter: usize },
+    #[error(
+        "non-finite loss `{term}` = {value} at iteration {iter}; the last good checkpoint is kept"
+    )]
+    NonFiniteLoss {
+        term: String,
+        value: f64,
+        iter: usize,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -38,11 +44,17 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     /// A problem with the content of a file.
     pub fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::File { path: path.into(), msg: msg.into() }
+        Error::File {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }
 

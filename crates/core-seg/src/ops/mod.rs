@@ -1,0 +1,23 @@
+//! Trainable ops that Candle 0.11 lacks or gets wrong for training (see `shared/specs/candle-notes.md`).
+//!
+//! Each op here is built from differentiable Candle primitives (or is a custom op with a hand-written
+//! backward), checked against f64 finite differences and against PyTorch fixtures. Never call Candle's
+//! `max_pool2d`, `upsample_bilinear2d` or `softmax_last_dim` on a trainable path: their gradients are wrong
+//! or missing.
+
+mod dropout;
+mod loss;
+mod pool;
+mod resize;
+mod shuffle;
+
+pub use dropout::{dropout2d, dropout2d_mask};
+pub use loss::{
+    cross_entropy_ignore, cross_entropy_per_pixel, masked_mean, ohem_cross_entropy, OhemConfig,
+};
+pub use pool::max_pool_3x3_s2_p1;
+pub use resize::{interp_matrix, resize_bilinear};
+pub use shuffle::{pixel_shuffle, pixel_unshuffle};
+
+/// The label value that marks pixels excluded from every loss.
+pub const IGNORE_INDEX: u32 = 255;
