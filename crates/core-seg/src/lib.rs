@@ -6,11 +6,15 @@
 //! - [`model`]: ResNet-18/34/50/101 and DeepLabV3+ (UniMatch names).
 //! - [`rng`]: the one seeded RNG every random draw comes from.
 
+pub mod batch;
 pub mod error;
+pub mod eval;
+pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod rng;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -2,6 +2,7 @@
 
 pub mod deeplab;
 pub mod resnet;
+pub mod weights;
 
 pub use deeplab::{DeepLabConfig, DeepLabV3Plus, SegOutput};
 pub use resnet::{Depth, EncoderFeatures, ResNet, ResNetConfig, Stem};

@@ -1,0 +1,37 @@
+//! The tensors one training step consumes. The `data` crate produces them; tests build them by hand.
+
+use candle_core::Tensor;
+
+/// Labelled crops: `image [B,3,S,S]` f32 (normalised), `mask [B,S,S]` u32 (255 = ignore, padding included).
+#[derive(Debug, Clone)]
+pub struct LabeledBatch {
+    pub image: Tensor,
+    pub mask: Tensor,
+}
+
+/// Unlabelled crops (UniMatch `train_u`): weak view, two strong views, `ignore [B,S,S]` u32 (255 on
+/// padding, else 0), CutMix boxes `box1`, `box2 [B,S,S]` u8 (1 inside the box).
+#[derive(Debug, Clone)]
+pub struct UnlabeledBatch {
+    pub weak: Tensor,
+    pub strong1: Tensor,
+    pub strong2: Tensor,
+    pub ignore: Tensor,
+    pub box1: Tensor,
+    pub box2: Tensor,
+}
+
+/// Everything one iteration sees: labelled data, and for semi-supervised frameworks the unlabelled batch and
+/// its "mix" partner (the same raw images under independent augmentation, whose crops are pasted in).
+#[derive(Debug, Clone)]
+pub struct TrainBatch {
+    pub labeled: LabeledBatch,
+    pub unlabeled: Option<UnlabeledBatch>,
+    pub mix: Option<UnlabeledBatch>,
+}
+
+/// A deterministic stream of training batches: `batch(it)` depends only on the run seed and `it`, so a
+/// resumed run sees the same data as an uninterrupted one.
+pub trait BatchSource {
+    fn batch(&mut self, iter: usize) -> crate::Result<TrainBatch>;
+}

@@ -1,0 +1,149 @@
+//! Weight I/O: full checkpoints or backbone-only (UniMatch deep-stem, torchvision or timm names), partial
+//! loading with a report of missing and unexpected keys, and atomic safetensors saving.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use crate::nn::ParamStore;
+use crate::{Error, Result};
+
+/// What a load did: every name is accounted for.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LoadReport {
+    /// Model variables set from the file.
+    pub loaded: Vec<String>,
+    /// Model variables the file does not have (left at their initial values).
+    pub missing: Vec<String>,
+    /// File tensors the model has no variable for (e.g. a classifier `fc.*`).
+    pub unexpected: Vec<String>,
+    /// `num_batches_tracked` buffers (PyTorch bookkeeping) and optimiser state, skipped.
+    pub ignored: Vec<String>,
+}
+
+/// Which part of the model a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadScope {
+    /// Names are the model's own (`backbone.*`, `head.*`, …); auto-detected when any key starts `backbone.`.
+    Full,
+    /// Names are a bare ResNet's (`conv1.*`, `layer1.*`, `fc.*`): mapped under `backbone.`.
+    Backbone,
+}
+
+/// Reads a safetensors file into named tensors on `device`.
+pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    if !path.exists() {
+        return Err(Error::file(path, "no such file"));
+    }
+    candle_core::safetensors::load(path, device)
+        .map_err(|e| Error::file(path, format!("not a readable safetensors file: {e}")))
+}
+
+/// Normalises a checkpoint key: strips DDP's `module.` prefix.
+fn canonical(name: &str) -> &str {
+    name.strip_prefix("module.").unwrap_or(name)
+}
+
+/// Loads `tensors` into `store`. Shapes must match exactly (an error names the key); dtypes are converted.
+/// With `strict`, any missing or unexpected key is an error listing them.
+pub fn load_tensors(
+    store: &ParamStore,
+    tensors: &HashMap<String, Tensor>,
+    strict: bool,
+) -> Result<LoadReport> {
+    let scope = if tensors
+        .keys()
+        .any(|k| canonical(k).starts_with("backbone."))
+    {
+        LoadScope::Full
+    } else {
+        LoadScope::Backbone
+    };
+    let vars: BTreeMap<String, candle_core::Var> = store.named_vars().into_iter().collect();
+    let mut report = LoadReport::default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut keys: Vec<&String> = tensors.keys().collect();
+    keys.sort();
+    for key in keys {
+        let base = canonical(key);
+        if base.ends_with("num_batches_tracked")
+            || base.starts_with(crate::train::checkpoint::OPTIM_PREFIX)
+        {
+            report.ignored.push(key.clone());
+            continue;
+        }
+        let name = match scope {
+            LoadScope::Full => base.to_string(),
+            LoadScope::Backbone => format!("backbone.{base}"),
+        };
+        let Some(var) = vars.get(&name) else {
+            report.unexpected.push(key.clone());
+            continue;
+        };
+        let t = &tensors[key];
+        if t.shape() != var.shape() {
+            return Err(Error::Weights(format!(
+                "`{key}`: checkpoint shape {:?} != model shape {:?} (`{name}`)",
+                t.dims(),
+                var.dims()
+            )));
+        }
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+        seen.insert(name.clone());
+        report.loaded.push(name);
+    }
+    report.missing = vars
+        .keys()
+        .filter(|n| !seen.contains(*n))
+        .filter(|n| scope == LoadScope::Full || n.starts_with("backbone."))
+        .cloned()
+        .collect();
+    if strict && (!report.missing.is_empty() || !report.unexpected.is_empty()) {
+        return Err(Error::Weights(format!(
+            "strict load: missing {:?}, unexpected {:?}",
+            report.missing, report.unexpected
+        )));
+    }
+    Ok(report)
+}
+
+/// Loads a safetensors checkpoint (full model or bare backbone) into `store`.
+pub fn load_safetensors(store: &ParamStore, path: &Path, strict: bool) -> Result<LoadReport> {
+    let device = store
+        .named_vars()
+        .first()
+        .map(|(_, v)| v.device().clone())
+        .unwrap_or(Device::Cpu);
+    let tensors = read_safetensors(path, &device)?;
+    load_tensors(store, &tensors, strict).map_err(|e| match e {
+        Error::Weights(m) => Error::file(path, m),
+        other => other,
+    })
+}
+
+/// Writes `tensors` to `path` atomically: a temporary file in the same directory, then a rename.
+pub fn save_tensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let file_name = path
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("weights");
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    candle_core::safetensors::save(tensors, &tmp).map_err(|e| Error::file(&tmp, e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Saves every variable of `store` (parameters and BN buffers) under its PyTorch name.
+pub fn save_safetensors(store: &ParamStore, path: &Path) -> Result<()> {
+    let tensors: HashMap<String, Tensor> = store
+        .named_vars()
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().detach()))
+        .collect();
+    save_tensors_atomic(&tensors, path)
+}

@@ -1,0 +1,273 @@
+//! The one training loop. Frameworks ([`Framework`]) supply the step's losses; the loop owns the model,
+//! the optimiser and its schedule, evaluation, checkpoints and resume.
+
+pub mod checkpoint;
+pub mod framework;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+
+pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState};
+pub use framework::{Criterion, Framework, StepCtx, StepLosses, Supervised};
+
+use crate::batch::BatchSource;
+use crate::eval::EvalReport;
+use crate::model::{weights, DeepLabConfig, DeepLabV3Plus};
+use crate::nn::ParamStore;
+use crate::optim::{backbone_head_groups, poly_lr, OptimConfig, Optimizer};
+use crate::rng::SegRng;
+use crate::{Error, Result};
+
+/// Optimisation schedule and bookkeeping (UniMatch defaults where they exist).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub iters: usize,
+    /// Backbone learning rate; other parameters use `lr · lr_multi`.
+    pub lr: f64,
+    pub lr_multi: f64,
+    pub poly_power: f64,
+    pub optim: OptimConfig,
+    /// Evaluate every N iterations (0 = only at the end).
+    pub eval_every: usize,
+    /// Write `latest.safetensors` every N iterations (0 = only at evaluations and the end).
+    pub checkpoint_every: usize,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            iters: 1000,
+            lr: 0.001,
+            lr_multi: 10.0,
+            poly_power: 0.9,
+            optim: OptimConfig::default(),
+            eval_every: 0,
+            checkpoint_every: 0,
+            seed: 0,
+        }
+    }
+}
+
+/// One iteration's logged values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub iter: usize,
+    pub lr: f64,
+    pub loss: f64,
+    pub terms: Vec<(String, f64)>,
+    pub stats: Vec<(String, f64)>,
+}
+
+/// Receives progress: steps, evaluations, checkpoints (progress bars, CSV/TensorBoard writers).
+pub trait Observer {
+    fn on_step(&mut self, _rec: &StepRecord, _total: usize) {}
+    fn on_eval(&mut self, _iter: usize, _report: &EvalReport) {}
+}
+
+/// Does nothing.
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// Model, optimiser and run state.
+pub struct Trainer {
+    pub model: DeepLabV3Plus,
+    pub store: ParamStore,
+    pub opt: Optimizer,
+    pub rng: SegRng,
+    pub cfg: TrainConfig,
+    /// Completed iterations.
+    pub iter: usize,
+    pub best: Option<(f64, usize)>,
+    pub out_dir: Option<PathBuf>,
+    /// The full run configuration, stored in checkpoints.
+    pub run_config: serde_json::Value,
+}
+
+impl Trainer {
+    /// A freshly initialised model (weights drawn from the seed).
+    pub fn new(
+        model_cfg: &DeepLabConfig,
+        cfg: TrainConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let store = ParamStore::new(cfg.seed);
+        let model = DeepLabV3Plus::new(model_cfg, store.var_builder(dtype, device))?;
+        let groups = backbone_head_groups(&store.named_vars(), cfg.lr_multi);
+        let opt = Optimizer::new(cfg.optim, groups, cfg.lr);
+        let rng = SegRng::stream(cfg.seed, &[0x7a1e]);
+        Ok(Self {
+            model,
+            store,
+            opt,
+            rng,
+            cfg,
+            iter: 0,
+            best: None,
+            out_dir: None,
+            run_config: serde_json::Value::Null,
+        })
+    }
+
+    /// Learning rate for iteration `it` (0-based): `lr·(1 − it/T)^p`.
+    pub fn lr_at(&self, it: usize) -> f64 {
+        poly_lr(self.cfg.lr, it, self.cfg.iters, self.cfg.poly_power)
+    }
+
+    /// One optimisation step. A non-finite loss is an error raised before any parameter changes.
+    pub fn step(
+        &mut self,
+        framework: &mut dyn Framework,
+        source: &mut dyn BatchSource,
+    ) -> Result<StepRecord> {
+        let it = self.iter;
+        let batch = source.batch(it)?;
+        let lr = self.lr_at(it);
+        self.opt.set_lr(lr);
+        let mut ctx = StepCtx {
+            iter: it,
+            total_iters: self.cfg.iters,
+            rng: &mut self.rng,
+        };
+        let losses = framework.losses(&self.model, &batch, &mut ctx)?;
+        let loss = losses.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let mut terms = Vec::with_capacity(losses.terms.len());
+        for (name, t) in &losses.terms {
+            let v = t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !v.is_finite() {
+                return Err(Error::NonFiniteLoss {
+                    term: name.clone(),
+                    value: v,
+                    iter: it,
+                });
+            }
+            terms.push((name.clone(), v));
+        }
+        if !loss.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                term: "loss_all".into(),
+                value: loss,
+                iter: it,
+            });
+        }
+        let grads = losses.total.backward()?;
+        self.opt.step(&grads)?;
+        self.iter += 1;
+        Ok(StepRecord {
+            iter: it,
+            lr,
+            loss,
+            terms,
+            stats: losses.stats,
+        })
+    }
+
+    /// Trains until `cfg.iters`, evaluating with `evaluate` every `eval_every` iterations and at the end;
+    /// checkpoints go to `out_dir` (`latest.safetensors`, and `best.safetensors` on improvement).
+    pub fn run(
+        &mut self,
+        framework: &mut dyn Framework,
+        source: &mut dyn BatchSource,
+        evaluate: &mut dyn FnMut(&DeepLabV3Plus) -> Result<EvalReport>,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<EvalReport>> {
+        let mut last = None;
+        while self.iter < self.cfg.iters {
+            let rec = self.step(framework, source)?;
+            observer.on_step(&rec, self.cfg.iters);
+            let done = self.iter == self.cfg.iters;
+            let eval_now =
+                done || (self.cfg.eval_every > 0 && self.iter % self.cfg.eval_every == 0);
+            if eval_now {
+                let report = evaluate(&self.model)?;
+                observer.on_eval(self.iter, &report);
+                let improved = self.best.is_none_or(|(b, _)| report.miou > b);
+                if improved {
+                    self.best = Some((report.miou, self.iter));
+                }
+                self.save_latest()?;
+                if improved {
+                    self.save_named("best.safetensors")?;
+                }
+                last = Some(report);
+            } else if self.cfg.checkpoint_every > 0 && self.iter % self.cfg.checkpoint_every == 0 {
+                self.save_latest()?;
+            }
+        }
+        Ok(last)
+    }
+
+    fn state(&self) -> TrainState {
+        TrainState {
+            iter: self.iter,
+            rng: self.rng.state(),
+            optim_steps: self.opt.step_count,
+            best_miou: self.best.map(|b| b.0),
+            best_iter: self.best.map(|b| b.1),
+            config: self.run_config.clone(),
+        }
+    }
+
+    fn save_named(&self, name: &str) -> Result<()> {
+        let Some(dir) = &self.out_dir else {
+            return Ok(());
+        };
+        self.save_checkpoint(&dir.join(name))
+    }
+
+    /// Writes `latest.safetensors` in `out_dir` (no-op without one).
+    pub fn save_latest(&self) -> Result<()> {
+        self.save_named("latest.safetensors")
+    }
+
+    /// Writes a full checkpoint to `path`.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let model: Vec<_> = self
+            .store
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        save_checkpoint(path, &model, &self.opt.state, &self.state())
+    }
+
+    /// Restores model, optimiser, RNG and counters from a checkpoint.
+    pub fn resume_from(&mut self, path: &Path) -> Result<()> {
+        let device = self
+            .store
+            .named_vars()
+            .first()
+            .map(|(_, v)| v.device().clone())
+            .unwrap_or(Device::Cpu);
+        let ck = load_checkpoint(path, &device)?;
+        weights::load_tensors(&self.store, &ck.model, true)
+            .map_err(|e| Error::file(path, e.to_string()))?;
+        let dtypes: std::collections::HashMap<String, DType> = self
+            .store
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.dtype()))
+            .collect();
+        self.opt.state = ck
+            .optim
+            .into_iter()
+            .map(|(k, t)| {
+                let param = k
+                    .rsplit_once('.')
+                    .map(|(p, _)| p.to_string())
+                    .unwrap_or_default();
+                let dt = dtypes.get(&param).copied().unwrap_or(t.dtype());
+                Ok((k, t.to_dtype(dt)?))
+            })
+            .collect::<Result<_>>()?;
+        self.opt.step_count = ck.state.optim_steps;
+        self.rng = SegRng::from_state(ck.state.rng);
+        self.iter = ck.state.iter;
+        self.best = ck.state.best_miou.zip(ck.state.best_iter);
+        Ok(())
+    }
+}
