@@ -1,1 +1,34 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's command line (model checks, data tools, training, reproduction).
+
+mod forward;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "semiseg-rs: semi-supervised semantic segmentation on Candle",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Eval-mode forward of a safetensors `input` (N×3×H×W) through DeepLabV3+ into `logits` (N×K×H×W).
+    Forward(forward::ForwardArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Forward(a) => forward::run(a),
+    }
+}
