@@ -76,27 +76,14 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
     );
     let inputs = weights::read_safetensors(&a.input, &dev)?;
     let Some(x) = inputs.get("input") else {
-        bail!(
-            "{}: no tensor named `input` (found: {:?})",
-            a.input.display(),
-            inputs.keys().collect::<Vec<_>>()
-        );
+        bail!("{}: no tensor named `input` (found: {:?})", a.input.display(), inputs.keys().collect::<Vec<_>>());
     };
     if x.rank() != 4 || x.dim(1)? != 3 {
-        bail!(
-            "{}: `input` must be N×3×H×W, got {:?}",
-            a.input.display(),
-            x.dims()
-        );
+        bail!("{}: `input` must be N×3×H×W, got {:?}", a.input.display(), x.dims());
     }
     let logits = model.forward_t(&x.to_dtype(DType::F32)?, Mode::Eval)?;
     let out = HashMap::from([("logits".to_string(), logits)]);
-    weights::save_tensors_atomic(&out, &a.output)
-        .with_context(|| format!("writing {}", a.output.display()))?;
-    tracing::info!(
-        "wrote logits {:?} to {}",
-        out["logits"].dims(),
-        a.output.display()
-    );
+    weights::save_tensors_atomic(&out, &a.output).with_context(|| format!("writing {}", a.output.display()))?;
+    tracing::info!("wrote logits {:?} to {}", out["logits"].dims(), a.output.display());
     Ok(())
 }

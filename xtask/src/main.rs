@@ -5,11 +5,7 @@ mod forward;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    about = "semiseg-rs: semi-supervised semantic segmentation on Candle",
-    version
-)]
+#[command(name = "cargo xtask", about = "semiseg-rs: semi-supervised semantic segmentation on Candle", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,9 +19,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {

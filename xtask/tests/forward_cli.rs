@@ -34,25 +34,8 @@ fn forward_command_matches_in_process_logits() -> anyhow::Result<()> {
     weights::save_tensors_atomic(&HashMap::from([("input".to_string(), x.clone())]), &xin)?;
     let out = dir.path().join("y.safetensors");
     let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args([
-            "forward",
-            "--backbone",
-            "resnet18",
-            "--stem",
-            "torchvision",
-            "--width",
-            "8",
-            "--classes",
-            "4",
-        ])
-        .args([
-            "--reduce-channels",
-            "12",
-            "--fuse-channels",
-            "16",
-            "--output-stride",
-            "16",
-        ])
+        .args(["forward", "--backbone", "resnet18", "--stem", "torchvision", "--width", "8", "--classes", "4"])
+        .args(["--reduce-channels", "12", "--fuse-channels", "16", "--output-stride", "16"])
         .arg("--weights")
         .arg(&w)
         .arg("--input")
@@ -64,26 +47,12 @@ fn forward_command_matches_in_process_logits() -> anyhow::Result<()> {
     let y = weights::read_safetensors(&out, &dev)?;
     let expect = model.forward_t(&x, Mode::Eval)?;
     assert_eq!(y["logits"].dims(), &[2, 4, 40, 48]);
-    let d = (&y["logits"] - &expect)?
-        .abs()?
-        .flatten_all()?
-        .max(0)?
-        .to_scalar::<f32>()?;
+    let d = (&y["logits"] - &expect)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
     assert!(d < 1e-6, "max diff {d}");
 
     // Wrong width: the strict load must fail and name the mismatching key.
     let bad = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args([
-            "forward",
-            "--backbone",
-            "resnet18",
-            "--stem",
-            "torchvision",
-            "--width",
-            "16",
-            "--classes",
-            "4",
-        ])
+        .args(["forward", "--backbone", "resnet18", "--stem", "torchvision", "--width", "16", "--classes", "4"])
         .arg("--weights")
         .arg(&w)
         .arg("--input")
@@ -93,9 +62,6 @@ fn forward_command_matches_in_process_logits() -> anyhow::Result<()> {
         .output()?;
     assert!(!bad.status.success());
     let msg = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        msg.contains("w.safetensors") && msg.contains("shape"),
-        "{msg}"
-    );
+    assert!(msg.contains("w.safetensors") && msg.contains("shape"), "{msg}");
     Ok(())
 }

@@ -21,48 +21,22 @@ fn peak_rss_mib() -> f64 {
 
 fn main() -> core_seg::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let get = |k: &str, d: &str| {
-        args.iter()
-            .find_map(|a| a.strip_prefix(&format!("{k}=")))
-            .unwrap_or(d)
-            .to_string()
-    };
+    let get = |k: &str, d: &str| args.iter().find_map(|a| a.strip_prefix(&format!("{k}="))).unwrap_or(d).to_string();
     let depth: Depth =
-        serde_json::from_value(serde_json::Value::String(get("backbone", "resnet18")))
-            .expect("backbone");
+        serde_json::from_value(serde_json::Value::String(get("backbone", "resnet18"))).expect("backbone");
     let (b, s, steps): (usize, usize, usize) = (
         get("batch", "4").parse().unwrap_or(4),
         get("size", "128").parse().unwrap_or(128),
         get("steps", "10").parse().unwrap_or(10),
     );
     let dev = Device::Cpu;
-    let cfg = DeepLabConfig {
-        backbone: depth,
-        nclass: 21,
-        ..Default::default()
-    };
+    let cfg = DeepLabConfig { backbone: depth, nclass: 21, ..Default::default() };
     let store = ParamStore::new(0);
     let model = DeepLabV3Plus::new(&cfg, store.var_builder(DType::F32, &dev))?;
-    let mut opt = Optimizer::new(
-        OptimConfig::default(),
-        backbone_head_groups(&store.named_vars(), 10.0),
-        0.01,
-    );
+    let mut opt = Optimizer::new(OptimConfig::default(), backbone_head_groups(&store.named_vars(), 10.0), 0.01);
     let mut rng = SegRng::new(1);
-    let x = Tensor::from_vec(
-        (0..b * 3 * s * s)
-            .map(|_| rng.normal() as f32)
-            .collect::<Vec<_>>(),
-        (b, 3, s, s),
-        &dev,
-    )?;
-    let y = Tensor::from_vec(
-        (0..b * s * s)
-            .map(|_| rng.below(21) as u32)
-            .collect::<Vec<_>>(),
-        (b, s, s),
-        &dev,
-    )?;
+    let x = Tensor::from_vec((0..b * 3 * s * s).map(|_| rng.normal() as f32).collect::<Vec<_>>(), (b, 3, s, s), &dev)?;
+    let y = Tensor::from_vec((0..b * s * s).map(|_| rng.below(21) as u32).collect::<Vec<_>>(), (b, s, s), &dev)?;
     let mut times = Vec::new();
     for i in 0..steps + 2 {
         let t0 = std::time::Instant::now();
@@ -73,17 +47,11 @@ fn main() -> core_seg::Result<()> {
         opt.step(&grads)?;
         let t3 = t0.elapsed();
         if i >= 2 {
-            times.push((
-                t1.as_secs_f64(),
-                (t2 - t1).as_secs_f64(),
-                (t3 - t2).as_secs_f64(),
-            ));
+            times.push((t1.as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64()));
         }
     }
     let n = times.len() as f64;
-    let (f, bw, o) = times.iter().fold((0.0, 0.0, 0.0), |a, t| {
-        (a.0 + t.0 / n, a.1 + t.1 / n, a.2 + t.2 / n)
-    });
+    let (f, bw, o) = times.iter().fold((0.0, 0.0, 0.0), |a, t| (a.0 + t.0 / n, a.1 + t.1 / n, a.2 + t.2 / n));
     println!(
         "{depth:?} batch {b}×3×{s}²: {:.0} ms/step (fwd {:.0} / bwd {:.0} / opt {:.0}), peak RSS {:.0} MiB, threads {}",
         1e3 * (f + bw + o),

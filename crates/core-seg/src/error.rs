@@ -20,23 +20,13 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("batch norm `{name}` in training mode got {values} value(s) per channel (input {shape:?}); PyTorch raises here too — use a larger batch or eval-mode BN")]
-    BatchNormSingleValue {
-        name: String,
-        values: usize,
-        shape: Vec<usize>,
-    },
+    BatchNormSingleValue { name: String, values: usize, shape: Vec<usize> },
     #[error("weights: {0}")]
     Weights(String),
     #[error("config: {0}")]
     Config(String),
-    #[error(
-        "non-finite loss `{term}` = {value} at iteration {iter}; the last good checkpoint is kept"
-    )]
-    NonFiniteLoss {
-        term: String,
-        value: f64,
-        iter: usize,
-    },
+    #[error("non-finite loss `{term}` = {value} at iteration {iter}; the last good checkpoint is kept")]
+    NonFiniteLoss { term: String, value: f64, iter: usize },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -44,17 +34,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
     /// A problem with the content of a file.
     pub fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::File {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Error::File { path: path.into(), msg: msg.into() }
     }
 }
 

@@ -55,10 +55,7 @@ pub fn predict_probs(
     let once = |x: &Tensor| -> Result<Tensor> {
         match cfg.mode {
             EvalMode::Original => Ok(candle_nn::ops::softmax(&logits_fn(x)?, 1)?),
-            EvalMode::SlidingWindow {
-                window,
-                stride_ratio,
-            } => sliding_window(x, window, stride_ratio, logits_fn),
+            EvalMode::SlidingWindow { window, stride_ratio } => sliding_window(x, window, stride_ratio, logits_fn),
         }
     };
     let p = once(image)?;
@@ -171,26 +168,15 @@ mod tests {
             Ok(Tensor::cat(&[a, b, t.narrow(1, 2, 1)?.neg()?], 1)?)
         };
         let whole = predict_labels(&x, &EvalConfig::default(), &model)?;
-        let sw = EvalConfig {
-            mode: EvalMode::SlidingWindow {
-                window: 16,
-                stride_ratio: 2.0 / 3.0,
-            },
-            ..Default::default()
-        };
+        let sw =
+            EvalConfig { mode: EvalMode::SlidingWindow { window: 16, stride_ratio: 2.0 / 3.0 }, ..Default::default() };
         let slid = predict_labels(&x, &sw, &model)?;
         assert_eq!(whole.to_vec3::<u32>()?, slid.to_vec3::<u32>()?);
         let probs = predict_probs(&x, &sw, &model)?;
         let min_mass = probs.sum(1)?.flatten_all()?.min(0)?.to_scalar::<f32>()?;
         assert!(min_mass >= 0.999, "uncovered pixel: {min_mass}");
-        let flip = EvalConfig {
-            flip: true,
-            ..Default::default()
-        };
-        assert_eq!(
-            whole.to_vec3::<u32>()?,
-            predict_labels(&x, &flip, &model)?.to_vec3::<u32>()?
-        );
+        let flip = EvalConfig { flip: true, ..Default::default() };
+        assert_eq!(whole.to_vec3::<u32>()?, predict_labels(&x, &flip, &model)?.to_vec3::<u32>()?);
         Ok(())
     }
 }

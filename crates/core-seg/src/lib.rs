@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod error;
 pub mod eval;
+pub mod frameworks;
 pub mod metrics;
 pub mod model;
 pub mod nn;

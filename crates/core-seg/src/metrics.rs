@@ -18,21 +18,14 @@ pub struct ConfusionMatrix {
 
 impl ConfusionMatrix {
     pub fn new(num_classes: usize) -> Self {
-        Self {
-            num_classes,
-            counts: vec![0; num_classes * num_classes],
-        }
+        Self { num_classes, counts: vec![0; num_classes * num_classes] }
     }
 
     /// Adds one image (or batch) of predictions and labels, same length. Labels 255 are skipped; any other
     /// label or prediction outside `0..K` is an error.
     pub fn update(&mut self, pred: &[u32], gt: &[u32]) -> Result<()> {
         if pred.len() != gt.len() {
-            return Err(Error::Shape(format!(
-                "confusion: {} predictions vs {} labels",
-                pred.len(),
-                gt.len()
-            )));
+            return Err(Error::Shape(format!("confusion: {} predictions vs {} labels", pred.len(), gt.len())));
         }
         let k = self.num_classes;
         for (&p, &g) in pred.iter().zip(gt) {
@@ -40,9 +33,7 @@ impl ConfusionMatrix {
                 continue;
             }
             if g as usize >= k || p as usize >= k {
-                return Err(Error::InvalidArgument(format!(
-                    "confusion: label {g} / prediction {p} outside 0..{k}"
-                )));
+                return Err(Error::InvalidArgument(format!("confusion: label {g} / prediction {p} outside 0..{k}")));
             }
             self.counts[g as usize * k + p as usize] += 1;
         }
@@ -57,10 +48,7 @@ impl ConfusionMatrix {
                 other.num_classes, self.num_classes
             )));
         }
-        self.counts
-            .iter_mut()
-            .zip(&other.counts)
-            .for_each(|(a, b)| *a += b);
+        self.counts.iter_mut().zip(&other.counts).for_each(|(a, b)| *a += b);
         Ok(())
     }
 
@@ -99,9 +87,7 @@ impl ConfusionMatrix {
     /// Fraction of counted pixels predicted correctly.
     pub fn pixel_accuracy(&self) -> f64 {
         let total: u64 = self.counts.iter().sum();
-        let correct: u64 = (0..self.num_classes)
-            .map(|c| self.counts[c * self.num_classes + c])
-            .sum();
+        let correct: u64 = (0..self.num_classes).map(|c| self.counts[c * self.num_classes + c]).sum();
         if total == 0 {
             0.0
         } else {

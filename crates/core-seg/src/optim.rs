@@ -31,16 +31,8 @@ pub fn backbone_head_groups(vars: &[(String, Var)], head_mult: f64) -> Vec<Param
         }
     }
     vec![
-        ParamGroup {
-            name: "backbone".into(),
-            lr_mult: 1.0,
-            vars: bb,
-        },
-        ParamGroup {
-            name: "head".into(),
-            lr_mult: head_mult,
-            vars: head,
-        },
+        ParamGroup { name: "backbone".into(), lr_mult: 1.0, vars: bb },
+        ParamGroup { name: "head".into(), lr_mult: head_mult, vars: head },
     ]
 }
 
@@ -59,20 +51,12 @@ pub enum OptimConfig {
     /// `buf ← m·buf + (g + wd·p)` (first step `buf = g + wd·p`), `p ← p − lr·buf`.
     Sgd { momentum: f64, weight_decay: f64 },
     /// Decoupled decay: `p ← p·(1 − lr·wd)`, then bias-corrected Adam.
-    Adamw {
-        beta1: f64,
-        beta2: f64,
-        eps: f64,
-        weight_decay: f64,
-    },
+    Adamw { beta1: f64, beta2: f64, eps: f64, weight_decay: f64 },
 }
 
 impl Default for OptimConfig {
     fn default() -> Self {
-        OptimConfig::Sgd {
-            momentum: 0.9,
-            weight_decay: 1e-4,
-        }
+        OptimConfig::Sgd { momentum: 0.9, weight_decay: 1e-4 }
     }
 }
 
@@ -88,13 +72,7 @@ pub struct Optimizer {
 
 impl Optimizer {
     pub fn new(cfg: OptimConfig, groups: Vec<ParamGroup>, lr: f64) -> Self {
-        Self {
-            cfg,
-            groups,
-            lr,
-            step_count: 0,
-            state: BTreeMap::new(),
-        }
+        Self { cfg, groups, lr, step_count: 0, state: BTreeMap::new() }
     }
 
     pub fn set_lr(&mut self, lr: f64) {
@@ -115,10 +93,7 @@ impl Optimizer {
                     };
                     let p = var.as_tensor();
                     match self.cfg {
-                        OptimConfig::Sgd {
-                            momentum,
-                            weight_decay,
-                        } => {
+                        OptimConfig::Sgd { momentum, weight_decay } => {
                             let d = (grad + (p * weight_decay)?)?;
                             let key = format!("{name}.momentum_buffer");
                             let buf = match self.state.get(&key) {
@@ -128,14 +103,8 @@ impl Optimizer {
                             var.set(&(p - (&buf * lr)?)?)?;
                             self.state.insert(key, buf.detach());
                         }
-                        OptimConfig::Adamw {
-                            beta1,
-                            beta2,
-                            eps,
-                            weight_decay,
-                        } => {
-                            let (km, kv) =
-                                (format!("{name}.exp_avg"), format!("{name}.exp_avg_sq"));
+                        OptimConfig::Adamw { beta1, beta2, eps, weight_decay } => {
+                            let (km, kv) = (format!("{name}.exp_avg"), format!("{name}.exp_avg_sq"));
                             let m_prev = self.state.get(&km).cloned().unwrap_or(grad.zeros_like()?);
                             let v_prev = self.state.get(&kv).cloned().unwrap_or(grad.zeros_like()?);
                             let m = ((m_prev * beta1)? + (grad * (1.0 - beta1))?)?;
@@ -176,19 +145,9 @@ mod tests {
         let dev = Device::Cpu;
         let a = Var::from_tensor(&Tensor::new(&[1.0f64], &dev)?)?;
         let b = Var::from_tensor(&Tensor::new(&[1.0f64], &dev)?)?;
-        let vars = vec![
-            ("backbone.w".to_string(), a.clone()),
-            ("classifier.w".to_string(), b.clone()),
-        ];
+        let vars = vec![("backbone.w".to_string(), a.clone()), ("classifier.w".to_string(), b.clone())];
         let groups = backbone_head_groups(&vars, 10.0);
-        let mut opt = Optimizer::new(
-            OptimConfig::Sgd {
-                momentum: 0.9,
-                weight_decay: 0.1,
-            },
-            groups,
-            0.01,
-        );
+        let mut opt = Optimizer::new(OptimConfig::Sgd { momentum: 0.9, weight_decay: 0.1 }, groups, 0.01);
         for _ in 0..2 {
             let loss = ((a.as_tensor().sqr()? + b.as_tensor().sqr()?)? * 0.5)?.sum_all()?;
             opt.step(&loss.backward()?)?;
@@ -209,26 +168,14 @@ mod tests {
     fn adamw_first_step_is_sign_step() -> Result<()> {
         let dev = Device::Cpu;
         let a = Var::from_tensor(&Tensor::new(&[2.0f64, -3.0], &dev)?)?;
-        let groups = vec![ParamGroup {
-            name: "all".into(),
-            lr_mult: 1.0,
-            vars: vec![("w".into(), a.clone())],
-        }];
-        let cfg = OptimConfig::Adamw {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 0.0,
-            weight_decay: 0.5,
-        };
+        let groups = vec![ParamGroup { name: "all".into(), lr_mult: 1.0, vars: vec![("w".into(), a.clone())] }];
+        let cfg = OptimConfig::Adamw { beta1: 0.9, beta2: 0.999, eps: 0.0, weight_decay: 0.5 };
         let mut opt = Optimizer::new(cfg, groups, 0.1);
         let loss = a.as_tensor().sqr()?.sum_all()?;
         opt.step(&loss.backward()?)?;
         let p = a.as_tensor().to_vec1::<f64>()?;
         // decay: 2·(1 − 0.05) = 1.9, then −0.1·sign(4) → 1.8; −3·0.95 = −2.85 + 0.1 → −2.75.
-        assert!(
-            (p[0] - 1.8).abs() < 1e-12 && (p[1] + 2.75).abs() < 1e-12,
-            "{p:?}"
-        );
+        assert!((p[0] - 1.8).abs() < 1e-12 && (p[1] + 2.75).abs() < 1e-12, "{p:?}");
         Ok(())
     }
 }

@@ -27,12 +27,7 @@ impl SegRng {
     /// A generator seeded from one `u64`.
     pub fn new(seed: u64) -> Self {
         let mut x = seed;
-        let s = [
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-        ];
+        let s = [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)];
         Self { s }
     }
 
@@ -118,9 +113,7 @@ impl RngCore for SegRng {
     }
 
     fn next_u64(&mut self) -> u64 {
-        let result = (self.s[0].wrapping_add(self.s[3]))
-            .rotate_left(23)
-            .wrapping_add(self.s[0]);
+        let result = (self.s[0].wrapping_add(self.s[3])).rotate_left(23).wrapping_add(self.s[0]);
         let t = self.s[1] << 17;
         self.s[2] ^= self.s[0];
         self.s[3] ^= self.s[1];
@@ -178,10 +171,7 @@ mod tests {
         for _ in 0..30_000 {
             counts[r.below(3) as usize] += 1;
         }
-        assert!(
-            counts.iter().all(|&c| (c as i64 - 10_000).abs() < 400),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (c as i64 - 10_000).abs() < 400), "{counts:?}");
         let mut hits = [false; 4];
         for _ in 0..1000 {
             hits[(r.int_inclusive(2, 5) - 2) as usize] = true;

@@ -29,16 +29,9 @@ pub fn toy_sample(seed: u64, size: usize) -> (Vec<f32>, Vec<u32>) {
     let mut img = vec![0f32; 3 * size * size];
     let mut mask = vec![0u32; size * size];
     let s = size as i64;
-    let (sx, sy, sw) = (
-        rng.int_inclusive(0, s / 2),
-        rng.int_inclusive(0, s / 2),
-        rng.int_inclusive(s / 6, s / 3),
-    );
-    let (cx, cy, r) = (
-        rng.int_inclusive(s / 4, 3 * s / 4),
-        rng.int_inclusive(s / 4, 3 * s / 4),
-        rng.int_inclusive(s / 8, s / 5),
-    );
+    let (sx, sy, sw) = (rng.int_inclusive(0, s / 2), rng.int_inclusive(0, s / 2), rng.int_inclusive(s / 6, s / 3));
+    let (cx, cy, r) =
+        (rng.int_inclusive(s / 4, 3 * s / 4), rng.int_inclusive(s / 4, 3 * s / 4), rng.int_inclusive(s / 8, s / 5));
     for y in 0..s {
         for x in 0..s {
             let p = (y * s + x) as usize;
@@ -48,17 +41,12 @@ pub fn toy_sample(seed: u64, size: usize) -> (Vec<f32>, Vec<u32>) {
             let in_sq = x >= sx && x < sx + sw && y >= sy && y < sy + sw;
             if in_disc {
                 mask[p] = 2;
-                v = if (x + y) % 4 < 2 {
-                    [-1.5, 1.0, -1.0]
-                } else {
-                    [1.0, -1.5, 1.0]
-                };
+                v = if (x + y) % 4 < 2 { [-1.5, 1.0, -1.0] } else { [1.0, -1.5, 1.0] };
             } else if in_sq {
                 mask[p] = 1;
                 v = [1.5, 1.5, -0.5];
             }
-            let on_ring =
-                !in_disc && !in_sq && x >= sx - 1 && x <= sx + sw && y >= sy - 1 && y <= sy + sw;
+            let on_ring = !in_disc && !in_sq && x >= sx - 1 && x <= sx + sw && y >= sy - 1 && y <= sy + sw;
             if on_ring {
                 mask[p] = 255;
             }
@@ -95,13 +83,63 @@ pub struct ToySource {
 
 impl BatchSource for ToySource {
     fn batch(&mut self, iter: usize) -> Result<TrainBatch> {
-        let ids: Vec<u64> = (0..self.batch)
-            .map(|j| ((iter * self.batch + j) as u64) % self.n_train)
-            .collect();
+        let ids: Vec<u64> = (0..self.batch).map(|j| ((iter * self.batch + j) as u64) % self.n_train).collect();
+        Ok(TrainBatch { labeled: toy_batch(&ids, self.size, self.dtype, &Device::Cpu)?, unlabeled: None, mix: None })
+    }
+}
+
+/// An unlabelled batch built from toy samples: weak = clean image, strong views = image plus noise, a
+/// padded right-most column (ignore 255), CutMix boxes over a fixed rectangle chosen by `seed`.
+pub fn toy_unlabeled(ids: &[u64], size: usize, seed: u64, dev: &Device) -> Result<core_seg::batch::UnlabeledBatch> {
+    let l = toy_batch(ids, size, DType::F32, dev)?;
+    let b = ids.len();
+    let mut rng = SegRng::new(seed);
+    let noise = |rng: &mut SegRng| -> Result<Tensor> {
+        let v: Vec<f32> = (0..b * 3 * size * size).map(|_| (rng.normal() * 0.5) as f32).collect();
+        Ok((Tensor::from_vec(v, (b, 3, size, size), dev)? + &l.image)?)
+    };
+    let mut ign = vec![0u32; b * size * size];
+    for r in 0..b * size {
+        ign[r * size + size - 1] = 255;
+    }
+    let boxm = |rng: &mut SegRng| -> Result<Tensor> {
+        let (x0, y0) = (rng.below(size as u64 / 2) as usize, rng.below(size as u64 / 2) as usize);
+        let mut m = vec![0u8; b * size * size];
+        for i in 0..b {
+            for y in y0..y0 + size / 3 {
+                for x in x0..x0 + size / 3 {
+                    m[i * size * size + y * size + x] = 1;
+                }
+            }
+        }
+        Ok(Tensor::from_vec(m, (b, size, size), dev)?)
+    };
+    Ok(core_seg::batch::UnlabeledBatch {
+        weak: l.image.clone(),
+        strong1: noise(&mut rng)?,
+        strong2: noise(&mut rng)?,
+        ignore: Tensor::from_vec(ign, (b, size, size), dev)?,
+        box1: boxm(&mut rng)?,
+        box2: boxm(&mut rng)?,
+    })
+}
+
+/// Labelled + unlabelled + mix batches for semi-supervised frameworks.
+pub struct ToySemiSource {
+    pub batch: usize,
+    pub size: usize,
+}
+
+impl BatchSource for ToySemiSource {
+    fn batch(&mut self, iter: usize) -> Result<TrainBatch> {
+        let dev = Device::Cpu;
+        let b = self.batch as u64;
+        let lab: Vec<u64> = (0..b).map(|j| (iter as u64 * b + j) % 8).collect();
+        let unl: Vec<u64> = (0..b).map(|j| 100 + (iter as u64 * b + j) % 32).collect();
         Ok(TrainBatch {
-            labeled: toy_batch(&ids, self.size, self.dtype, &Device::Cpu)?,
-            unlabeled: None,
-            mix: None,
+            labeled: toy_batch(&lab, self.size, DType::F32, &dev)?,
+            unlabeled: Some(toy_unlabeled(&unl, self.size, 2 * iter as u64, &dev)?),
+            mix: Some(toy_unlabeled(&unl, self.size, 2 * iter as u64 + 1, &dev)?),
         })
     }
 }

@@ -63,11 +63,7 @@ impl DeepLabConfig {
         })
     }
     pub fn rates(&self) -> [usize; 3] {
-        self.dilations.unwrap_or(if self.output_stride == 8 {
-            [12, 24, 36]
-        } else {
-            [6, 12, 18]
-        })
+        self.dilations.unwrap_or(if self.output_stride == 8 { [12, 24, 36] } else { [6, 12, 18] })
     }
 }
 
@@ -81,12 +77,7 @@ fn conv_bn_relu(
     bn: &str,
 ) -> Result<(Conv2d, BatchNorm2d)> {
     let pad = if k == 1 { 0 } else { dil };
-    let cfg = ConvConfig {
-        stride: 1,
-        padding: pad,
-        dilation: dil,
-        groups: 1,
-    };
+    let cfg = ConvConfig { stride: 1, padding: pad, dilation: dil, groups: 1 };
     Ok((
         Conv2d::new(cin, cout, k, cfg, false, None, vb.pp(conv))?,
         BatchNorm2d::new(cout, BnConfig::default(), vb.pp(bn))?,
@@ -108,32 +99,16 @@ impl Aspp {
     fn new(cin: usize, cout: usize, rates: [usize; 3], vb: VarBuilder) -> Result<Self> {
         let mut branches = vec![conv_bn_relu(cin, cout, 1, 1, &vb.pp("b0"), "0", "1")?];
         for (i, &r) in rates.iter().enumerate() {
-            branches.push(conv_bn_relu(
-                cin,
-                cout,
-                3,
-                r,
-                &vb.pp(format!("b{}", i + 1)),
-                "0",
-                "1",
-            )?);
+            branches.push(conv_bn_relu(cin, cout, 3, r, &vb.pp(format!("b{}", i + 1)), "0", "1")?);
         }
         let pool = conv_bn_relu(cin, cout, 1, 1, &vb.pp("b4.gap"), "1", "2")?;
         let project = conv_bn_relu(5 * cout, cout, 1, 1, &vb.pp("project"), "0", "1")?;
-        Ok(Self {
-            branches,
-            pool,
-            project,
-        })
+        Ok(Self { branches, pool, project })
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let (n, _, h, w) = x.dims4()?;
-        let mut feats = self
-            .branches
-            .iter()
-            .map(|b| apply(b, x, mode))
-            .collect::<Result<Vec<_>>>()?;
+        let mut feats = self.branches.iter().map(|b| apply(b, x, mode)).collect::<Result<Vec<_>>>()?;
         let gap = apply(&self.pool, &x.mean_keepdim((2, 3))?, mode)?;
         // Bilinear upsampling of a 1×1 map (align_corners = true) is a broadcast.
         feats.push(gap.broadcast_as((n, gap.dim(1)?, h, w))?.contiguous()?);
@@ -174,34 +149,12 @@ impl DeepLabV3Plus {
         let reduce = conv_bn_relu(low, cfg.reduce_channels, 1, 1, &vb.pp("reduce"), "0", "1")?;
         let f = vb.pp("fuse");
         let fuse = [
-            conv_bn_relu(
-                aspp_ch + cfg.reduce_channels,
-                cfg.fuse_channels,
-                3,
-                1,
-                &f,
-                "0",
-                "1",
-            )?,
+            conv_bn_relu(aspp_ch + cfg.reduce_channels, cfg.fuse_channels, 3, 1, &f, "0", "1")?,
             conv_bn_relu(cfg.fuse_channels, cfg.fuse_channels, 3, 1, &f, "3", "4")?,
         ];
-        let classifier = Conv2d::new(
-            cfg.fuse_channels,
-            cfg.nclass,
-            1,
-            ConvConfig::default(),
-            true,
-            None,
-            vb.pp("classifier"),
-        )?;
-        Ok(Self {
-            backbone,
-            head,
-            reduce,
-            fuse,
-            classifier,
-            cfg: cfg.clone(),
-        })
+        let classifier =
+            Conv2d::new(cfg.fuse_channels, cfg.nclass, 1, ConvConfig::default(), true, None, vb.pp("classifier"))?;
+        Ok(Self { backbone, head, reduce, fuse, classifier, cfg: cfg.clone() })
     }
 
     /// Decoder: returns the fused feature map `[B, fuse, h1, w1]` and low-resolution logits.
@@ -224,12 +177,7 @@ impl DeepLabV3Plus {
 
     /// One encoder pass; with `fp = Some((p, rng))` the decoder runs on `cat(c, Dropout2d_p(c))` for c1 and c4
     /// and the output is split into clean and perturbed halves (UniMatch's `need_fp`).
-    pub fn forward_full(
-        &self,
-        x: &Tensor,
-        mode: Mode,
-        fp: Option<(f64, &mut SegRng)>,
-    ) -> Result<SegOutput> {
+    pub fn forward_full(&self, x: &Tensor, mode: Mode, fp: Option<(f64, &mut SegRng)>) -> Result<SegOutput> {
         let (b, _, h, w) = x.dims4()?;
         let enc = self.backbone.forward_t(x, mode)?;
         let (dec, logits, logits_fp) = match fp {
@@ -242,18 +190,9 @@ impl DeepLabV3Plus {
                 let c4 = Tensor::cat(&[enc.c4.clone(), dropout2d(&enc.c4, p, rng)?], 0)?;
                 let (dec, lo) = self.decode(&c1, &c4, mode)?;
                 let up = resize_bilinear(&lo, (h, w), true)?;
-                (
-                    dec.narrow(0, 0, b)?,
-                    up.narrow(0, 0, b)?,
-                    Some(up.narrow(0, b, b)?),
-                )
+                (dec.narrow(0, 0, b)?, up.narrow(0, 0, b)?, Some(up.narrow(0, b, b)?))
             }
         };
-        Ok(SegOutput {
-            logits,
-            logits_fp,
-            enc,
-            dec,
-        })
+        Ok(SegOutput { logits, logits_fp, enc, dec })
     }
 }

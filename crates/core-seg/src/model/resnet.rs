@@ -89,21 +89,8 @@ impl ConvBn {
         b: &str,
     ) -> Result<Self> {
         let padding = if k == 1 { 0 } else { dil * (k - 1) / 2 };
-        let cfg = ConvConfig {
-            stride,
-            padding,
-            dilation: dil,
-            groups: 1,
-        };
-        let conv = Conv2d::new(
-            cin,
-            cout,
-            k,
-            cfg,
-            false,
-            Some(crate::nn::KAIMING_FAN_OUT),
-            vb.pp(c),
-        )?;
+        let cfg = ConvConfig { stride, padding, dilation: dil, groups: 1 };
+        let conv = Conv2d::new(cin, cout, k, cfg, false, Some(crate::nn::KAIMING_FAN_OUT), vb.pp(c))?;
         let bn = BatchNorm2d::new(cout, BnConfig::default(), vb.pp(b))?;
         Ok(Self { conv, bn })
     }
@@ -119,14 +106,7 @@ struct Block {
 }
 
 impl Block {
-    fn new(
-        cin: usize,
-        planes: usize,
-        stride: usize,
-        dil: usize,
-        bottleneck: bool,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    fn new(cin: usize, planes: usize, stride: usize, dil: usize, bottleneck: bool, vb: VarBuilder) -> Result<Self> {
         let e = if bottleneck { 4 } else { 1 };
         let convs = if bottleneck {
             vec![
@@ -141,16 +121,7 @@ impl Block {
             ]
         };
         let downsample = if stride != 1 || cin != planes * e {
-            Some(ConvBn::new(
-                cin,
-                planes * e,
-                1,
-                stride,
-                1,
-                &vb.pp("downsample"),
-                "0",
-                "1",
-            )?)
+            Some(ConvBn::new(cin, planes * e, 1, stride, 1, &vb.pp("downsample"), "0", "1")?)
         } else {
             None
         };
@@ -199,34 +170,13 @@ impl ResNet {
         let (stem, stem_last, mut inplanes) = match cfg.stem {
             Stem::Deep => {
                 let s = vb.pp("conv1");
-                let stem = vec![
-                    ConvBn::new(3, w, 3, 2, 1, &s, "0", "1")?,
-                    ConvBn::new(w, w, 3, 1, 1, &s, "3", "4")?,
-                ];
-                let c6 = ConvConfig {
-                    stride: 1,
-                    padding: 1,
-                    dilation: 1,
-                    groups: 1,
-                };
-                (
-                    stem,
-                    Some(Conv2d::new(w, 2 * w, 3, c6, false, kaiming, s.pp("6"))?),
-                    2 * w,
-                )
+                let stem = vec![ConvBn::new(3, w, 3, 2, 1, &s, "0", "1")?, ConvBn::new(w, w, 3, 1, 1, &s, "3", "4")?];
+                let c6 = ConvConfig { stride: 1, padding: 1, dilation: 1, groups: 1 };
+                (stem, Some(Conv2d::new(w, 2 * w, 3, c6, false, kaiming, s.pp("6"))?), 2 * w)
             }
             Stem::Torchvision => {
-                let c = ConvConfig {
-                    stride: 2,
-                    padding: 3,
-                    dilation: 1,
-                    groups: 1,
-                };
-                (
-                    Vec::new(),
-                    Some(Conv2d::new(3, w, 7, c, false, kaiming, vb.pp("conv1"))?),
-                    w,
-                )
+                let c = ConvConfig { stride: 2, padding: 3, dilation: 1, groups: 1 };
+                (Vec::new(), Some(Conv2d::new(3, w, 7, c, false, kaiming, vb.pp("conv1"))?), w)
             }
         };
         let bn1 = BatchNorm2d::new(inplanes, BnConfig::default(), vb.pp("bn1"))?;
@@ -242,34 +192,14 @@ impl ResNet {
                 stride = 1;
             }
             let lvb = vb.pp(format!("layer{}", li + 1));
-            let mut blocks = vec![Block::new(
-                inplanes,
-                planes,
-                stride,
-                previous_dilation,
-                bottleneck,
-                lvb.pp("0"),
-            )?];
+            let mut blocks = vec![Block::new(inplanes, planes, stride, previous_dilation, bottleneck, lvb.pp("0"))?];
             inplanes = planes * e;
             for bi in 1..nblocks {
-                blocks.push(Block::new(
-                    inplanes,
-                    planes,
-                    1,
-                    dilation,
-                    bottleneck,
-                    lvb.pp(bi.to_string()),
-                )?);
+                blocks.push(Block::new(inplanes, planes, 1, dilation, bottleneck, lvb.pp(bi.to_string()))?);
             }
             layers.push(blocks);
         }
-        Ok(Self {
-            stem,
-            stem_last,
-            bn1,
-            layers,
-            cfg,
-        })
+        Ok(Self { stem, stem_last, bn1, layers, cfg })
     }
 
     pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<EncoderFeatures> {

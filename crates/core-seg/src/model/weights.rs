@@ -47,15 +47,8 @@ fn canonical(name: &str) -> &str {
 
 /// Loads `tensors` into `store`. Shapes must match exactly (an error names the key); dtypes are converted.
 /// With `strict`, any missing or unexpected key is an error listing them.
-pub fn load_tensors(
-    store: &ParamStore,
-    tensors: &HashMap<String, Tensor>,
-    strict: bool,
-) -> Result<LoadReport> {
-    let scope = if tensors
-        .keys()
-        .any(|k| canonical(k).starts_with("backbone."))
-    {
+pub fn load_tensors(store: &ParamStore, tensors: &HashMap<String, Tensor>, strict: bool) -> Result<LoadReport> {
+    let scope = if tensors.keys().any(|k| canonical(k).starts_with("backbone.")) {
         LoadScope::Full
     } else {
         LoadScope::Backbone
@@ -67,9 +60,9 @@ pub fn load_tensors(
     keys.sort();
     for key in keys {
         let base = canonical(key);
-        if base.ends_with("num_batches_tracked")
-            || base.starts_with(crate::train::checkpoint::OPTIM_PREFIX)
-        {
+        let is_state = base.starts_with(crate::train::checkpoint::OPTIM_PREFIX)
+            || base.starts_with(crate::train::checkpoint::FRAMEWORK_PREFIX);
+        if base.ends_with("num_batches_tracked") || is_state {
             report.ignored.push(key.clone());
             continue;
         }
@@ -110,11 +103,7 @@ pub fn load_tensors(
 
 /// Loads a safetensors checkpoint (full model or bare backbone) into `store`.
 pub fn load_safetensors(store: &ParamStore, path: &Path, strict: bool) -> Result<LoadReport> {
-    let device = store
-        .named_vars()
-        .first()
-        .map(|(_, v)| v.device().clone())
-        .unwrap_or(Device::Cpu);
+    let device = store.named_vars().first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
     let tensors = read_safetensors(path, &device)?;
     load_tensors(store, &tensors, strict).map_err(|e| match e {
         Error::Weights(m) => Error::file(path, m),
@@ -124,15 +113,9 @@ pub fn load_safetensors(store: &ParamStore, path: &Path, strict: bool) -> Result
 
 /// Writes `tensors` to `path` atomically: a temporary file in the same directory, then a rename.
 pub fn save_tensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let file_name = path
-        .file_name()
-        .and_then(|s| s.to_str())
-        .unwrap_or("weights");
+    let file_name = path.file_name().and_then(|s| s.to_str()).unwrap_or("weights");
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     candle_core::safetensors::save(tensors, &tmp).map_err(|e| Error::file(&tmp, e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
@@ -140,10 +123,7 @@ pub fn save_tensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Re
 
 /// Saves every variable of `store` (parameters and BN buffers) under its PyTorch name.
 pub fn save_safetensors(store: &ParamStore, path: &Path) -> Result<()> {
-    let tensors: HashMap<String, Tensor> = store
-        .named_vars()
-        .into_iter()
-        .map(|(n, v)| (n, v.as_tensor().detach()))
-        .collect();
+    let tensors: HashMap<String, Tensor> =
+        store.named_vars().into_iter().map(|(n, v)| (n, v.as_tensor().detach())).collect();
     save_tensors_atomic(&tensors, path)
 }

@@ -15,10 +15,7 @@ pub struct BnConfig {
 
 impl Default for BnConfig {
     fn default() -> Self {
-        Self {
-            eps: 1e-5,
-            momentum: 0.1,
-        }
+        Self { eps: 1e-5, momentum: 0.1 }
     }
 }
 
@@ -71,25 +68,18 @@ impl BatchNorm2d {
             self.update_running(&mean, &var, count)?;
             (mean, var)
         } else {
-            (
-                self.running_mean.as_tensor().reshape(shape)?,
-                self.running_var.as_tensor().reshape(shape)?,
-            )
+            (self.running_mean.as_tensor().reshape(shape)?, self.running_var.as_tensor().reshape(shape)?)
         };
         let inv_std = (var + self.cfg.eps)?.sqrt()?.recip()?;
         let scale = inv_std.broadcast_mul(&self.weight.reshape(shape)?)?;
-        let y = x
-            .broadcast_sub(&mean)?
-            .broadcast_mul(&scale)?
-            .broadcast_add(&self.bias.reshape(shape)?)?;
+        let y = x.broadcast_sub(&mean)?.broadcast_mul(&scale)?.broadcast_add(&self.bias.reshape(shape)?)?;
         Ok(y)
     }
 
     fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
         let m = self.cfg.momentum;
         let unbiased = (var.detach().flatten_all()? * (count as f64 / (count as f64 - 1.0)))?;
-        let rm =
-            ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;
         let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)?;

@@ -17,12 +17,7 @@ pub struct ConvConfig {
 
 impl Default for ConvConfig {
     fn default() -> Self {
-        Self {
-            stride: 1,
-            padding: 0,
-            dilation: 1,
-            groups: 1,
-        }
+        Self { stride: 1, padding: 0, dilation: 1, groups: 1 }
     }
 }
 
@@ -35,11 +30,8 @@ pub struct Conv2d {
 }
 
 /// torchvision ResNet init: Kaiming normal, fan_out, ReLU gain.
-pub const KAIMING_FAN_OUT: Init = Init::Kaiming {
-    dist: NormalOrUniform::Normal,
-    fan: FanInOut::FanOut,
-    non_linearity: NonLinearity::ReLU,
-};
+pub const KAIMING_FAN_OUT: Init =
+    Init::Kaiming { dist: NormalOrUniform::Normal, fan: FanInOut::FanOut, non_linearity: NonLinearity::ReLU };
 
 impl Conv2d {
     /// A conv layer; `init` None means PyTorch's default (Kaiming uniform with a = √5, i.e. U(±1/√fan_in)).
@@ -53,28 +45,13 @@ impl Conv2d {
         vb: VarBuilder,
     ) -> Result<Self> {
         if cfg.groups == 0 || cin % cfg.groups != 0 || cout % cfg.groups != 0 {
-            crate::bail_arg!(
-                "conv {}: {cin}→{cout} not divisible by groups {}",
-                vb.prefix(),
-                cfg.groups
-            );
+            crate::bail_arg!("conv {}: {cin}→{cout} not divisible by groups {}", vb.prefix(), cfg.groups);
         }
         let fan_in = (cin / cfg.groups) * k * k;
         let bound = 1.0 / (fan_in as f64).sqrt();
-        let default_init = Init::Uniform {
-            lo: -bound,
-            up: bound,
-        };
-        let weight = vb.get_with_hints(
-            (cout, cin / cfg.groups, k, k),
-            "weight",
-            init.unwrap_or(default_init),
-        )?;
-        let bias = if bias {
-            Some(vb.get_with_hints(cout, "bias", default_init)?)
-        } else {
-            None
-        };
+        let default_init = Init::Uniform { lo: -bound, up: bound };
+        let weight = vb.get_with_hints((cout, cin / cfg.groups, k, k), "weight", init.unwrap_or(default_init))?;
+        let bias = if bias { Some(vb.get_with_hints(cout, "bias", default_init)?) } else { None };
         Ok(Self { weight, bias, cfg })
     }
 

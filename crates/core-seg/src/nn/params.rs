@@ -24,10 +24,7 @@ pub struct ParamStore {
 
 impl ParamStore {
     pub fn new(seed: u64) -> Self {
-        Self {
-            varmap: VarMap::new(),
-            rng: Arc::new(Mutex::new(SegRng::stream(seed, &[0x1417]))),
-        }
+        Self { varmap: VarMap::new(), rng: Arc::new(Mutex::new(SegRng::stream(seed, &[0x1417]))) }
     }
 
     /// The underlying variables (parameters and BN buffers), by PyTorch name.
@@ -55,11 +52,7 @@ impl ParamStore {
             Init::Const(c) => vec![c; n],
             Init::Uniform { lo, up } => (0..n).map(|_| rng.uniform_range(lo, up)).collect(),
             Init::Randn { mean, stdev } => (0..n).map(|_| mean + stdev * rng.normal()).collect(),
-            Init::Kaiming {
-                dist,
-                fan,
-                non_linearity,
-            } => {
+            Init::Kaiming { dist, fan, non_linearity } => {
                 let std = gain(non_linearity) / (fan_of(fan, shape) as f64).sqrt();
                 match dist {
                     NormalOrUniform::Normal => (0..n).map(|_| std * rng.normal()).collect(),
@@ -96,23 +89,12 @@ fn fan_of(fan: FanInOut, shape: &Shape) -> usize {
 }
 
 impl SimpleBackend for ParamStore {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        h: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let mut data = self.varmap.data().lock().expect("varmap lock");
         if let Some(v) = data.get(name) {
             let t = v.as_tensor();
             if t.shape() != &s {
-                candle_core::bail!(
-                    "parameter `{name}`: stored shape {:?}, requested {:?}",
-                    t.shape(),
-                    s
-                );
+                candle_core::bail!("parameter `{name}`: stored shape {:?}, requested {:?}", t.shape(), s);
             }
             return t.to_dtype(dtype);
         }
@@ -124,12 +106,7 @@ impl SimpleBackend for ParamStore {
         Ok(out)
     }
 
-    fn get_unchecked(
-        &self,
-        name: &str,
-        dtype: DType,
-        _dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get_unchecked(&self, name: &str, dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
         let data = self.varmap.data().lock().expect("varmap lock");
         match data.get(name) {
             Some(v) => v.as_tensor().to_dtype(dtype),
@@ -138,11 +115,7 @@ impl SimpleBackend for ParamStore {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.varmap
-            .data()
-            .lock()
-            .expect("varmap lock")
-            .contains_key(name)
+        self.varmap.data().lock().expect("varmap lock").contains_key(name)
     }
 }
 

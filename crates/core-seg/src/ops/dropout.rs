@@ -11,9 +11,7 @@ pub fn dropout2d_mask(n: usize, c: usize, p: f64, rng: &mut SegRng, x: &Tensor) 
         crate::bail_arg!("dropout2d: p = {p} outside [0, 1)");
     }
     let scale = 1.0 / (1.0 - p);
-    let mask: Vec<f64> = (0..n * c)
-        .map(|_| if rng.bernoulli(p) { 0.0 } else { scale })
-        .collect();
+    let mask: Vec<f64> = (0..n * c).map(|_| if rng.bernoulli(p) { 0.0 } else { scale }).collect();
     Ok(Tensor::from_vec(mask, (n, c, 1, 1), x.device())?.to_dtype(x.dtype())?)
 }
 

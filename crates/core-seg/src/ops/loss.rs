@@ -12,24 +12,16 @@ pub fn cross_entropy_per_pixel(logits: &Tensor, target: &Tensor) -> Result<(Tens
     let (n, k, h, w) = logits.dims4()?;
     let t = target.to_dtype(DType::U32)?;
     if t.dims() != [n, h, w] {
-        crate::bail_arg!(
-            "cross-entropy: logits {:?} vs target {:?}",
-            logits.dims(),
-            target.dims()
-        );
+        crate::bail_arg!("cross-entropy: logits {:?} vs target {:?}", logits.dims(), target.dims());
     }
     let valid_u = t.ne(IGNORE_INDEX)?;
     let safe = valid_u.where_cond(&t, &t.zeros_like()?)?;
     let max_label = safe.flatten_all()?.max(0)?.to_scalar::<u32>()?;
     if max_label as usize >= k {
-        crate::bail_arg!(
-            "cross-entropy: target label {max_label} outside 0..{k} (and not {IGNORE_INDEX})"
-        );
+        crate::bail_arg!("cross-entropy: target label {max_label} outside 0..{k} (and not {IGNORE_INDEX})");
     }
     let logp = candle_nn::ops::log_softmax(logits, 1)?;
-    let picked = logp
-        .gather(&safe.unsqueeze(1)?.contiguous()?, 1)?
-        .squeeze(1)?;
+    let picked = logp.gather(&safe.unsqueeze(1)?.contiguous()?, 1)?.squeeze(1)?;
     let valid = valid_u.to_dtype(logits.dtype())?;
     let loss = (picked.neg()? * &valid)?;
     Ok((loss, valid))
@@ -55,10 +47,7 @@ pub struct OhemConfig {
 
 impl Default for OhemConfig {
     fn default() -> Self {
-        Self {
-            thresh: 0.7,
-            min_kept: 200_000,
-        }
+        Self { thresh: 0.7, min_kept: 200_000 }
     }
 }
 

@@ -12,9 +12,7 @@ mod resize;
 mod shuffle;
 
 pub use dropout::{dropout2d, dropout2d_mask};
-pub use loss::{
-    cross_entropy_ignore, cross_entropy_per_pixel, masked_mean, ohem_cross_entropy, OhemConfig,
-};
+pub use loss::{cross_entropy_ignore, cross_entropy_per_pixel, masked_mean, ohem_cross_entropy, OhemConfig};
 pub use pool::max_pool_3x3_s2_p1;
 pub use resize::{interp_matrix, resize_bilinear};
 pub use shuffle::{pixel_shuffle, pixel_unshuffle};

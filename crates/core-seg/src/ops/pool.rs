@@ -19,17 +19,9 @@ pub fn max_pool_3x3_s2_p1(x: &Tensor) -> Result<Tensor> {
     let mut out: Option<Tensor> = None;
     for a in 0..3 {
         // Rows a, a+2, ..., a+2(oh-1): narrow then keep the first of each pair.
-        let rows = padded
-            .narrow(2, a, 2 * oh)?
-            .reshape((n, c, oh, 2, pw))?
-            .narrow(3, 0, 1)?
-            .squeeze(3)?;
+        let rows = padded.narrow(2, a, 2 * oh)?.reshape((n, c, oh, 2, pw))?.narrow(3, 0, 1)?.squeeze(3)?;
         for b in 0..3 {
-            let v = rows
-                .narrow(D::Minus1, b, 2 * ow)?
-                .reshape((n, c, oh, ow, 2))?
-                .narrow(4, 0, 1)?
-                .squeeze(4)?;
+            let v = rows.narrow(D::Minus1, b, 2 * ow)?.reshape((n, c, oh, ow, 2))?.narrow(4, 0, 1)?.squeeze(4)?;
             out = Some(match out {
                 None => v,
                 Some(m) => m.maximum(&v)?,
@@ -40,12 +32,7 @@ pub fn max_pool_3x3_s2_p1(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Pads dims 2 and 3 of a 4-D tensor with a constant.
-fn pad_const(
-    x: &Tensor,
-    (top, bottom): (usize, usize),
-    (left, right): (usize, usize),
-    v: f64,
-) -> Result<Tensor> {
+fn pad_const(x: &Tensor, (top, bottom): (usize, usize), (left, right): (usize, usize), v: f64) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let fill = |hh: usize, ww: usize| -> Result<Tensor> {
         Ok(Tensor::full(v, (n, c, hh, ww), x.device())?.to_dtype(x.dtype())?)

@@ -33,23 +33,13 @@ pub fn interp_matrix(inp: usize, out: usize, align_corners: bool) -> Vec<f64> {
     m
 }
 
-fn matrix(
-    inp: usize,
-    out: usize,
-    align_corners: bool,
-    dtype: DType,
-    dev: &Device,
-) -> Result<Tensor> {
+fn matrix(inp: usize, out: usize, align_corners: bool, dtype: DType, dev: &Device) -> Result<Tensor> {
     let m = interp_matrix(inp, out, align_corners);
     Ok(Tensor::from_vec(m, (out, inp), dev)?.to_dtype(dtype)?)
 }
 
 /// Bilinear resize of `x [N, C, H, W]` to `[N, C, oh, ow]`, differentiable in `x`.
-pub fn resize_bilinear(
-    x: &Tensor,
-    (oh, ow): (usize, usize),
-    align_corners: bool,
-) -> Result<Tensor> {
+pub fn resize_bilinear(x: &Tensor, (oh, ow): (usize, usize), align_corners: bool) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     if (h, w) == (oh, ow) {
         return Ok(x.clone());
@@ -63,9 +53,7 @@ pub fn resize_bilinear(
         x.contiguous()?
     } else {
         let a_w_t = matrix(w, ow, align_corners, dtype, dev)?.t()?;
-        x.reshape((n * c * h, w))?
-            .matmul(&a_w_t)?
-            .reshape((n, c, h, ow))?
+        x.reshape((n * c * h, w))?.matmul(&a_w_t)?.reshape((n, c, h, ow))?
     };
     if h == oh {
         return Ok(xw);
@@ -73,10 +61,6 @@ pub fn resize_bilinear(
     // Along H: transpose so H is last, then [N·C·ow, H] · A_hᵀ [H, oh].
     let a_h_t = matrix(h, oh, align_corners, dtype, dev)?.t()?;
     let t = xw.transpose(2, 3)?.contiguous()?.reshape((n * c * ow, h))?;
-    let y = t
-        .matmul(&a_h_t)?
-        .reshape((n, c, ow, oh))?
-        .transpose(2, 3)?
-        .contiguous()?;
+    let y = t.matmul(&a_h_t)?.reshape((n, c, ow, oh))?.transpose(2, 3)?.contiguous()?;
     Ok(y)
 }

@@ -8,10 +8,7 @@ use crate::Result;
 pub fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
     let (n, crr, h, w) = x.dims4()?;
     if r == 0 || crr % (r * r) != 0 {
-        crate::bail_arg!(
-            "pixel_shuffle: {crr} channels not divisible by r² = {}",
-            r * r
-        );
+        crate::bail_arg!("pixel_shuffle: {crr} channels not divisible by r² = {}", r * r);
     }
     let c = crr / (r * r);
     let y = x.reshape((n, c, r, r, h, w))?.permute((0, 1, 4, 2, 5, 3))?;

@@ -4,9 +4,12 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use std::collections::HashMap;
+
 use crate::batch::TrainBatch;
+use crate::frameworks::StepTensors;
 use crate::model::DeepLabV3Plus;
-use crate::nn::Mode;
+use crate::nn::{Mode, ParamStore};
 use crate::ops::{cross_entropy_ignore, ohem_cross_entropy, OhemConfig};
 use crate::rng::SegRng;
 use crate::Result;
@@ -17,6 +20,8 @@ pub struct StepCtx<'a> {
     pub total_iters: usize,
     /// The run's RNG (dropout masks and any other draw inside the step).
     pub rng: &'a mut SegRng,
+    /// The student's variables (e.g. to build an EMA teacher).
+    pub store: &'a ParamStore,
 }
 
 /// The step's total loss (to differentiate) and its named terms (detached scalars, for logs).
@@ -25,17 +30,31 @@ pub struct StepLosses {
     pub terms: Vec<(String, Tensor)>,
     /// Extra scalars to log (e.g. `mask_ratio`).
     pub stats: Vec<(String, f64)>,
+    /// The step's tensors, handed to auxiliary terms.
+    pub tensors: Option<StepTensors>,
 }
 
 /// A training framework: builds the step's losses from the model and a batch.
 pub trait Framework {
     fn name(&self) -> &str;
-    fn losses(
+    fn losses(&mut self, model: &DeepLabV3Plus, batch: &TrainBatch, ctx: &mut StepCtx) -> Result<StepLosses>;
+    /// Called after each optimiser step (e.g. an EMA teacher update).
+    fn after_step(&mut self, _student: &ParamStore) -> Result<()> {
+        Ok(())
+    }
+    /// Extra state saved in checkpoints (e.g. teacher weights), names without prefix.
+    fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    /// Restores what [`Framework::state_tensors`] saved.
+    fn load_state_tensors(
         &mut self,
-        model: &DeepLabV3Plus,
-        batch: &TrainBatch,
-        ctx: &mut StepCtx,
-    ) -> Result<StepLosses>;
+        _student: &ParamStore,
+        _model: &DeepLabV3Plus,
+        _t: &HashMap<String, Tensor>,
+    ) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Loss on labelled pixels.
@@ -68,18 +87,23 @@ impl Framework for Supervised {
         "supervised"
     }
 
-    fn losses(
-        &mut self,
-        model: &DeepLabV3Plus,
-        batch: &TrainBatch,
-        _ctx: &mut StepCtx,
-    ) -> Result<StepLosses> {
-        let logits = model.forward_t(&batch.labeled.image, Mode::Train)?;
-        let loss_x = self.criterion.loss(&logits, &batch.labeled.mask)?;
+    fn losses(&mut self, model: &DeepLabV3Plus, batch: &TrainBatch, _ctx: &mut StepCtx) -> Result<StepLosses> {
+        let out = model.forward_full(&batch.labeled.image, Mode::Train, None)?;
+        let loss_x = self.criterion.loss(&out.logits, &batch.labeled.mask)?;
+        let n_labeled = batch.labeled.image.dim(0)?;
+        let tensors = StepTensors {
+            labeled: batch.labeled.clone(),
+            unlabeled: None,
+            out,
+            n_labeled,
+            pseudo: None,
+            conf_thresh: 1.0,
+        };
         Ok(StepLosses {
             total: loss_x.clone(),
             terms: vec![("loss_x".into(), loss_x.detach())],
             stats: vec![],
+            tensors: Some(tensors),
         })
     }
 }

@@ -14,6 +14,7 @@ pub use framework::{Criterion, Framework, StepCtx, StepLosses, Supervised};
 
 use crate::batch::BatchSource;
 use crate::eval::EvalReport;
+use crate::frameworks::AuxTerm;
 use crate::model::{weights, DeepLabConfig, DeepLabV3Plus};
 use crate::nn::ParamStore;
 use crate::optim::{backbone_head_groups, poly_lr, OptimConfig, Optimizer};
@@ -72,9 +73,11 @@ pub trait Observer {
 pub struct NoObserver;
 impl Observer for NoObserver {}
 
-/// Model, optimiser and run state.
+/// Model, framework, auxiliary terms, optimiser and run state.
 pub struct Trainer {
     pub model: DeepLabV3Plus,
+    pub framework: Box<dyn Framework>,
+    pub aux: Vec<Box<dyn AuxTerm>>,
     pub store: ParamStore,
     pub opt: Optimizer,
     pub rng: SegRng,
@@ -92,6 +95,7 @@ impl Trainer {
     pub fn new(
         model_cfg: &DeepLabConfig,
         cfg: TrainConfig,
+        framework: Box<dyn Framework>,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
@@ -102,6 +106,8 @@ impl Trainer {
         let rng = SegRng::stream(cfg.seed, &[0x7a1e]);
         Ok(Self {
             model,
+            framework,
+            aux: Vec::new(),
             store,
             opt,
             rng,
@@ -113,75 +119,73 @@ impl Trainer {
         })
     }
 
+    /// Adds an auxiliary loss term. `build` gets a `VarBuilder` on the model's store, so the term's own
+    /// parameters (e.g. a reconstruction decoder) are trained (at the head lr) and checkpointed.
+    pub fn add_aux_term(
+        &mut self,
+        build: impl FnOnce(candle_nn::VarBuilder<'static>) -> Result<Box<dyn AuxTerm>>,
+    ) -> Result<()> {
+        let first = self.store.named_vars().into_iter().next().ok_or_else(|| Error::Weights("empty model".into()))?;
+        let term = build(self.store.var_builder(first.1.dtype(), first.1.device()))?;
+        self.aux.push(term);
+        self.opt.groups = backbone_head_groups(&self.store.named_vars(), self.cfg.lr_multi);
+        Ok(())
+    }
+
     /// Learning rate for iteration `it` (0-based): `lr·(1 − it/T)^p`.
     pub fn lr_at(&self, it: usize) -> f64 {
         poly_lr(self.cfg.lr, it, self.cfg.iters, self.cfg.poly_power)
     }
 
     /// One optimisation step. A non-finite loss is an error raised before any parameter changes.
-    pub fn step(
-        &mut self,
-        framework: &mut dyn Framework,
-        source: &mut dyn BatchSource,
-    ) -> Result<StepRecord> {
+    pub fn step(&mut self, source: &mut dyn BatchSource) -> Result<StepRecord> {
         let it = self.iter;
         let batch = source.batch(it)?;
         let lr = self.lr_at(it);
         self.opt.set_lr(lr);
-        let mut ctx = StepCtx {
-            iter: it,
-            total_iters: self.cfg.iters,
-            rng: &mut self.rng,
-        };
-        let losses = framework.losses(&self.model, &batch, &mut ctx)?;
+        let mut ctx = StepCtx { iter: it, total_iters: self.cfg.iters, rng: &mut self.rng, store: &self.store };
+        let mut losses = self.framework.losses(&self.model, &batch, &mut ctx)?;
+        if let Some(tensors) = losses.tensors.take() {
+            for term in &mut self.aux {
+                for (name, l) in term.losses(&self.model, &tensors, &mut ctx)? {
+                    losses.total = (losses.total + &l)?;
+                    losses.terms.push((name, l.detach()));
+                }
+            }
+        }
         let loss = losses.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let mut terms = Vec::with_capacity(losses.terms.len());
         for (name, t) in &losses.terms {
             let v = t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !v.is_finite() {
-                return Err(Error::NonFiniteLoss {
-                    term: name.clone(),
-                    value: v,
-                    iter: it,
-                });
+                return Err(Error::NonFiniteLoss { term: name.clone(), value: v, iter: it });
             }
             terms.push((name.clone(), v));
         }
         if !loss.is_finite() {
-            return Err(Error::NonFiniteLoss {
-                term: "loss_all".into(),
-                value: loss,
-                iter: it,
-            });
+            return Err(Error::NonFiniteLoss { term: "loss_all".into(), value: loss, iter: it });
         }
         let grads = losses.total.backward()?;
         self.opt.step(&grads)?;
+        self.framework.after_step(&self.store)?;
         self.iter += 1;
-        Ok(StepRecord {
-            iter: it,
-            lr,
-            loss,
-            terms,
-            stats: losses.stats,
-        })
+        Ok(StepRecord { iter: it, lr, loss, terms, stats: losses.stats })
     }
 
     /// Trains until `cfg.iters`, evaluating with `evaluate` every `eval_every` iterations and at the end;
     /// checkpoints go to `out_dir` (`latest.safetensors`, and `best.safetensors` on improvement).
     pub fn run(
         &mut self,
-        framework: &mut dyn Framework,
         source: &mut dyn BatchSource,
         evaluate: &mut dyn FnMut(&DeepLabV3Plus) -> Result<EvalReport>,
         observer: &mut dyn Observer,
     ) -> Result<Option<EvalReport>> {
         let mut last = None;
         while self.iter < self.cfg.iters {
-            let rec = self.step(framework, source)?;
+            let rec = self.step(source)?;
             observer.on_step(&rec, self.cfg.iters);
             let done = self.iter == self.cfg.iters;
-            let eval_now =
-                done || (self.cfg.eval_every > 0 && self.iter % self.cfg.eval_every == 0);
+            let eval_now = done || (self.cfg.eval_every > 0 && self.iter % self.cfg.eval_every == 0);
             if eval_now {
                 let report = evaluate(&self.model)?;
                 observer.on_eval(self.iter, &report);
@@ -226,44 +230,27 @@ impl Trainer {
 
     /// Writes a full checkpoint to `path`.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        let model: Vec<_> = self
-            .store
-            .named_vars()
-            .into_iter()
-            .map(|(n, v)| (n, v.as_tensor().clone()))
-            .collect();
-        save_checkpoint(path, &model, &self.opt.state, &self.state())
+        let model: Vec<_> = self.store.named_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+        save_checkpoint(path, &model, &self.opt.state, &self.framework.state_tensors(), &self.state())
     }
 
     /// Restores model, optimiser, RNG and counters from a checkpoint.
     pub fn resume_from(&mut self, path: &Path) -> Result<()> {
-        let device = self
-            .store
-            .named_vars()
-            .first()
-            .map(|(_, v)| v.device().clone())
-            .unwrap_or(Device::Cpu);
+        let device = self.store.named_vars().first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
         let ck = load_checkpoint(path, &device)?;
-        weights::load_tensors(&self.store, &ck.model, true)
-            .map_err(|e| Error::file(path, e.to_string()))?;
-        let dtypes: std::collections::HashMap<String, DType> = self
-            .store
-            .named_vars()
-            .into_iter()
-            .map(|(n, v)| (n, v.dtype()))
-            .collect();
+        weights::load_tensors(&self.store, &ck.model, true).map_err(|e| Error::file(path, e.to_string()))?;
+        let dtypes: std::collections::HashMap<String, DType> =
+            self.store.named_vars().into_iter().map(|(n, v)| (n, v.dtype())).collect();
         self.opt.state = ck
             .optim
             .into_iter()
             .map(|(k, t)| {
-                let param = k
-                    .rsplit_once('.')
-                    .map(|(p, _)| p.to_string())
-                    .unwrap_or_default();
+                let param = k.rsplit_once('.').map(|(p, _)| p.to_string()).unwrap_or_default();
                 let dt = dtypes.get(&param).copied().unwrap_or(t.dtype());
                 Ok((k, t.to_dtype(dt)?))
             })
             .collect::<Result<_>>()?;
+        self.framework.load_state_tensors(&self.store, &self.model, &ck.framework)?;
         self.opt.step_count = ck.state.optim_steps;
         self.rng = SegRng::from_state(ck.state.rng);
         self.iter = ck.state.iter;
