@@ -11,10 +11,10 @@ mod fixmatch;
 mod mean_teacher;
 mod unimatch;
 
-pub use aux::{AuxTerm, StepTensors};
+pub use aux::{AuxTerm, Pseudo, StepTensors};
 pub use fixmatch::FixMatch;
 pub use mean_teacher::{ema_update, MeanTeacher};
-pub use unimatch::UniMatch;
+pub use unimatch::{combine as combine_unimatch, UniMatch};
 
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
