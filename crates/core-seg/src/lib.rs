@@ -10,6 +10,7 @@ pub mod batch;
 pub mod error;
 pub mod eval;
 pub mod frameworks;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod nn;
