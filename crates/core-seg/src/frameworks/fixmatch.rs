@@ -3,10 +3,10 @@
 
 use candle_core::Tensor;
 
-use super::aux::{Pseudo, StepTensors};
+use super::aux::Pseudo;
 use super::unimatch::{mix_prediction, unlabeled_parts};
-use super::{mask_ratio, paste_box, pseudo_label, unsup_loss, SemiConfig};
-use crate::batch::{TrainBatch, UnlabeledBatch};
+use super::{cutmix_images, paste_pseudo, pseudo_label, semi_step_losses, unsup_loss, SemiConfig};
+use crate::batch::TrainBatch;
 use crate::model::DeepLabV3Plus;
 use crate::nn::Mode;
 use crate::train::{Framework, StepCtx, StepLosses};
@@ -23,52 +23,32 @@ impl FixMatch {
     }
 }
 
-/// FixMatch's step given the weak and mix pseudo-labels `(conf, label)`; `None` for the weak ones means
-/// "take them from the student's train-mode weak prediction" (FixMatch), `Some` supplies a teacher's.
+/// FixMatch's step given the mix pseudo-labels `(conf, label)`; `weak_pl = None` takes the weak ones from
+/// the student's train-mode weak prediction (FixMatch), `Some` supplies a teacher's (mean teacher).
 pub(super) fn fixmatch_step(
     cfg: &SemiConfig,
     model: &DeepLabV3Plus,
     batch: &TrainBatch,
-    mix_pl: (Tensor, Tensor),
+    (conf_m, y_m): (Tensor, Tensor),
     weak_pl: Option<(Tensor, Tensor)>,
 ) -> Result<StepLosses> {
-    let (u, mix): (&UnlabeledBatch, &UnlabeledBatch) = unlabeled_parts(batch)?;
-    let (conf_m, y_m) = mix_pl;
-    let nl = batch.labeled.image.dim(0)?;
-    let bu = u.weak.dim(0)?;
-    let b1 = u.box1.unsqueeze(1)?.broadcast_as(u.strong1.shape())?.to_dtype(candle_core::DType::U8)?;
-    let x_s = b1.where_cond(&mix.strong1, &u.strong1)?;
-    let x = Tensor::cat(&[&batch.labeled.image, &u.weak], 0)?;
-    let out = model.forward_full(&x, Mode::Train, None)?;
+    let (u, mix) = unlabeled_parts(batch)?;
+    let (nl, bu) = (batch.labeled.image.dim(0)?, u.weak.dim(0)?);
+    let x_s = cutmix_images(&u.box1, &mix.strong1, &u.strong1)?;
+    let out = model.forward_full(&Tensor::cat(&[&batch.labeled.image, &u.weak], 0)?, Mode::Train, None)?;
     let p_x = out.logits.narrow(0, 0, nl)?;
     let (conf_w, y_w) = match weak_pl {
         Some(pl) => pl,
         None => pseudo_label(&out.logits.narrow(0, nl, bu)?)?,
     };
     let p_s = model.forward_t(&x_s, Mode::Train)?;
-    let y1 = paste_box(&u.box1, &y_m, &y_w)?;
-    let c1 = paste_box(&u.box1, &conf_m, &conf_w)?;
-    let i1 = paste_box(&u.box1, &mix.ignore, &u.ignore)?;
+    let weak = Pseudo { label: y_w, conf: conf_w, ignore: u.ignore.clone() };
+    let s1 = paste_pseudo(&u.box1, &Pseudo { label: y_m, conf: conf_m, ignore: mix.ignore.clone() }, &weak)?;
     let tau = cfg.conf_thresh;
     let lx = cfg.criterion.loss(&p_x, &batch.labeled.mask)?;
-    let ls = unsup_loss(&p_s, &y1, &c1, &i1, tau)?;
+    let ls = unsup_loss(&p_s, &s1.label, &s1.conf, &s1.ignore, tau)?;
     let total = ((&lx + &ls)? * cfg.w_out)?;
-    let stats = vec![("mask_ratio".to_string(), mask_ratio(&conf_w, &u.ignore, tau)?)];
-    let pseudo = Some(Pseudo { label: y_w, conf: conf_w, ignore: u.ignore.clone() });
-    let tensors = StepTensors {
-        labeled: batch.labeled.clone(),
-        unlabeled: Some(u.clone()),
-        out,
-        n_labeled: nl,
-        pseudo,
-        conf_thresh: tau,
-    };
-    Ok(StepLosses {
-        total,
-        terms: vec![("loss_x".into(), lx.detach()), ("loss_s".into(), ls.detach())],
-        stats,
-        tensors: Some(tensors),
-    })
+    semi_step_losses(batch, out, weak, tau, total, vec![("loss_x", &lx), ("loss_s", &ls)])
 }
 
 impl Framework for FixMatch {

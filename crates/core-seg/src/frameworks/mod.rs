@@ -121,6 +121,43 @@ pub fn mask_ratio(conf: &Tensor, ign: &Tensor, tau: f64) -> Result<f64> {
     Ok(if den > 0.0 { (confident * &not_pad)?.sum_all()?.to_scalar::<f64>()? / den } else { 0.0 })
 }
 
+/// CutMix in image space: `where(box, mixed_view, view)` on all channels (`box [B, H, W]`).
+pub fn cutmix_images(boxes: &Tensor, mixed_view: &Tensor, view: &Tensor) -> Result<Tensor> {
+    let b = boxes.to_dtype(DType::U8)?.unsqueeze(1)?.broadcast_as(view.shape())?;
+    Ok(b.where_cond(mixed_view, view)?)
+}
+
+/// Pseudo-label triple `(label, conf, ignore)` with the mix partner's values pasted inside the box.
+pub fn paste_pseudo(boxes: &Tensor, mix: &Pseudo, weak: &Pseudo) -> Result<Pseudo> {
+    Ok(Pseudo {
+        label: paste_box(boxes, &mix.label, &weak.label)?,
+        conf: paste_box(boxes, &mix.conf, &weak.conf)?,
+        ignore: paste_box(boxes, &mix.ignore, &weak.ignore)?,
+    })
+}
+
+/// A semi-supervised step's result: the total, detached terms, `mask_ratio`, and the step's tensors.
+pub(crate) fn semi_step_losses(
+    batch: &crate::batch::TrainBatch,
+    out: crate::model::SegOutput,
+    weak: Pseudo,
+    tau: f64,
+    total: Tensor,
+    terms: Vec<(&str, &Tensor)>,
+) -> Result<crate::train::StepLosses> {
+    let stats = vec![("mask_ratio".to_string(), mask_ratio(&weak.conf, &weak.ignore, tau)?)];
+    let terms = terms.into_iter().map(|(n, t)| (n.to_string(), t.detach())).collect();
+    let tensors = StepTensors {
+        labeled: batch.labeled.clone(),
+        unlabeled: batch.unlabeled.clone(),
+        n_labeled: batch.labeled.image.dim(0)?,
+        out,
+        pseudo: Some(weak),
+        conf_thresh: tau,
+    };
+    Ok(crate::train::StepLosses { total, terms, stats, tensors: Some(tensors) })
+}
+
 /// Builds the framework a config names.
 pub fn build(cfg: &SemiConfig) -> Box<dyn crate::train::Framework> {
     match cfg.method {

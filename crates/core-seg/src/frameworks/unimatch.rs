@@ -6,8 +6,8 @@
 
 use candle_core::Tensor;
 
-use super::aux::{Pseudo, StepTensors};
-use super::{mask_ratio, paste_box, pseudo_label, unsup_loss, FpOn, MixPredBn, SemiConfig};
+use super::aux::Pseudo;
+use super::{cutmix_images, paste_pseudo, pseudo_label, semi_step_losses, unsup_loss, FpOn, MixPredBn, SemiConfig};
 use crate::batch::{TrainBatch, UnlabeledBatch};
 use crate::model::DeepLabV3Plus;
 use crate::nn::Mode;
@@ -52,62 +52,35 @@ impl Framework for UniMatch {
     fn losses(&mut self, model: &DeepLabV3Plus, batch: &TrainBatch, ctx: &mut StepCtx) -> Result<StepLosses> {
         let cfg = &self.cfg;
         let (u, mix) = unlabeled_parts(batch)?;
-        let nl = batch.labeled.image.dim(0)?;
-        // (a) mix pseudo-labels; (b) CutMix in image space.
+        let (nl, bu) = (batch.labeled.image.dim(0)?, u.weak.dim(0)?);
+        // (a) mix pseudo-labels (no grad); (b) CutMix in image space.
         let (conf_m, y_m) = mix_prediction(model, mix, cfg.mix_pred_bn)?;
-        let b1 = u.box1.unsqueeze(1)?.broadcast_as(u.strong1.shape())?.to_dtype(candle_core::DType::U8)?;
-        let b2 = u.box2.unsqueeze(1)?.broadcast_as(u.strong2.shape())?.to_dtype(candle_core::DType::U8)?;
-        let x_s1 = b1.where_cond(&mix.strong1, &u.strong1)?;
-        let x_s2 = b2.where_cond(&mix.strong2, &u.strong2)?;
+        let x_s1 = cutmix_images(&u.box1, &mix.strong1, &u.strong1)?;
+        let x_s2 = cutmix_images(&u.box2, &mix.strong2, &u.strong2)?;
         // (c) one encoder pass on cat(x_l, x_w) with the FP decoder stream, one on the strong views.
-        let x = Tensor::cat(&[&batch.labeled.image, &u.weak], 0)?;
         let fp = match cfg.fp_on {
             FpOn::Weak => Some((cfg.fp_dropout, &mut *ctx.rng)),
             FpOn::None => None,
         };
-        let out = model.forward_full(&x, Mode::Train, fp)?;
+        let out = model.forward_full(&Tensor::cat(&[&batch.labeled.image, &u.weak], 0)?, Mode::Train, fp)?;
         let p_x = out.logits.narrow(0, 0, nl)?;
-        let p_w = out.logits.narrow(0, nl, u.weak.dim(0)?)?;
         let p_s = model.forward_t(&Tensor::cat(&[&x_s1, &x_s2], 0)?, Mode::Train)?;
-        let bu = u.weak.dim(0)?;
-        let (p_s1, p_s2) = (p_s.narrow(0, 0, bu)?, p_s.narrow(0, bu, bu)?);
         // (d) pseudo-labels from the train-mode weak prediction, pasted with the mix ones inside the boxes.
-        let (conf_w, y_w) = pseudo_label(&p_w)?;
-        let tau = cfg.conf_thresh;
-        let pasted = |bx: &Tensor| -> Result<(Tensor, Tensor, Tensor)> {
-            Ok((paste_box(bx, &y_m, &y_w)?, paste_box(bx, &conf_m, &conf_w)?, paste_box(bx, &mix.ignore, &u.ignore)?))
-        };
-        let (y1, c1, i1) = pasted(&u.box1)?;
-        let (y2, c2, i2) = pasted(&u.box2)?;
+        let (conf_w, y_w) = pseudo_label(&out.logits.narrow(0, nl, bu)?)?;
+        let weak = Pseudo { label: y_w, conf: conf_w, ignore: u.ignore.clone() };
+        let mixp = Pseudo { label: y_m, conf: conf_m, ignore: mix.ignore.clone() };
+        let (s1, s2) = (paste_pseudo(&u.box1, &mixp, &weak)?, paste_pseudo(&u.box2, &mixp, &weak)?);
         // (e) losses.
+        let tau = cfg.conf_thresh;
         let lx = cfg.criterion.loss(&p_x, &batch.labeled.mask)?;
-        let ls1 = unsup_loss(&p_s1, &y1, &c1, &i1, tau)?;
-        let ls2 = unsup_loss(&p_s2, &y2, &c2, &i2, tau)?;
+        let ls1 = unsup_loss(&p_s.narrow(0, 0, bu)?, &s1.label, &s1.conf, &s1.ignore, tau)?;
+        let ls2 = unsup_loss(&p_s.narrow(0, bu, bu)?, &s2.label, &s2.conf, &s2.ignore, tau)?;
         let lfp = match &out.logits_fp {
-            Some(fp) => unsup_loss(&fp.narrow(0, nl, bu)?, &y_w, &conf_w, &u.ignore, tau)?,
+            Some(fp) => unsup_loss(&fp.narrow(0, nl, bu)?, &weak.label, &weak.conf, &weak.ignore, tau)?,
             None => lx.zeros_like()?,
         };
         let total = combine(cfg, &lx, &ls1, &ls2, &lfp)?;
         let ls = ((&ls1 + &ls2)? * 0.5)?;
-        let stats = vec![("mask_ratio".to_string(), mask_ratio(&conf_w, &u.ignore, tau)?)];
-        let pseudo = Some(Pseudo { label: y_w, conf: conf_w, ignore: u.ignore.clone() });
-        let tensors = StepTensors {
-            labeled: batch.labeled.clone(),
-            unlabeled: Some(u.clone()),
-            out,
-            n_labeled: nl,
-            pseudo,
-            conf_thresh: tau,
-        };
-        Ok(StepLosses {
-            total,
-            terms: vec![
-                ("loss_x".into(), lx.detach()),
-                ("loss_s".into(), ls.detach()),
-                ("loss_w_fp".into(), lfp.detach()),
-            ],
-            stats,
-            tensors: Some(tensors),
-        })
+        semi_step_losses(batch, out, weak, tau, total, vec![("loss_x", &lx), ("loss_s", &ls), ("loss_w_fp", &lfp)])
     }
 }
