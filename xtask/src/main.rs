@@ -1,6 +1,8 @@
 //! `cargo xtask <command>`: the project's command line (model checks, data tools, training, reproduction).
 
+mod bench;
 mod forward;
+mod runtime;
 
 use clap::{Parser, Subcommand};
 
@@ -15,6 +17,11 @@ struct Cli {
 enum Command {
     /// Eval-mode forward of a safetensors `input` (N×3×H×W) through DeepLabV3+ into `logits` (N×K×H×W).
     Forward(forward::ForwardArgs),
+    /// Whole-step benchmarks (ms/step, peak RSS), optionally against PyTorch on the same CPU.
+    Bench(bench::BenchArgs),
+    /// Runs one benchmark case in this process (used by `bench`).
+    #[command(hide = true)]
+    BenchCase(bench::BenchCaseArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -24,5 +31,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Forward(a) => forward::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::BenchCase(a) => bench::run_case(a),
     }
 }

@@ -1,0 +1,140 @@
+//! Benchmark cases shared by `cargo bench -p semiseg-bench` and `cargo xtask bench`.
+//!
+//! A case is a whole training step (supervised or UniMatch) or an eval forward of DeepLabV3+ at a given
+//! backbone, crop and batch. `cargo xtask bench` runs each case in its own process (so peak RSS is the
+//! case's own) and, with `--compare-pytorch`, runs `tools/bench/torch_bench.py` on the identical model and
+//! step, printing ms/step, peak RSS and the ratio ours/PyTorch.
+
+use candle_core::{DType, Device, Tensor};
+use core_seg::batch::{BatchSource, LabeledBatch, TrainBatch, UnlabeledBatch};
+use core_seg::frameworks::{self, Method, SemiConfig};
+use core_seg::model::{DeepLabConfig, Depth};
+use core_seg::nn::Mode;
+use core_seg::rng::SegRng;
+use core_seg::train::{TrainConfig, Trainer};
+use serde::{Deserialize, Serialize};
+
+/// One benchmark case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Case {
+    pub name: String,
+    pub backbone: Depth,
+    pub size: usize,
+    pub batch: usize,
+    /// supervised | unimatch | eval
+    pub kind: String,
+}
+
+/// The standard cases (`step-r18-128-b4` is the headline).
+pub fn cases() -> Vec<Case> {
+    let c = |name: &str, backbone, size, batch, kind: &str| Case {
+        name: name.into(),
+        backbone,
+        size,
+        batch,
+        kind: kind.into(),
+    };
+    vec![
+        c("step-r18-128-b4", Depth::Resnet18, 128, 4, "supervised"),
+        c("step-r50-128-b4", Depth::Resnet50, 128, 4, "supervised"),
+        c("unimatch-r18-128-b4", Depth::Resnet18, 128, 4, "unimatch"),
+        c("step-r18-321-b2", Depth::Resnet18, 321, 2, "supervised"),
+        c("eval-r18-321-b1", Depth::Resnet18, 321, 1, "eval"),
+    ]
+}
+
+/// The model every case uses: DeepLabV3+ (UniMatch layout, deep stem, OS 16), 21 classes.
+pub fn model_config(backbone: Depth) -> DeepLabConfig {
+    DeepLabConfig { backbone, nclass: 21, ..Default::default() }
+}
+
+/// A fixed random batch (labelled, unlabelled and mix) of the case's shape.
+pub struct RandomSource {
+    batch: TrainBatch,
+}
+
+impl RandomSource {
+    pub fn new(b: usize, s: usize, semi: bool) -> core_seg::Result<Self> {
+        let dev = Device::Cpu;
+        let mut rng = SegRng::new(1);
+        let mut img = |rng: &mut SegRng| -> core_seg::Result<Tensor> {
+            let v: Vec<f32> = (0..b * 3 * s * s).map(|_| rng.normal() as f32).collect();
+            Ok(Tensor::from_vec(v, (b, 3, s, s), &dev)?)
+        };
+        let labeled = LabeledBatch {
+            image: img(&mut rng)?,
+            mask: Tensor::from_vec((0..b * s * s).map(|_| rng.below(21) as u32).collect::<Vec<_>>(), (b, s, s), &dev)?,
+        };
+        let unl = |rng: &mut SegRng,
+                   img: &mut dyn FnMut(&mut SegRng) -> core_seg::Result<Tensor>|
+         -> core_seg::Result<UnlabeledBatch> {
+            let boxes = Tensor::from_vec(
+                (0..b * s * s).map(|i| u8::from((i % s) < s / 2)).collect::<Vec<_>>(),
+                (b, s, s),
+                &dev,
+            )?;
+            Ok(UnlabeledBatch {
+                weak: img(rng)?,
+                strong1: img(rng)?,
+                strong2: img(rng)?,
+                ignore: Tensor::zeros((b, s, s), DType::U32, &dev)?,
+                box1: boxes.clone(),
+                box2: boxes,
+            })
+        };
+        let (unlabeled, mix) =
+            if semi { (Some(unl(&mut rng, &mut img)?), Some(unl(&mut rng, &mut img)?)) } else { (None, None) };
+        Ok(Self { batch: TrainBatch { labeled, unlabeled, mix } })
+    }
+}
+
+impl BatchSource for RandomSource {
+    fn batch(&mut self, _iter: usize) -> core_seg::Result<TrainBatch> {
+        Ok(self.batch.clone())
+    }
+}
+
+/// Result of running one case in this process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timing {
+    pub case: String,
+    pub ms: f64,
+    pub peak_mib: f64,
+    pub steps: usize,
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), MiB.
+pub fn peak_rss_mib() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Runs `warmup + steps` iterations of the case and returns the mean time of the timed ones.
+pub fn run_case(case: &Case, warmup: usize, steps: usize) -> core_seg::Result<Timing> {
+    let semi = case.kind == "unimatch";
+    let mut src = RandomSource::new(case.batch, case.size, semi)?;
+    let method = if semi { Method::Unimatch } else { Method::Supervised };
+    let fw = frameworks::build(&SemiConfig { method, ..Default::default() });
+    let cfg = TrainConfig { iters: warmup + steps, lr: 0.01, ..Default::default() };
+    let mut t = Trainer::new(&model_config(case.backbone), cfg, fw, DType::F32, &Device::Cpu)?;
+    let mut times = Vec::new();
+    for i in 0..warmup + steps {
+        let t0 = std::time::Instant::now();
+        if case.kind == "eval" {
+            let x = src.batch(0)?.labeled.image;
+            let _ = t.model.forward_t(&x, Mode::Eval)?.argmax(1)?;
+        } else {
+            t.step(&mut src)?;
+        }
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let ms = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    Ok(Timing { case: case.name.clone(), ms, peak_mib: peak_rss_mib(), steps })
+}

@@ -1,0 +1,140 @@
+//! `cargo xtask bench [--compare-pytorch] [--json FILE]`: whole-step benchmarks, each case in its own process
+//! (peak RSS per case), optionally beside the identical PyTorch model and step.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Also run tools/bench/torch_bench.py (needs `torch`; interpreter from $SEMISEG_PYTHON, else python3).
+    #[arg(long)]
+    compare_pytorch: bool,
+    /// Write the results as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Comma-separated case names (default: all).
+    #[arg(long)]
+    cases: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+}
+
+#[derive(clap::Args)]
+pub struct BenchCaseArgs {
+    case: String,
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+}
+
+#[derive(Serialize)]
+struct Row {
+    case: String,
+    ours_ms: f64,
+    torch_ms: Option<f64>,
+    ratio: Option<f64>,
+    ours_peak_mib: f64,
+    torch_peak_mib: Option<f64>,
+}
+
+/// Runs one case in this process and prints its timing as one JSON line (used by `bench`).
+pub fn run_case(a: BenchCaseArgs) -> anyhow::Result<()> {
+    let case =
+        bench::cases().into_iter().find(|c| c.name == a.case).with_context(|| format!("unknown case `{}`", a.case))?;
+    let t = bench::run_case(&case, a.warmup, a.steps)?;
+    println!("{}", serde_json::to_string(&t)?);
+    Ok(())
+}
+
+fn last_json_line(out: &[u8]) -> anyhow::Result<serde_json::Value> {
+    let text = String::from_utf8_lossy(out);
+    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).context("no JSON line in output")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn torch_python() -> Option<String> {
+    let py = std::env::var("SEMISEG_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py).args(["-c", "import torch"]).output().map(|o| o.status.success()).unwrap_or(false);
+    ok.then_some(py)
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let wanted: Option<Vec<String>> = a.cases.as_ref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
+    let cases: Vec<_> =
+        bench::cases().into_iter().filter(|c| wanted.as_ref().is_none_or(|w| w.contains(&c.name))).collect();
+    if cases.is_empty() {
+        bail!(
+            "no case matches {:?}; cases: {:?}",
+            a.cases,
+            bench::cases().iter().map(|c| c.name.clone()).collect::<Vec<_>>()
+        );
+    }
+    let py = if a.compare_pytorch {
+        Some(torch_python().context(
+            "--compare-pytorch: `import torch` failed; install it (pip install torch) or set SEMISEG_PYTHON",
+        )?)
+    } else {
+        None
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/bench/torch_bench.py");
+    let exe = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    println!(
+        "{:<22} {:>10} {:>10} {:>7} {:>10} {:>10}",
+        "case", "ours ms", "torch ms", "ratio", "ours MiB", "torch MiB"
+    );
+    for c in &cases {
+        let steps = a.steps.to_string();
+        let warm = a.warmup.to_string();
+        let out = Command::new(&exe).args(["bench-case", &c.name, "--steps", &steps, "--warmup", &warm]).output()?;
+        if !out.status.success() {
+            bail!("case {} failed: {}", c.name, String::from_utf8_lossy(&out.stderr));
+        }
+        let ours = last_json_line(&out.stdout)?;
+        let torch = match &py {
+            Some(py) => {
+                let case_json = serde_json::to_string(c)?;
+                let o = Command::new(py)
+                    .args([script, "--case", &case_json, "--steps", &steps, "--warmup", &warm])
+                    .output()?;
+                if !o.status.success() {
+                    bail!("torch case {} failed: {}", c.name, String::from_utf8_lossy(&o.stderr));
+                }
+                Some(last_json_line(&o.stdout)?)
+            }
+            None => None,
+        };
+        let f = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64());
+        let ours_ms = f(&ours, "ms").context("ms")?;
+        let torch_ms = torch.as_ref().and_then(|t| f(t, "ms"));
+        let row = Row {
+            case: c.name.clone(),
+            ours_ms,
+            torch_ms,
+            ratio: torch_ms.map(|t| ours_ms / t),
+            ours_peak_mib: f(&ours, "peak_mib").unwrap_or(0.0),
+            torch_peak_mib: torch.as_ref().and_then(|t| f(t, "peak_mib")),
+        };
+        let opt = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<22} {:>10.1} {:>10} {:>7} {:>10.0} {:>10}",
+            row.case,
+            row.ours_ms,
+            opt(row.torch_ms, 1),
+            opt(row.ratio, 2),
+            row.ours_peak_mib,
+            opt(row.torch_peak_mib, 0)
+        );
+        rows.push(row);
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
