@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use data::check::{check_dataset, CheckOptions};
 use data::synthetic::{write_voc_layout, SynthConfig, WriteOptions};
@@ -130,7 +130,9 @@ pub fn check_data(a: CheckDataArgs) -> anyhow::Result<()> {
     println!("label histogram: {}", hist.join(" "));
     println!("{}", report.summary());
     if !report.is_ok() {
-        bail!("{}", report.summary());
+        // The problems and the summary are printed above; exit non-zero without an extra backtrace.
+        eprintln!("check-data: FAILED: {}", report.summary());
+        std::process::exit(1);
     }
     Ok(())
 }

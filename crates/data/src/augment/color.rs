@@ -101,34 +101,72 @@ pub fn grayscale(img: &mut [f32]) {
 
 /// Exact separable Gaussian blur, radius `⌈3σ⌉`, edge pixels repeated.
 pub fn gaussian_blur(img: &mut [f32], w: usize, h: usize, sigma: f64) {
-    let r = (3.0 * sigma).ceil().max(1.0) as isize;
-    let mut k: Vec<f32> = (-r..=r)
-        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp() as f32)
+    let r = (3.0 * sigma).ceil().max(1.0) as usize;
+    let mut k: Vec<f32> = (0..=2 * r)
+        .map(|i| {
+            let d = i as f64 - r as f64;
+            (-(d * d) / (2.0 * sigma * sigma)).exp() as f32
+        })
         .collect();
     let sum: f32 = k.iter().sum();
     k.iter_mut().for_each(|v| *v /= sum);
+    // Horizontal pass: each row is copied into an edge-padded buffer, then convolved.
+    let mut padded = vec![0f32; (w + 2 * r) * 3];
     let mut tmp = vec![0f32; img.len()];
-    let clamp = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
     for y in 0..h {
-        for x in 0..w {
-            let mut acc = [0f32; 3];
-            for (j, kv) in k.iter().enumerate() {
-                let sx = clamp(x as isize + j as isize - r, w);
-                let base = (y * w + sx) * 3;
-                (0..3).for_each(|c| acc[c] += kv * img[base + c]);
-            }
-            tmp[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&acc);
+        let row = &img[y * w * 3..(y + 1) * w * 3];
+        for x in 0..w + 2 * r {
+            let sx = x.saturating_sub(r).min(w - 1);
+            padded[x * 3..x * 3 + 3].copy_from_slice(&row[sx * 3..sx * 3 + 3]);
+        }
+        let out = &mut tmp[y * w * 3..(y + 1) * w * 3];
+        for (j, &kv) in k.iter().enumerate() {
+            let src = &padded[j * 3..(j + w) * 3];
+            out.iter_mut().zip(src).for_each(|(o, s)| *o += kv * s);
         }
     }
+    // Vertical pass: whole rows at a time (contiguous, vectorisable).
+    img.iter_mut().for_each(|v| *v = 0.0);
+    let stride = w * 3;
     for y in 0..h {
-        for x in 0..w {
-            let mut acc = [0f32; 3];
-            for (j, kv) in k.iter().enumerate() {
-                let sy = clamp(y as isize + j as isize - r, h);
-                let base = (sy * w + x) * 3;
-                (0..3).for_each(|c| acc[c] += kv * tmp[base + c]);
-            }
-            img[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&acc);
+        let out = &mut img[y * stride..(y + 1) * stride];
+        for (j, &kv) in k.iter().enumerate() {
+            let sy = (y + j).saturating_sub(r).min(h - 1);
+            let src = &tmp[sy * stride..(sy + 1) * stride];
+            out.iter_mut().zip(src).for_each(|(o, s)| *o += kv * s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blur_preserves_constants_and_mass_and_smooths_an_impulse() {
+        let (w, h) = (9, 7);
+        let mut c = vec![0.25f32; w * h * 3];
+        gaussian_blur(&mut c, w, h, 1.3);
+        assert!(c.iter().all(|v| (v - 0.25).abs() < 1e-5));
+        let mut d = vec![0f32; w * h * 3];
+        d[(3 * w + 4) * 3 + 1] = 1.0;
+        gaussian_blur(&mut d, w, h, 0.8);
+        let total: f32 = d.iter().sum();
+        assert!((total - 1.0).abs() < 1e-4, "{total}");
+        assert!(d[(3 * w + 4) * 3 + 1] < 0.5 && d[(3 * w + 5) * 3 + 1] > 0.01);
+        assert_eq!(d[(3 * w + 4) * 3], 0.0, "channels stay separate");
+    }
+
+    #[test]
+    fn hue_full_turn_is_identity_and_grayscale_is_luma() {
+        let mut p = vec![0.8f32, 0.2, 0.4, 0.1, 0.9, 0.3];
+        let orig = p.clone();
+        hue(&mut p, 1.0);
+        assert!(p.iter().zip(&orig).all(|(a, b)| (a - b).abs() < 1e-5));
+        hue(&mut p, 0.5);
+        assert!((p[0] - orig[0]).abs() > 0.1);
+        let mut g = vec![1.0f32, 0.0, 0.0];
+        grayscale(&mut g);
+        assert!(g.iter().all(|v| (v - 0.299).abs() < 1e-6));
     }
 }
