@@ -271,19 +271,16 @@ fn problem_from(err: Error, path: &Path) -> Problem {
     }
 }
 
-/// True when the bytes end with the format's end marker (JPEG EOI, PNG IEND); other formats pass.
+/// True unless the bytes are a JPEG or PNG without its end marker: a JPEG must have an EOI (`FF D9`) after
+/// its last start-of-scan (`FF DA`; entropy-coded data cannot contain `FF D9`), a PNG an `IEND` chunk in its
+/// last 32 bytes (tolerating trailing padding). Other formats pass.
 pub fn has_trailer(bytes: &[u8]) -> bool {
-    let trimmed = {
-        let mut n = bytes.len();
-        while n > 0 && bytes[n - 1] == 0 {
-            n -= 1;
-        }
-        &bytes[..n]
-    };
+    let find_last = |hay: &[u8], pat: &[u8]| hay.windows(pat.len()).rposition(|w| w == pat);
     if bytes.starts_with(&[0xFF, 0xD8]) {
-        trimmed.ends_with(&[0xFF, 0xD9])
+        let sos = find_last(bytes, &[0xFF, 0xDA]).unwrap_or(0);
+        find_last(&bytes[sos..], &[0xFF, 0xD9]).is_some()
     } else if bytes.starts_with(b"\x89PNG") {
-        bytes.len() >= 12 && &bytes[bytes.len() - 8..bytes.len() - 4] == b"IEND"
+        find_last(&bytes[bytes.len().saturating_sub(32)..], b"IEND").is_some()
     } else {
         true
     }

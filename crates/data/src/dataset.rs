@@ -97,6 +97,28 @@ impl FileDataset {
         Ok(Self::new(kind, root, splits::read_split(list)?, k))
     }
 
+    /// A VOC devkit image set (`ImageSets/Segmentation/<name>.txt`, bare ids). Each id's mask is
+    /// `SegmentationClass/<id>.png` (paletted) when present, else `SegmentationClassAug/<id>.png` (SBD, grayscale).
+    pub fn voc_image_set(root: impl Into<PathBuf>, name: &str) -> Result<Self> {
+        let root = root.into();
+        let list = root
+            .join("ImageSets/Segmentation")
+            .join(format!("{name}.txt"));
+        let text = std::fs::read_to_string(&list).map_err(|e| Error::io(&list, e))?;
+        let mut entries = splits::parse_image_set(&text, &list)?;
+        for e in &mut entries {
+            let id = e.id();
+            if !root.join(format!("SegmentationClass/{id}.png")).is_file()
+                && root
+                    .join(format!("SegmentationClassAug/{id}.png"))
+                    .is_file()
+            {
+                e.mask = Some(format!("SegmentationClassAug/{id}.png"));
+            }
+        }
+        Ok(Self::new(DatasetKind::Voc, root, entries, 21))
+    }
+
     /// The dataset root.
     pub fn root(&self) -> &Path {
         &self.root

