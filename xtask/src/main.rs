@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's command line (model checks, data tools, training, reproduction).
 
 mod bench;
+mod data_cmd;
 mod forward;
 mod runtime;
 
@@ -17,6 +18,10 @@ struct Cli {
 enum Command {
     /// Eval-mode forward of a safetensors `input` (N×3×H×W) through DeepLabV3+ into `logits` (N×K×H×W).
     Forward(forward::ForwardArgs),
+    /// Generate a dataset on disk (e.g. `gen-data synthetic --out DIR --num N`).
+    GenData(data_cmd::GenDataArgs),
+    /// Validate a dataset: every listed file, sizes, label values, split ids.
+    CheckData(data_cmd::CheckDataArgs),
     /// Whole-step benchmarks (ms/step, peak RSS), optionally against PyTorch on the same CPU.
     Bench(bench::BenchArgs),
     /// Runs one benchmark case in this process (used by `bench`).
@@ -31,6 +36,8 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Forward(a) => forward::run(a),
+        Command::GenData(a) => data_cmd::gen_data(a),
+        Command::CheckData(a) => data_cmd::check_data(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchCase(a) => bench::run_case(a),
     }

@@ -1,1 +1,25 @@
-//! data
+//! Datasets (PASCAL VOC + SBD, Cityscapes, procedural synthetic scenes), UniMatch augmentations and loaders.
+//!
+//! Everything random is drawn from [`core_seg::rng::SegRng`] streams keyed by `(seed, epoch, position)`, so
+//! batches do not depend on thread scheduling.
+
+pub mod augment;
+mod batch;
+pub mod check;
+pub mod dataset;
+pub mod error;
+pub mod io;
+pub mod loader;
+pub mod palette;
+pub mod prefetch;
+pub mod splits;
+pub mod synthetic;
+
+pub use augment::AugConfig;
+pub use dataset::{Dataset, DatasetKind, FileDataset, RawSample};
+pub use error::{Error, Result};
+pub use io::{Mask, RgbImage};
+pub use loader::{
+    val_samples, LabeledBatch, Loader, LoaderConfig, MixPartner, SemiBatch, UnlabeledBatch,
+    ValSample,
+};

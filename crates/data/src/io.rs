@@ -1,0 +1,197 @@
+//! Decoding and encoding images and index masks.
+//!
+//! Masks are always read with the `png` crate without palette expansion, so paletted VOC masks yield their
+//! **indices** (the `image` crate would return RGB colours). Images go through `image` and become RGB8.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// An 8-bit RGB image, row-major HWC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `height * width * 3` bytes.
+    pub data: Vec<u8>,
+}
+
+/// An 8-bit label mask, row-major HW (255 = ignore).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mask {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `height * width` label values.
+    pub data: Vec<u8>,
+}
+
+/// A decoded mask plus the PLTE chunk of the file, if it had one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedMask {
+    /// The index values.
+    pub mask: Mask,
+    /// Palette entries (RGB triples) from the file's PLTE chunk.
+    pub palette: Option<Vec<[u8; 3]>>,
+}
+
+/// Reads a whole file, naming it in the error.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// Decodes JPEG/PNG bytes to RGB8; `path` is only used in error messages.
+pub fn decode_image(bytes: &[u8], path: &Path) -> Result<RgbImage> {
+    let reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::decode(path, e.to_string()))?;
+    let img = reader
+        .decode()
+        .map_err(|e| Error::decode(path, e.to_string()))?;
+    let rgb = img.into_rgb8();
+    let (w, h) = rgb.dimensions();
+    Ok(RgbImage {
+        width: w as usize,
+        height: h as usize,
+        data: rgb.into_raw(),
+    })
+}
+
+/// Reads and decodes an image file to RGB8.
+pub fn read_image(path: &Path) -> Result<RgbImage> {
+    decode_image(&read_bytes(path)?, path)
+}
+
+/// Reads only the header of an image file to get `(width, height)`.
+pub fn image_dimensions(path: &Path) -> Result<(usize, usize)> {
+    let (w, h) = image::image_dimensions(path).map_err(|e| Error::decode(path, e.to_string()))?;
+    Ok((w as usize, h as usize))
+}
+
+/// Decodes an index mask (8-bit paletted or grayscale PNG; 1/2/4-bit depths are unpacked, 16-bit is an error).
+pub fn decode_mask(bytes: &[u8], path: &Path) -> Result<DecodedMask> {
+    let mut decoder = png::Decoder::new(Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = decoder
+        .read_info()
+        .map_err(|e| Error::decode(path, e.to_string()))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| Error::decode(path, "image too large for this platform"))?;
+    let mut buf = vec![0u8; size];
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| Error::decode(path, e.to_string()))?;
+    match info.color_type {
+        png::ColorType::Indexed | png::ColorType::Grayscale => {}
+        other => {
+            return Err(Error::invalid(
+                path,
+                format!(
+                    "mask has colour type {other:?}; expected an index (paletted or grayscale) PNG"
+                ),
+            ))
+        }
+    }
+    let bits = match info.bit_depth {
+        png::BitDepth::One => 1,
+        png::BitDepth::Two => 2,
+        png::BitDepth::Four => 4,
+        png::BitDepth::Eight => 8,
+        png::BitDepth::Sixteen => {
+            return Err(Error::invalid(path, "16-bit masks are not supported"))
+        }
+    };
+    let (w, h) = (info.width as usize, info.height as usize);
+    let data = unpack_rows(&buf, w, h, info.line_size, bits);
+    let palette = reader
+        .info()
+        .palette
+        .as_ref()
+        .map(|p| p.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect());
+    Ok(DecodedMask {
+        mask: Mask {
+            width: w,
+            height: h,
+            data,
+        },
+        palette,
+    })
+}
+
+/// Reads and decodes a mask file (see [`decode_mask`]).
+pub fn read_mask(path: &Path) -> Result<DecodedMask> {
+    decode_mask(&read_bytes(path)?, path)
+}
+
+/// Unpacks `bits`-per-sample rows (MSB first, as PNG stores them) into one byte per pixel.
+fn unpack_rows(buf: &[u8], w: usize, h: usize, line_size: usize, bits: usize) -> Vec<u8> {
+    if bits == 8 {
+        let mut out = Vec::with_capacity(w * h);
+        for y in 0..h {
+            out.extend_from_slice(&buf[y * line_size..y * line_size + w]);
+        }
+        return out;
+    }
+    let per_byte = 8 / bits;
+    let maskv = (1u8 << bits) - 1;
+    let mut out = Vec::with_capacity(w * h);
+    for y in 0..h {
+        let row = &buf[y * line_size..(y + 1) * line_size];
+        for x in 0..w {
+            let byte = row[x / per_byte];
+            let shift = 8 - bits * (x % per_byte + 1);
+            out.push((byte >> shift) & maskv);
+        }
+    }
+    out
+}
+
+/// Encodes a mask as an 8-bit paletted PNG with the given 256-entry palette.
+pub fn encode_paletted_png(mask: &Mask, palette: &[[u8; 3]; 256]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let pal: Vec<u8> = palette.iter().flatten().copied().collect();
+    let mut enc = png::Encoder::new(&mut out, mask.width as u32, mask.height as u32);
+    enc.set_color(png::ColorType::Indexed);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_palette(pal);
+    let err = |e: png::EncodingError| Error::Config(format!("PNG encoding failed: {e}"));
+    let mut writer = enc.write_header().map_err(err)?;
+    writer.write_image_data(&mask.data).map_err(err)?;
+    writer.finish().map_err(err)?;
+    Ok(out)
+}
+
+/// Writes a mask as an 8-bit paletted PNG (VOC style).
+pub fn write_paletted_png(path: &Path, mask: &Mask, palette: &[[u8; 3]; 256]) -> Result<()> {
+    let bytes = encode_paletted_png(mask, palette)?;
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+/// Writes a mask as an 8-bit grayscale PNG (Cityscapes / SegmentationClassAug style).
+pub fn write_gray_png(path: &Path, mask: &Mask) -> Result<()> {
+    image::save_buffer(
+        path,
+        &mask.data,
+        mask.width as u32,
+        mask.height as u32,
+        image::ExtendedColorType::L8,
+    )
+    .map_err(|e| Error::decode(path, e.to_string()))
+}
+
+/// Writes an RGB image; the format follows the extension (`.png` lossless, `.jpg` quality 90 by default).
+pub fn write_rgb(path: &Path, img: &RgbImage) -> Result<()> {
+    image::save_buffer(
+        path,
+        &img.data,
+        img.width as u32,
+        img.height as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| Error::decode(path, e.to_string()))
+}

