@@ -75,10 +75,8 @@ pub enum Kind {
 pub fn gen_data(a: GenDataArgs) -> anyhow::Result<()> {
     let mut cfg = match &a.config {
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str::<SynthConfig>(&text)
-                .with_context(|| format!("parsing {}", p.display()))?
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str::<SynthConfig>(&text).with_context(|| format!("parsing {}", p.display()))?
         }
         None => SynthConfig::default(),
     };
@@ -95,12 +93,7 @@ pub fn gen_data(a: GenDataArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     write_voc_layout(&a.out, &opts)?;
-    println!(
-        "wrote {} train + {} val images to {}",
-        opts.num_train,
-        opts.num_val,
-        a.out.display()
-    );
+    println!("wrote {} train + {} val images to {}", opts.num_train, opts.num_val, a.out.display());
     Ok(())
 }
 
@@ -111,22 +104,12 @@ pub fn check_data(a: CheckDataArgs) -> anyhow::Result<()> {
         Kind::Cityscapes => DatasetKind::Cityscapes,
         Kind::Synthetic => DatasetKind::Synthetic,
     };
-    let report = check_dataset(&CheckOptions {
-        kind,
-        root: a.root,
-        splits: a.splits,
-        num_classes: a.num_classes,
-    })?;
+    let report = check_dataset(&CheckOptions { kind, root: a.root, splits: a.splits, num_classes: a.num_classes })?;
     for p in &report.problems {
         println!("{p}");
     }
-    let hist: Vec<String> = report
-        .histogram
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n > 0)
-        .map(|(v, n)| format!("{v}:{n}"))
-        .collect();
+    let hist: Vec<String> =
+        report.histogram.iter().enumerate().filter(|(_, n)| **n > 0).map(|(v, n)| format!("{v}:{n}")).collect();
     println!("label histogram: {}", hist.join(" "));
     println!("{}", report.summary());
     if !report.is_ok() {

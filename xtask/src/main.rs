@@ -1,9 +1,12 @@
 //! `cargo xtask <command>`: the project's command line (model checks, data tools, training, reproduction).
 
 mod bench;
+mod config;
 mod data_cmd;
+mod datasets;
 mod forward;
 mod runtime;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +25,12 @@ enum Command {
     GenData(data_cmd::GenDataArgs),
     /// Validate a dataset: every listed file, sizes, label values, split ids.
     CheckData(data_cmd::CheckDataArgs),
+    /// Train a model as a run config says (checkpoints, metrics, `--resume`).
+    Train(train_cmd::TrainArgs),
+    /// Evaluate a checkpoint on the config's validation set (per-class IoU table).
+    Eval(train_cmd::EvalArgs),
+    /// Predict masks (dataset palette) and overlays for images.
+    Predict(train_cmd::PredictArgs),
     /// Whole-step benchmarks (ms/step, peak RSS), optionally against PyTorch on the same CPU.
     Bench(bench::BenchArgs),
     /// Runs one benchmark case in this process (used by `bench`).
@@ -38,6 +47,9 @@ fn main() -> anyhow::Result<()> {
         Command::Forward(a) => forward::run(a),
         Command::GenData(a) => data_cmd::gen_data(a),
         Command::CheckData(a) => data_cmd::check_data(a),
+        Command::Train(a) => train_cmd::train(a),
+        Command::Eval(a) => train_cmd::eval(a),
+        Command::Predict(a) => train_cmd::predict(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchCase(a) => bench::run_case(a),
     }

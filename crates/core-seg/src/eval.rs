@@ -7,32 +7,36 @@ use crate::metrics::ConfusionMatrix;
 use crate::Result;
 
 /// How a full-resolution validation image is predicted.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
 pub enum EvalMode {
     /// One forward of the whole image (UniMatch `original`).
+    #[default]
     Original,
     /// Windows of `window` px, stride `⌊window·stride_ratio⌋`, starting at 0 and truncated at the border;
-    /// softmax summed per pixel (UniMatch `sliding_window`, stride ratio 2/3).
-    SlidingWindow { window: usize, stride_ratio: f64 },
-}
-
-impl Default for EvalMode {
-    fn default() -> Self {
-        EvalMode::Original
-    }
+    /// softmax summed per pixel (UniMatch `sliding_window`).
+    SlidingWindow,
 }
 
 /// Evaluation settings.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalConfig {
-    #[serde(flatten)]
     pub mode: EvalMode,
+    /// Sliding-window size (UniMatch: the crop size).
+    pub window: usize,
+    /// Stride as a fraction of the window (UniMatch: 2/3).
+    pub stride_ratio: f64,
     /// Average with the prediction of the horizontally flipped image.
     pub flip: bool,
     /// Leave classes absent from both prediction and GT out of the mean.
     pub miou_skip_empty: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { mode: EvalMode::Original, window: 801, stride_ratio: 2.0 / 3.0, flip: false, miou_skip_empty: false }
+    }
 }
 
 /// Window origins along one axis: `0, s, 2s, …` while `< len` (UniMatch's loop).
@@ -55,7 +59,7 @@ pub fn predict_probs(
     let once = |x: &Tensor| -> Result<Tensor> {
         match cfg.mode {
             EvalMode::Original => Ok(candle_nn::ops::softmax(&logits_fn(x)?, 1)?),
-            EvalMode::SlidingWindow { window, stride_ratio } => sliding_window(x, window, stride_ratio, logits_fn),
+            EvalMode::SlidingWindow => sliding_window(x, cfg.window, cfg.stride_ratio, logits_fn),
         }
     };
     let p = once(image)?;
@@ -168,8 +172,7 @@ mod tests {
             Ok(Tensor::cat(&[a, b, t.narrow(1, 2, 1)?.neg()?], 1)?)
         };
         let whole = predict_labels(&x, &EvalConfig::default(), &model)?;
-        let sw =
-            EvalConfig { mode: EvalMode::SlidingWindow { window: 16, stride_ratio: 2.0 / 3.0 }, ..Default::default() };
+        let sw = EvalConfig { mode: EvalMode::SlidingWindow, window: 16, ..Default::default() };
         let slid = predict_labels(&x, &sw, &model)?;
         assert_eq!(whole.to_vec3::<u32>()?, slid.to_vec3::<u32>()?);
         let probs = predict_probs(&x, &sw, &model)?;

@@ -141,6 +141,7 @@ mod tests {
 
     /// Two SGD steps on f(p) = ½‖p‖² by hand: g = p, wd = 0.1, m = 0.9, lr = 0.1; head group ×10.
     #[test]
+    #[allow(clippy::approx_constant)]
     fn sgd_momentum_weight_decay_and_groups_by_hand() -> Result<()> {
         let dev = Device::Cpu;
         let a = Var::from_tensor(&Tensor::new(&[1.0f64], &dev)?)?;

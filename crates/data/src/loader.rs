@@ -55,14 +55,7 @@ pub struct LoaderConfig {
 
 impl Default for LoaderConfig {
     fn default() -> Self {
-        Self {
-            batch_size: 2,
-            batch_size_u: 2,
-            seed: 0,
-            prefetch: 4,
-            threads: None,
-            mix_partner: MixPartner::SameImage,
-        }
+        Self { batch_size: 2, batch_size_u: 2, seed: 0, prefetch: 4, threads: None, mix_partner: MixPartner::SameImage }
     }
 }
 
@@ -204,14 +197,9 @@ impl Loader {
                 .zip(idx.par_iter())
                 .map(|(&p, &i)| {
                     let raw = self.labeled.sample(i)?;
-                    let mask = raw
-                        .mask
-                        .ok_or_else(|| Error::Config(format!("sample {} has no mask", raw.id)))?;
+                    let mask = raw.mask.ok_or_else(|| Error::Config(format!("sample {} has no mask", raw.id)))?;
                     let mut rng = SegRng::stream(self.cfg.seed, &[AUG_L, epoch, p as u64]);
-                    Ok((
-                        raw.id,
-                        augment::augment_labeled(&raw.image, &mask, &self.aug, &mut rng),
-                    ))
+                    Ok((raw.id, augment::augment_labeled(&raw.image, &mask, &self.aug, &mut rng)))
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
@@ -226,10 +214,7 @@ impl Loader {
         idx: &[usize],
         midx: &[usize],
     ) -> Result<[UnlabeledBatch; 2]> {
-        let u = self
-            .unlabeled
-            .as_ref()
-            .ok_or_else(|| Error::Config("no unlabelled dataset".into()))?;
+        let u = self.unlabeled.as_ref().ok_or_else(|| Error::Config("no unlabelled dataset".into()))?;
         let same = self.cfg.mix_partner == MixPartner::SameImage;
         type Pair = ((String, UnlabeledCrop), (String, UnlabeledCrop));
         let crops: Vec<Pair> = self.run(|| {
@@ -239,11 +224,7 @@ impl Loader {
                     let raw = u.image_only(idx[k])?;
                     let mut r1 = SegRng::stream(self.cfg.seed, &[AUG_U, epoch, pos[k] as u64]);
                     let a = augment::augment_unlabeled(&raw.image, &self.aug, &mut r1);
-                    let mraw = if same {
-                        raw.clone()
-                    } else {
-                        u.image_only(midx[k])?
-                    };
+                    let mraw = if same { raw.clone() } else { u.image_only(midx[k])? };
                     let mut r2 = SegRng::stream(self.cfg.seed, &[AUG_MIX, epoch, pos[k] as u64]);
                     let b = augment::augment_unlabeled(&mraw.image, &self.aug, &mut r2);
                     Ok(((raw.id, a), (mraw.id, b)))
@@ -252,21 +233,11 @@ impl Loader {
         })?;
         let (a, b): (Vec<_>, Vec<_>) = crops.into_iter().unzip();
         let s = self.aug.crop_size;
-        Ok([
-            crate::batch::unlabeled(a, s, &self.device)?,
-            crate::batch::unlabeled(b, s, &self.device)?,
-        ])
+        Ok([crate::batch::unlabeled(a, s, &self.device)?, crate::batch::unlabeled(b, s, &self.device)?])
     }
 
     /// One step of a semi-supervised epoch.
-    fn semi_step(
-        &self,
-        epoch: u64,
-        step: usize,
-        l: &[usize],
-        u: &[usize],
-        m: &[usize],
-    ) -> Result<SemiBatch> {
+    fn semi_step(&self, epoch: u64, step: usize, l: &[usize], u: &[usize], m: &[usize]) -> Result<SemiBatch> {
         let (b, bu) = (self.cfg.batch_size, self.cfg.batch_size_u);
         let lp: Vec<usize> = (step * b..(step + 1) * b).collect();
         let up: Vec<usize> = (step * bu..(step + 1) * bu).collect();
@@ -275,18 +246,16 @@ impl Loader {
         let mi: Vec<usize> = up.iter().map(|&p| m[p]).collect();
         let labeled = self.labeled_batch(epoch, &lp, &li)?;
         let [unlabeled, mix] = self.unlabeled_batches(epoch, &up, &ui, &mi)?;
-        Ok(SemiBatch {
-            labeled,
-            unlabeled,
-            mix,
-        })
+        Ok(SemiBatch { labeled, unlabeled, mix })
     }
 
     /// A semi-supervised epoch: `for batch in loader.epoch(e) { let batch = batch?; ... }`.
     pub fn epoch(&self, epoch: u64) -> Result<Prefetch<SemiBatch>> {
-        let n_u = self.unlabeled.as_ref().map(|u| u.len()).ok_or_else(|| {
-            Error::Config("epoch() needs an unlabelled dataset; use supervised_epoch()".into())
-        })?;
+        let n_u = self
+            .unlabeled
+            .as_ref()
+            .map(|u| u.len())
+            .ok_or_else(|| Error::Config("epoch() needs an unlabelled dataset; use supervised_epoch()".into()))?;
         let seed = self.cfg.seed;
         let l = self.labeled_order(n_u, epoch);
         let u = perm(n_u, seed, ORDER_U, epoch);
@@ -296,9 +265,7 @@ impl Loader {
         };
         let this = self.clone();
         let steps = self.steps_per_epoch();
-        Ok(spawn_prefetch(steps, self.cfg.prefetch, move |s| {
-            this.semi_step(epoch, s, &l, &u, &m)
-        }))
+        Ok(spawn_prefetch(steps, self.cfg.prefetch, move |s| this.semi_step(epoch, s, &l, &u, &m)))
     }
 
     /// A supervised epoch: one shuffled pass over the labelled set.
@@ -320,16 +287,10 @@ pub fn val_samples(ds: Dataset, device: Device, prefetch: usize) -> Prefetch<Val
     let n = ds.len();
     spawn_prefetch(n, prefetch.max(1), move |i| {
         let raw = ds.sample(i)?;
-        let mask = raw
-            .mask
-            .ok_or_else(|| Error::Config(format!("val sample {} has no mask", raw.id)))?;
+        let mask = raw.mask.ok_or_else(|| Error::Config(format!("val sample {} has no mask", raw.id)))?;
         let (w, h) = (raw.image.width, raw.image.height);
         let image = Tensor::from_vec(augment::normalize_image(&raw.image), (1, 3, h, w), &device)?;
         let m: Vec<u32> = mask.data.iter().map(|&v| v as u32).collect();
-        Ok(ValSample {
-            image,
-            mask: Tensor::from_vec(m, (1, h, w), &device)?,
-            id: raw.id,
-        })
+        Ok(ValSample { image, mask: Tensor::from_vec(m, (1, h, w), &device)?, id: raw.id })
     })
 }

@@ -30,11 +30,7 @@ pub fn spawn_prefetch<T: Send + 'static>(
             }
         }
     });
-    Prefetch {
-        rx: Some(rx),
-        handle: Some(handle),
-        len: n,
-    }
+    Prefetch { rx: Some(rx), handle: Some(handle), len: n }
 }
 
 impl<T> Prefetch<T> {

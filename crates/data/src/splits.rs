@@ -21,13 +21,8 @@ pub struct SplitEntry {
 impl SplitEntry {
     /// The sample id: the image file stem without a Cityscapes `_leftImg8bit` suffix.
     pub fn id(&self) -> String {
-        let stem = Path::new(&self.image)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or(&self.image);
-        stem.strip_suffix("_leftImg8bit")
-            .unwrap_or(stem)
-            .to_string()
+        let stem = Path::new(&self.image).file_stem().and_then(|s| s.to_str()).unwrap_or(&self.image);
+        stem.strip_suffix("_leftImg8bit").unwrap_or(stem).to_string()
     }
 }
 
@@ -62,22 +57,14 @@ pub fn parse_split(text: &str, path: &Path) -> Result<Vec<SplitEntry>> {
             [img, m] => (img.to_string(), Some(m.to_string())),
             _ => {
                 let msg = format!("expected 1 or 2 columns, found {}", cols.len());
-                return Err(Error::Split {
-                    path: path.into(),
-                    line: i + 1,
-                    msg,
-                });
+                return Err(Error::Split { path: path.into(), line: i + 1, msg });
             }
         };
         check_rel(&image, path, i + 1)?;
         if let Some(m) = &mask {
             check_rel(m, path, i + 1)?;
         }
-        out.push(SplitEntry {
-            image,
-            mask,
-            line: i + 1,
-        });
+        out.push(SplitEntry { image, mask, line: i + 1 });
     }
     Ok(out)
 }
@@ -85,8 +72,7 @@ pub fn parse_split(text: &str, path: &Path) -> Result<Vec<SplitEntry>> {
 /// Reads and parses a split list file.
 pub fn read_split(path: &Path) -> Result<Vec<SplitEntry>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text =
-        String::from_utf8(bytes).map_err(|_| Error::decode(path, "split list is not UTF-8"))?;
+    let text = String::from_utf8(bytes).map_err(|_| Error::decode(path, "split list is not UTF-8"))?;
     parse_split(&text, path)
 }
 
@@ -99,11 +85,7 @@ pub fn parse_image_set(text: &str, path: &Path) -> Result<Vec<SplitEntry>> {
             continue;
         }
         if id.contains(char::is_whitespace) || id.contains('/') {
-            return Err(Error::Split {
-                path: path.into(),
-                line: i + 1,
-                msg: format!("bad id {id:?}"),
-            });
+            return Err(Error::Split { path: path.into(), line: i + 1, msg: format!("bad id {id:?}") });
         }
         out.push(SplitEntry {
             image: format!("JPEGImages/{id}.jpg"),
@@ -122,11 +104,7 @@ pub fn list_split_files(dir: &Path) -> Result<Vec<PathBuf>> {
         files.push(val);
     }
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    let mut subdirs: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut subdirs: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
     subdirs.sort();
     for sub in subdirs {
         for name in ["labeled.txt", "unlabeled.txt"] {

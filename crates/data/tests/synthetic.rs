@@ -13,10 +13,7 @@ fn same_seed_same_scene_and_different_seeds_differ() {
     let c = generate(&cfg, &mut SegRng::new(6));
     assert_eq!(a, b);
     assert_ne!(a.0, c.0);
-    assert_eq!(
-        (a.0.width, a.0.height, a.0.data.len()),
-        (64, 64, 64 * 64 * 3)
-    );
+    assert_eq!((a.0.width, a.0.height, a.0.data.len()), (64, 64, 64 * 64 * 3));
 }
 
 #[test]
@@ -24,13 +21,7 @@ fn all_classes_appear_with_plausible_foreground_fraction() {
     let ds = SyntheticDataset::new(SynthConfig::default(), 1, 200).unwrap();
     let mut hist = [0usize; 256];
     for i in 0..ds.len() {
-        ds.sample(i)
-            .unwrap()
-            .mask
-            .unwrap()
-            .data
-            .iter()
-            .for_each(|&v| hist[v as usize] += 1);
+        ds.sample(i).unwrap().mask.unwrap().data.iter().for_each(|&v| hist[v as usize] += 1);
     }
     assert!(hist[..6].iter().all(|&n| n > 0), "{:?}", &hist[..7]);
     assert_eq!(hist[6..].iter().sum::<usize>(), 0, "only labels 0..5");
@@ -54,10 +45,7 @@ fn class_colour_distributions_overlap() {
     let means: Vec<[f64; 3]> = (0..6).map(|k| sum[k].map(|v| v / n[k].max(1.0))).collect();
     for a in 1..6 {
         for b in a + 1..6 {
-            let d: f64 = (0..3)
-                .map(|c| (means[a][c] - means[b][c]).powi(2))
-                .sum::<f64>()
-                .sqrt();
+            let d: f64 = (0..3).map(|c| (means[a][c] - means[b][c]).powi(2)).sum::<f64>().sqrt();
             assert!(d < 120.0, "classes {a},{b} mean colours {d:.0} apart");
         }
     }
@@ -65,21 +53,8 @@ fn class_colour_distributions_overlap() {
 
 #[test]
 fn knobs_size_classes_and_sparse_labels() {
-    let cfg = SynthConfig {
-        size: 96,
-        num_classes: 9,
-        label_fraction: 0.1,
-        ..Default::default()
-    };
-    let dense = SyntheticDataset::new(
-        SynthConfig {
-            label_fraction: 1.0,
-            ..cfg.clone()
-        },
-        4,
-        3,
-    )
-    .unwrap();
+    let cfg = SynthConfig { size: 96, num_classes: 9, label_fraction: 0.1, ..Default::default() };
+    let dense = SyntheticDataset::new(SynthConfig { label_fraction: 1.0, ..cfg.clone() }, 4, 3).unwrap();
     let sparse = SyntheticDataset::new(cfg, 4, 3).unwrap();
     for i in 0..3 {
         let d = dense.sample(i).unwrap();
@@ -89,19 +64,10 @@ fn knobs_size_classes_and_sparse_labels() {
         assert_eq!(dm.width, 96);
         let kept = sm.data.iter().filter(|&&v| v != 255).count();
         assert_eq!(kept, (0.1f64 * (96.0 * 96.0)).round() as usize);
-        assert!(sm
-            .data
-            .iter()
-            .zip(&dm.data)
-            .all(|(s, d)| *s == 255 || s == d));
+        assert!(sm.data.iter().zip(&dm.data).all(|(s, d)| *s == 255 || s == d));
         assert!(dm.data.iter().all(|&v| v < 9));
     }
-    assert!(SynthConfig {
-        num_classes: 1,
-        ..Default::default()
-    }
-    .validate()
-    .is_err());
+    assert!(SynthConfig { num_classes: 1, ..Default::default() }.validate().is_err());
     assert_eq!(Dataset::Synthetic(dense).class_names()[1], "disc-stripes");
     assert!(serde_json::from_str::<SynthConfig>(r#"{"sizee": 3}"#).is_err());
 }
@@ -109,11 +75,7 @@ fn knobs_size_classes_and_sparse_labels() {
 #[test]
 fn voc_layout_writer_output_passes_check_data_and_round_trips() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = WriteOptions {
-        num_train: 32,
-        num_val: 8,
-        ..Default::default()
-    };
+    let opts = WriteOptions { num_train: 32, num_val: 8, ..Default::default() };
     write_voc_layout(dir.path(), &opts).unwrap();
     let report = check_dataset(&CheckOptions {
         kind: DatasetKind::Synthetic,
@@ -126,17 +88,11 @@ fn voc_layout_writer_output_passes_check_data_and_round_trips() {
     assert_eq!(report.lists.len(), 9);
     let l = data::splits::read_split(&dir.path().join("splits/1_16/labeled.txt")).unwrap();
     assert_eq!(l.len(), 2);
-    let files = data::FileDataset::from_split_file(
-        DatasetKind::Synthetic,
-        dir.path(),
-        &dir.path().join("splits/val.txt"),
-    )
-    .unwrap();
+    let files =
+        data::FileDataset::from_split_file(DatasetKind::Synthetic, dir.path(), &dir.path().join("splits/val.txt"))
+            .unwrap();
     let on_disk = Dataset::Files(files).sample(3).unwrap();
-    let mem = SyntheticDataset::new(opts.cfg.clone(), opts.seed + 1, 8)
-        .unwrap()
-        .sample(3)
-        .unwrap();
+    let mem = SyntheticDataset::new(opts.cfg.clone(), opts.seed + 1, 8).unwrap().sample(3).unwrap();
     assert_eq!(on_disk.image, mem.image);
     assert_eq!(on_disk.mask, mem.mask);
 }

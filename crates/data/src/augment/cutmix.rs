@@ -33,12 +33,7 @@ pub fn draw_box(s: usize, p: f64, area: [f64; 2], ratio: [f64; 2], rng: &mut Seg
         }
     }
     let side = (a.sqrt() as usize).min(s);
-    CutmixBox {
-        x: 0,
-        y: 0,
-        w: side,
-        h: side,
-    }
+    CutmixBox { x: 0, y: 0, w: side, h: side }
 }
 
 impl CutmixBox {

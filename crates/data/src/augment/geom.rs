@@ -30,28 +30,16 @@ pub fn draw_geom(w: usize, h: usize, crop: usize, range: [f64; 2], rng: &mut Seg
     let hi = ((long * range[1]) as i64).max(lo);
     let new_long = rng.int_inclusive(lo, hi).max(1) as f64;
     let (nw, nh) = if h > w {
-        (
-            ((w as f64) * new_long / (h as f64) + 0.5) as usize,
-            new_long as usize,
-        )
+        (((w as f64) * new_long / (h as f64) + 0.5) as usize, new_long as usize)
     } else {
-        (
-            new_long as usize,
-            ((h as f64) * new_long / (w as f64) + 0.5) as usize,
-        )
+        (new_long as usize, ((h as f64) * new_long / (w as f64) + 0.5) as usize)
     };
     let (nw, nh) = (nw.max(1), nh.max(1));
     let (pw, ph) = (nw.max(crop), nh.max(crop));
     let x = rng.int_inclusive(0, (pw - crop) as i64) as usize;
     let y = rng.int_inclusive(0, (ph - crop) as i64) as usize;
     let flip = rng.uniform() < 0.5;
-    GeomParams {
-        src: (w, h),
-        resized: (nw, nh),
-        offset: (x, y),
-        flip,
-        crop,
-    }
+    GeomParams { src: (w, h), resized: (nw, nh), offset: (x, y), flip, crop }
 }
 
 impl GeomParams {

@@ -84,9 +84,7 @@ impl AugConfig {
             if r[0] >= min && r[0] <= r[1] && r[1].is_finite() {
                 Ok(())
             } else {
-                Err(Error::Config(format!(
-                    "{name} = {r:?} is not a range with lower bound >= {min}"
-                )))
+                Err(Error::Config(format!("{name} = {r:?} is not a range with lower bound >= {min}")))
             }
         };
         if self.crop_size == 0 {
@@ -100,11 +98,8 @@ impl AugConfig {
         range("blur_sigma", self.blur_sigma, 1e-3)?;
         range("cutmix_area", self.cutmix_area, 0.0)?;
         range("cutmix_ratio", self.cutmix_ratio, 1e-3)?;
-        if self.cutmix_area[1] > 1.0 || self.jitter.iter().any(|j| *j < 0.0) || self.jitter[3] > 0.5
-        {
-            return Err(Error::Config(
-                "cutmix_area ≤ 1, jitter ≥ 0 and hue jitter ≤ 0.5 required".into(),
-            ));
+        if self.cutmix_area[1] > 1.0 || self.jitter.iter().any(|j| *j < 0.0) || self.jitter[3] > 0.5 {
+            return Err(Error::Config("cutmix_area ≤ 1, jitter ≥ 0 and hue jitter ≤ 0.5 required".into()));
         }
         Ok(())
     }
@@ -163,12 +158,7 @@ pub fn normalize_image(img: &RgbImage) -> Vec<f32> {
 }
 
 /// The labelled pipeline (`train_l`).
-pub fn augment_labeled(
-    img: &RgbImage,
-    mask: &crate::io::Mask,
-    cfg: &AugConfig,
-    rng: &mut SegRng,
-) -> LabeledCrop {
+pub fn augment_labeled(img: &RgbImage, mask: &crate::io::Mask, cfg: &AugConfig, rng: &mut SegRng) -> LabeledCrop {
     let s = cfg.crop_size;
     let g = geom::draw_geom(img.width, img.height, s, cfg.resize_range, rng);
     let hwc = geom::warp_image(img, &g);
@@ -206,18 +196,6 @@ pub fn augment_unlabeled(img: &RgbImage, cfg: &AugConfig, rng: &mut SegRng) -> U
     let valid = g.valid_map();
     let (strong1, box1) = strong_view(&weak, cfg, rng);
     let (strong2, box2) = strong_view(&weak, cfg, rng);
-    let ignore = valid
-        .iter()
-        .map(|&v| if v == 1 { 0 } else { cfg.ignore_index })
-        .collect();
-    UnlabeledCrop {
-        weak: normalize_chw(&weak, s, s),
-        strong1,
-        strong2,
-        ignore,
-        box1,
-        box2,
-        valid,
-        geom: g,
-    }
+    let ignore = valid.iter().map(|&v| if v == 1 { 0 } else { cfg.ignore_index }).collect();
+    UnlabeledCrop { weak: normalize_chw(&weak, s, s), strong1, strong2, ignore, box1, box2, valid, geom: g }
 }

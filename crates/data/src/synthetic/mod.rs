@@ -148,10 +148,7 @@ impl SyntheticDataset {
     /// Scene `i` (image and, in sparse mode, sparsified mask).
     pub fn sample(&self, i: usize) -> Result<RawSample> {
         if i >= self.len {
-            return Err(Error::Config(format!(
-                "synthetic index {i} out of range (len {})",
-                self.len
-            )));
+            return Err(Error::Config(format!("synthetic index {i} out of range (len {})", self.len)));
         }
         let mut rng = SegRng::stream(self.seed, &[i as u64]);
         let (image, mut mask) = generate(&self.cfg, &mut rng);
@@ -159,10 +156,6 @@ impl SyntheticDataset {
             let mut srng = SegRng::stream(self.seed, &[i as u64, 0x5BA55E]);
             sparsify(&mut mask.data, self.cfg.label_fraction, &mut srng);
         }
-        Ok(RawSample {
-            id: format!("synth_{i:06}"),
-            image,
-            mask: Some(mask),
-        })
+        Ok(RawSample { id: format!("synth_{i:06}"), image, mask: Some(mask) })
     }
 }

@@ -20,13 +20,7 @@ pub enum Shape {
 }
 
 /// The five class shapes, in class order.
-pub const SHAPES: [Shape; 5] = [
-    Shape::Disc,
-    Shape::Square,
-    Shape::Triangle,
-    Shape::Ring,
-    Shape::Cross,
-];
+pub const SHAPES: [Shape; 5] = [Shape::Disc, Shape::Square, Shape::Triangle, Shape::Ring, Shape::Cross];
 
 /// Texture families (two colours each, except smooth).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,9 +56,7 @@ impl Shape {
                 v >= -0.5 && s3 * u - v >= -1.0 && -s3 * u - v >= -1.0
             }
             Shape::Ring => (0.55 * 0.55..=1.0).contains(&r2),
-            Shape::Cross => {
-                (u.abs() <= 0.3 && v.abs() <= 1.0) || (v.abs() <= 0.3 && u.abs() <= 1.0)
-            }
+            Shape::Cross => (u.abs() <= 0.3 && v.abs() <= 1.0) || (v.abs() <= 0.3 && u.abs() <= 1.0),
             Shape::Blob => {
                 let (x, y) = (u, v / wob[3]);
                 let th = y.atan2(x);
@@ -105,16 +97,7 @@ impl TexInst {
         let dir = random_dir(rng);
         let norm = rng.uniform_range(0.25, 0.5) as f32;
         let b = [0, 1, 2].map(|c| (a[c] + norm * dir[c]).clamp(0.0, 1.0));
-        Self {
-            family,
-            period,
-            dot_r,
-            cos: ang.cos(),
-            sin: ang.sin(),
-            phase,
-            a,
-            b,
-        }
+        Self { family, period, dot_r, cos: ang.cos(), sin: ang.sin(), phase, a, b }
     }
 
     /// Colour at image point `(x, y)`.
@@ -149,23 +132,15 @@ pub fn random_dir(rng: &mut SegRng) -> [f32; 3] {
 pub fn background(size: usize, noise: f64, rng: &mut SegRng) -> Vec<f32> {
     let base = [0, 1, 2].map(|_| rng.uniform_range(0.2, 0.8) as f32);
     let g = rng.int_inclusive(3, 8) as usize;
-    let grid: Vec<f32> = (0..g * g * 3)
-        .map(|_| (rng.normal() * noise) as f32)
-        .collect();
+    let grid: Vec<f32> = (0..g * g * 3).map(|_| (rng.normal() * noise) as f32).collect();
     let mut img = vec![0f32; size * size * 3];
     let scale = (g - 1) as f32 / (size.max(2) - 1) as f32;
     for y in 0..size {
         let fy = y as f32 * scale;
-        let (y0, wy) = (
-            (fy.floor() as usize).min(g - 2),
-            fy - fy.floor().min((g - 2) as f32),
-        );
+        let (y0, wy) = ((fy.floor() as usize).min(g - 2), fy - fy.floor().min((g - 2) as f32));
         for x in 0..size {
             let fx = x as f32 * scale;
-            let (x0, wx) = (
-                (fx.floor() as usize).min(g - 2),
-                fx - fx.floor().min((g - 2) as f32),
-            );
+            let (x0, wx) = ((fx.floor() as usize).min(g - 2), fx - fx.floor().min((g - 2) as f32));
             for c in 0..3 {
                 let at = |yy: usize, xx: usize| grid[(yy * g + xx) * 3 + c];
                 let top = at(y0, x0) * (1.0 - wx) + at(y0, x0 + 1) * wx;

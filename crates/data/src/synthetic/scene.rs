@@ -33,20 +33,10 @@ fn is_class_style(shape: Shape, tex: Texture, k: usize) -> bool {
 }
 
 /// Draws position, size, rotation and colours of an item with the given style and label.
-fn draw_item(
-    cfg: &SynthConfig,
-    shape: Shape,
-    family: Texture,
-    label: u8,
-    rng: &mut SegRng,
-) -> Item {
+fn draw_item(cfg: &SynthConfig, shape: Shape, family: Texture, label: u8, rng: &mut SegRng) -> Item {
     let sc = cfg.size as f64 / 64.0;
     let k = cfg.num_classes;
-    let mean_class = if label > 0 {
-        label as usize
-    } else {
-        1 + rng.below((k - 1) as u64) as usize
-    };
+    let mean_class = if label > 0 { label as usize } else { 1 + rng.below((k - 1) as u64) as usize };
     let m = class_mean(mean_class, k, cfg.class_color_spread);
     let a = m.map(|v| (v as f64 + rng.normal() * cfg.sigma_col).clamp(0.0, 1.0) as f32);
     let tex = TexInst::draw(family, a, cfg.size, rng);
@@ -82,12 +72,7 @@ fn draw_distractor(cfg: &SynthConfig, rng: &mut SegRng) -> Item {
             }
         }
     }
-    let fam = [
-        Texture::Stripes,
-        Texture::Checker,
-        Texture::Dots,
-        Texture::Smooth,
-    ][rng.below(4) as usize];
+    let fam = [Texture::Stripes, Texture::Checker, Texture::Dots, Texture::Smooth][rng.below(4) as usize];
     draw_item(cfg, Shape::Blob, fam, 0, rng)
 }
 
@@ -132,9 +117,7 @@ fn finish(cfg: &SynthConfig, mut img: Vec<f32>, rng: &mut SegRng) -> Vec<u8> {
         crate::augment::color::gaussian_blur(&mut img, s, s, sigma);
     }
     let sigma = rng.uniform_range(0.02, cfg.noise_hi);
-    img.iter()
-        .map(|&v| ((v as f64 + rng.normal() * sigma).clamp(0.0, 1.0) * 255.0).round() as u8)
-        .collect()
+    img.iter().map(|&v| ((v as f64 + rng.normal() * sigma).clamp(0.0, 1.0) * 255.0).round() as u8).collect()
 }
 
 /// Generates one scene: a `size×size` image and its dense mask (values 0..K−1).
@@ -157,16 +140,5 @@ pub fn generate(cfg: &SynthConfig, rng: &mut SegRng) -> (RgbImage, Mask) {
         paint(item, &mut img, &mut mask, s);
     }
     let data = finish(cfg, img, rng);
-    (
-        RgbImage {
-            width: s,
-            height: s,
-            data,
-        },
-        Mask {
-            width: s,
-            height: s,
-            data: mask,
-        },
-    )
+    (RgbImage { width: s, height: s, data }, Mask { width: s, height: s, data: mask })
 }

@@ -33,13 +33,7 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        Self {
-            cfg: SynthConfig::default(),
-            seed: 1,
-            num_train: 2000,
-            num_val: 500,
-            fractions: vec![16, 8, 4, 2],
-        }
+        Self { cfg: SynthConfig::default(), seed: 1, num_train: 2000, num_val: 500, fractions: vec![16, 8, 4, 2] }
     }
 }
 
@@ -76,43 +70,26 @@ fn ids(lines: &[String]) -> Vec<String> {
     lines
         .iter()
         .filter_map(|l| l.split(' ').next())
-        .map(|p| {
-            p.trim_start_matches("JPEGImages/")
-                .trim_end_matches(".png")
-                .to_string()
-        })
+        .map(|p| p.trim_start_matches("JPEGImages/").trim_end_matches(".png").to_string())
         .collect()
 }
 
 /// Generates and writes a synthetic dataset in VOC layout with UniMatch-style split folders.
 pub fn write_voc_layout(out: &Path, opts: &WriteOptions) -> Result<()> {
     opts.cfg.validate()?;
-    for d in [
-        "JPEGImages",
-        "SegmentationClass",
-        "ImageSets/Segmentation",
-        "splits",
-    ] {
+    for d in ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "splits"] {
         mkdir(&out.join(d))?;
     }
     let train = SyntheticDataset::new(opts.cfg.clone(), opts.seed, opts.num_train)?;
     let val = SyntheticDataset::new(opts.cfg.clone(), opts.seed.wrapping_add(1), opts.num_val)?;
     let train_lines = write_set(out, &train, "synth_train")?;
     let val_lines = write_set(out, &val, "synth_val")?;
-    write_text(
-        &out.join("ImageSets/Segmentation/train.txt"),
-        &ids(&train_lines),
-    )?;
-    write_text(
-        &out.join("ImageSets/Segmentation/val.txt"),
-        &ids(&val_lines),
-    )?;
+    write_text(&out.join("ImageSets/Segmentation/train.txt"), &ids(&train_lines))?;
+    write_text(&out.join("ImageSets/Segmentation/val.txt"), &ids(&val_lines))?;
     write_text(&out.join("splits/val.txt"), &val_lines)?;
     for &d in &opts.fractions {
         if d == 0 {
-            return Err(Error::Config(
-                "label fraction denominator must be > 0".into(),
-            ));
+            return Err(Error::Config("label fraction denominator must be > 0".into()));
         }
         let n_l = opts.num_train.div_ceil(d).min(opts.num_train);
         let dir = out.join(format!("splits/1_{d}"));

@@ -1,0 +1,153 @@
+//! The run configuration: one TOML file, every hyper-parameter with the spec's default, unknown keys rejected.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use core_seg::eval::EvalConfig;
+use core_seg::frameworks::SemiConfig;
+use core_seg::model::DeepLabConfig;
+use core_seg::train::TrainConfig;
+use data::synthetic::SynthConfig;
+use data::{AugConfig, DatasetKind, LoaderConfig};
+use serde::{Deserialize, Serialize};
+
+/// Synthetic-scene split: the first `num_labeled` of `num_train` scenes are labelled; all `num_train` are the
+/// unlabelled set (as in the prototype); `num_val` scenes from another seed are the validation set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticSplit {
+    pub num_train: usize,
+    pub num_labeled: usize,
+    pub num_val: usize,
+    pub seed: u64,
+    pub scene: SynthConfig,
+}
+
+impl Default for SyntheticSplit {
+    fn default() -> Self {
+        Self { num_train: 2000, num_labeled: 125, num_val: 500, seed: 1, scene: SynthConfig::default() }
+    }
+}
+
+/// Where the data comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    pub dataset: DatasetKind,
+    /// Dataset root (VOC/Cityscapes); overridden by `--data-root`, else `$SEMISEG_DATA`.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// Split folder under the split lists (e.g. `92`, `1_16`).
+    #[serde(default)]
+    pub split: Option<String>,
+    /// Split lists directory; default: the repository's `datasets/splits/<pascal|cityscapes>`.
+    #[serde(default)]
+    pub splits_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub synthetic: SyntheticSplit,
+    /// Skip (and list) unreadable or invalid samples instead of refusing to start.
+    #[serde(default)]
+    pub skip_bad: bool,
+}
+
+/// One training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub data: DataSection,
+    #[serde(default)]
+    pub aug: AugConfig,
+    #[serde(default)]
+    pub loader: LoaderConfig,
+    #[serde(default)]
+    pub model: DeepLabConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// Epochs over the unlabelled set (labelled set for supervised); when set, overrides `train.iters`.
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    #[serde(default)]
+    pub semi: SemiConfig,
+    #[serde(default)]
+    pub eval: EvalConfig,
+    /// Backbone (or full) weights to start from (UniMatch deep-stem, timm or torchvision names).
+    #[serde(default)]
+    pub pretrained: Option<PathBuf>,
+    /// Scale `train.lr` by `total batch / lr_reference_batch` (UniMatch issue #13).
+    #[serde(default)]
+    pub scale_lr_with_batch: bool,
+    #[serde(default = "default_ref_batch")]
+    pub lr_reference_batch: usize,
+}
+
+fn default_ref_batch() -> usize {
+    8
+}
+
+impl RunConfig {
+    pub fn from_toml(text: &str, origin: &Path) -> anyhow::Result<Self> {
+        let cfg: RunConfig = toml::from_str(text).with_context(|| format!("{}: invalid config", origin.display()))?;
+        cfg.validate().with_context(|| format!("{}: invalid config", origin.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_toml(&text, path)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.model.nclass < 2 {
+            bail!("model.nclass must be ≥ 2");
+        }
+        if self.data.dataset == DatasetKind::Synthetic && self.model.nclass != self.data.synthetic.scene.num_classes {
+            bail!(
+                "model.nclass {} ≠ data.synthetic.scene.num_classes {}",
+                self.model.nclass,
+                self.data.synthetic.scene.num_classes
+            );
+        }
+        if !(0.0..=1.0).contains(&self.semi.conf_thresh) {
+            bail!("semi.conf_thresh must be in [0, 1]");
+        }
+        Ok(())
+    }
+
+    /// The effective base learning rate (with linear batch scaling when asked).
+    pub fn base_lr(&self) -> f64 {
+        if self.scale_lr_with_batch {
+            self.train.lr * self.loader.batch_size as f64 / self.lr_reference_batch.max(1) as f64
+        } else {
+            self.train.lr
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = RunConfig::from_toml("[data]\ndataset = \"synthetic\"\n[train]\nitres = 3\n", Path::new("x.toml"))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains("itres") && err.contains("x.toml"), "{err}");
+    }
+
+    #[test]
+    fn recipes_parse_with_spec_defaults() -> anyhow::Result<()> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let voc = RunConfig::load(&dir.join("voc.toml"))?;
+        assert_eq!((voc.aug.crop_size, voc.train.lr, voc.train.lr_multi), (321, 0.001, 10.0));
+        assert_eq!((voc.semi.conf_thresh, voc.loader.batch_size, voc.epochs), (0.95, 8, Some(80)));
+        let cs = RunConfig::load(&dir.join("cityscapes.toml"))?;
+        assert_eq!((cs.aug.crop_size, cs.train.lr, cs.semi.conf_thresh), (801, 0.005, 0.0));
+        assert!(matches!(cs.semi.criterion, core_seg::train::Criterion::Ohem(_)));
+        assert_eq!((cs.eval.mode, cs.eval.window), (core_seg::eval::EvalMode::SlidingWindow, 801));
+        let syn = RunConfig::load(&dir.join("synthetic.toml"))?;
+        assert_eq!(syn.data.dataset, DatasetKind::Synthetic);
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! `cargo xtask train`, `eval` and `predict`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+use core_seg::eval::{evaluate, EvalReport};
+use core_seg::frameworks::{self, Method};
+use core_seg::model::{weights, DeepLabV3Plus};
+use core_seg::nn::{Mode, ParamStore};
+use core_seg::train::{TrainConfig, Trainer};
+use data::Dataset;
+
+use crate::config::RunConfig;
+use crate::datasets::{self, LoaderSource};
+use crate::runtime::{iou_table, RunObserver};
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Run configuration (TOML); see configs/.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Run directory (checkpoints, metrics.csv, TensorBoard events).
+    #[arg(long, default_value = "runs/train")]
+    pub out: PathBuf,
+    /// Continue from OUT/latest.safetensors.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// Override train.seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override the number of iterations.
+    #[arg(long)]
+    pub iters: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Result of one finished run.
+pub struct RunResult {
+    pub final_report: EvalReport,
+    pub best_miou: f64,
+    pub observer: RunObserver,
+    pub class_names: Vec<String>,
+    pub trainer: Trainer,
+}
+
+/// Evaluates `model` on `val` with the run's eval settings.
+pub fn evaluate_model(
+    model: &DeepLabV3Plus,
+    val: &Dataset,
+    cfg: &RunConfig,
+    device: &Device,
+) -> core_seg::Result<EvalReport> {
+    let samples = data::val_samples(val.clone(), device.clone(), 4)
+        .map(|r| r.map(|s| (s.image, s.mask)).map_err(|e| core_seg::Error::InvalidArgument(format!("data: {e}"))));
+    evaluate(samples, cfg.model.nclass, &cfg.eval, &|x: &Tensor| model.forward_t(x, Mode::Eval))
+}
+
+/// Trains one run as configured; used by `train` and by `reproduce`.
+pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult> {
+    let device = Device::Cpu;
+    let mut cfg = cfg.clone();
+    if let Some(s) = a.seed {
+        cfg.train.seed = s;
+    }
+    let semi = cfg.semi.method != Method::Supervised;
+    let d = datasets::build(&cfg, a.data_root.as_ref(), semi)?;
+    let class_names = d.val.class_names();
+    let mut source = LoaderSource::new(d.labeled, d.unlabeled, &cfg, &device)?;
+    let iters = match (a.iters, cfg.epochs) {
+        (Some(n), _) => n,
+        (None, Some(e)) => e * source.steps_per_epoch,
+        (None, None) => cfg.train.iters,
+    };
+    let tcfg = TrainConfig { iters, lr: cfg.base_lr(), ..cfg.train.clone() };
+    let mut t = Trainer::new(&cfg.model, tcfg, frameworks::build(&cfg.semi), DType::F32, &device)?;
+    t.out_dir = Some(a.out.clone());
+    t.run_config = serde_json::to_value(&cfg)?;
+    if let Some(p) = &cfg.pretrained {
+        let r = weights::load_safetensors(&t.store, p, false)?;
+        tracing::info!(loaded = r.loaded.len(), missing = r.missing.len(), unexpected = ?r.unexpected, "pretrained {}", p.display());
+    }
+    let latest = a.out.join("latest.safetensors");
+    if a.resume && latest.exists() {
+        t.resume_from(&latest)?;
+        tracing::info!(iter = t.iter, "resumed from {}", latest.display());
+    }
+    std::fs::create_dir_all(&a.out)?;
+    std::fs::write(a.out.join("config.toml"), toml::to_string(&cfg)?)?;
+    let mut obs = RunObserver::new(&a.out, iters, t.iter, class_names.clone(), a.quiet)?;
+    let val = d.val;
+    let result = t.run(&mut source, &mut |m| evaluate_model(m, &val, &cfg, &device), &mut obs);
+    obs.finish();
+    if let Some(e) = &obs.failed {
+        tracing::warn!("logging failed: {e}");
+    }
+    let final_report = match result? {
+        Some(r) => r,
+        None => evaluate_model(&t.model, &val, &cfg, &device)?,
+    };
+    let best_miou = t.best.map(|b| b.0).unwrap_or(final_report.miou);
+    Ok(RunResult { final_report, best_miou, observer: obs, class_names, trainer: t })
+}
+
+pub fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let cfg = RunConfig::load(&a.config)?;
+    let r = run_training(&cfg, &a)?;
+    println!("{}", iou_table(&r.final_report, &r.class_names));
+    println!("best mIoU {:.2} — checkpoints in {}", r.best_miou, a.out.display());
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    config: PathBuf,
+    /// A checkpoint or weights file (full model).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+}
+
+fn load_model(cfg: &RunConfig, weights_path: &Path, device: &Device) -> anyhow::Result<DeepLabV3Plus> {
+    let store = ParamStore::new(0);
+    let model = DeepLabV3Plus::new(&cfg.model, store.var_builder(DType::F32, device))?;
+    weights::load_safetensors(&store, weights_path, true)?;
+    Ok(model)
+}
+
+pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    let cfg = RunConfig::load(&a.config)?;
+    let device = Device::Cpu;
+    let model = load_model(&cfg, &a.checkpoint, &device)?;
+    let d = datasets::build(&cfg, a.data_root.as_ref(), false)?;
+    let r = evaluate_model(&model, &d.val, &cfg, &device)?;
+    println!("{}", iou_table(&r, &d.val.class_names()));
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct PredictArgs {
+    /// A checkpoint written by `train` (its stored config gives the model), or weights with --config.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
+    let device = Device::Cpu;
+    let cfg = match &a.config {
+        Some(p) => RunConfig::load(p)?,
+        None => {
+            let ck = core_seg::train::load_checkpoint(&a.checkpoint, &device)
+                .with_context(|| "no --config given, and the checkpoint holds no run config")?;
+            serde_json::from_value(ck.state.config).context("checkpoint's stored config")?
+        }
+    };
+    let model = load_model(&cfg, &a.checkpoint, &device)?;
+    let palette = if cfg.data.dataset == data::DatasetKind::Cityscapes {
+        data::palette::cityscapes_palette()
+    } else {
+        data::palette::voc_palette()
+    };
+    std::fs::create_dir_all(&a.out)?;
+    for path in &a.input {
+        let img = data::io::read_image(path)?;
+        let (w, h) = (img.width, img.height);
+        let x = Tensor::from_vec(data::augment::normalize_image(&img), (1, 3, h, w), &device)?;
+        let labels: Vec<u32> =
+            core_seg::eval::predict_labels(&x, &cfg.eval, &|t: &Tensor| model.forward_t(t, Mode::Eval))?
+                .flatten_all()?
+                .to_vec1()?;
+        let mask = data::Mask { width: w, height: h, data: labels.iter().map(|&v| v as u8).collect() };
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+        data::io::write_paletted_png(&a.out.join(format!("{stem}_mask.png")), &mask, &palette)?;
+        let overlay: Vec<u8> = img
+            .data
+            .chunks(3)
+            .zip(&mask.data)
+            .flat_map(|(px, &l)| (0..3).map(move |c| ((px[c] as u16 + palette[l as usize][c] as u16) / 2) as u8))
+            .collect();
+        data::io::write_rgb(
+            &a.out.join(format!("{stem}_overlay.png")),
+            &data::RgbImage { width: w, height: h, data: overlay },
+        )?;
+        println!("{} → {}/{stem}_mask.png, {stem}_overlay.png", path.display(), a.out.display());
+    }
+    if a.input.is_empty() {
+        bail!("no --input images");
+    }
+    Ok(())
+}
