@@ -204,15 +204,21 @@ class Bottle(nn.Module):
 
 
 class ResNet(nn.Module):
-    """Deep stem; replace_stride_with_dilation = [F, F, T] (OS 16)."""
+    """Deep stem (UniMatch) or torchvision 7×7 stem; replace_stride_with_dilation [F, F, T] (OS 16) or
+    [F, T, T] (OS 8)."""
 
-    def __init__(self, block, layers, w):
+    def __init__(self, block, layers, w, deep=True, os=16):
         super().__init__()
-        self.conv1 = nn.Sequential(conv(3, w, 3, 2), nn.BatchNorm2d(w), nn.ReLU(),
-                                   conv(w, w, 3), nn.BatchNorm2d(w), nn.ReLU(), conv(w, 2 * w, 3))
-        self.bn1 = nn.BatchNorm2d(2 * w)
-        self.inplanes, self.dilation = 2 * w, 1
-        for i, (n, dilate) in enumerate(zip(layers, [False, False, False, True])):
+        if deep:
+            self.conv1 = nn.Sequential(conv(3, w, 3, 2), nn.BatchNorm2d(w), nn.ReLU(),
+                                       conv(w, w, 3), nn.BatchNorm2d(w), nn.ReLU(), conv(w, 2 * w, 3))
+            self.inplanes = 2 * w
+        else:
+            self.conv1 = nn.Conv2d(3, w, 7, stride=2, padding=3, bias=False)
+            self.inplanes = w
+        self.bn1 = nn.BatchNorm2d(self.inplanes)
+        self.dilation = 1
+        for i, (n, dilate) in enumerate(zip(layers, [False, False, os == 8, True])):
             setattr(self, f"layer{i + 1}", self._layer(block, w << i, n, 1 if i == 0 else 2, dilate))
 
     def _layer(self, block, planes, n, stride, dilate):
@@ -262,13 +268,13 @@ class ASPP(nn.Module):
 
 
 class DeepLabV3Plus(nn.Module):
-    def __init__(self, depth, w, aspp, reduce, fuse, nclass):
+    def __init__(self, depth, w, aspp, reduce, fuse, nclass, deep=True, os=16, rates=(6, 12, 18)):
         super().__init__()
-        block, layers = {18: (Basic, [2, 2, 2, 2]), 101: (Bottle, [3, 4, 23, 3])}[depth]
-        self.backbone = ResNet(block, layers, w)
+        block, layers = {18: (Basic, [2, 2, 2, 2]), 50: (Bottle, [3, 4, 6, 3]), 101: (Bottle, [3, 4, 23, 3])}[depth]
+        self.backbone = ResNet(block, layers, w, deep, os)
         low, high = w * block.expansion, 8 * w * block.expansion
         aspp = aspp or high // 8
-        self.head = ASPP(high, aspp, (6, 12, 18))
+        self.head = ASPP(high, aspp, rates)
         self.reduce = cbr(low, reduce, 1)
         self.fuse = nn.Sequential(conv(aspp + reduce, fuse, 3), nn.BatchNorm2d(fuse), nn.ReLU(),
                                   conv(fuse, fuse, 3), nn.BatchNorm2d(fuse), nn.ReLU())
@@ -285,14 +291,9 @@ def state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
 
 
-def build_model():
-    cfg = {"backbone": "resnet18", "stem": "deep", "base_width": 8, "output_stride": 16,
-           "dilations": [6, 12, 18], "aspp_channels": 16, "reduce_channels": 12, "fuse_channels": 32,
-           "nclass": 5}
-    torch.manual_seed(0)
-    m = DeepLabV3Plus(18, 8, 16, 12, 32, 5).double()
-    g = torch.Generator().manual_seed(99)
-    with torch.no_grad():  # non-trivial BN parameters and buffers so eval mode is not the identity
+def randomise_bn(m, g):
+    """Non-trivial BN parameters and buffers, so eval mode is not the identity."""
+    with torch.no_grad():
         for mod in m.modules():
             if isinstance(mod, nn.BatchNorm2d):
                 c = mod.num_features
@@ -300,6 +301,40 @@ def build_model():
                 mod.bias.copy_(0.1 * torch.randn(c, generator=g, dtype=D64))
                 mod.running_mean.copy_(0.1 * torch.randn(c, generator=g, dtype=D64))
                 mod.running_var.copy_(1 + 0.3 * torch.rand(c, generator=g, dtype=D64))
+
+
+def build_r50_tv_os8():
+    """Forward-only f32 fixture of the paths the R-18 one misses: Bottleneck, torchvision stem, OS 8."""
+    cfg = {"backbone": "resnet50", "stem": "torchvision", "base_width": 3, "output_stride": 8,
+           "dilations": [12, 24, 36], "aspp_channels": None, "reduce_channels": 8, "fuse_channels": 16,
+           "nclass": 3}
+    torch.manual_seed(1)
+    m = DeepLabV3Plus(50, 3, None, 8, 16, 3, deep=False, os=8, rates=(12, 24, 36))
+    g = torch.Generator().manual_seed(5)
+    randomise_bn(m, g)
+    t = {f"param.{k}": v.float() for k, v in state(m).items()}
+    x = torch.randn(2, 3, 40, 40, generator=g)
+    t["input"] = x
+    m.eval()
+    with torch.no_grad():
+        t["eval_logits"] = m(x)
+    m.train()
+    msk = make_target(g, 2, 40, 40, 3, 0.1)
+    t["train.mask"] = msk.to(torch.uint8)
+    with torch.no_grad():
+        t["train.loss"] = F.cross_entropy(m(x), msk, ignore_index=IGNORE).reshape(1)
+    t.update({f"after_fwd.{k}": v.float() for k, v in state(m).items() if "running" in k})
+    return t, {"config": cfg, "trainable_parameters": sum(p.numel() for p in m.parameters())}
+
+
+def build_model():
+    cfg = {"backbone": "resnet18", "stem": "deep", "base_width": 8, "output_stride": 16,
+           "dilations": [6, 12, 18], "aspp_channels": 16, "reduce_channels": 12, "fuse_channels": 32,
+           "nclass": 5}
+    torch.manual_seed(0)
+    m = DeepLabV3Plus(18, 8, 16, 12, 32, 5).double()
+    g = torch.Generator().manual_seed(99)
+    randomise_bn(m, g)
     t = {f"param.{k}": v for k, v in state(m).items()}
     x = torch.randn(2, 3, 32, 32, generator=g, dtype=D64)
     t["input"] = x
@@ -355,6 +390,10 @@ def main():
     save_file({k: v.contiguous() for k, v in t.items()}, os.path.join(OUT, "deeplab_r18.safetensors"))
     with open(os.path.join(OUT, "deeplab_r18.json"), "w") as f:
         json.dump(cfg, f, indent=1)
+    t, cfg50 = build_r50_tv_os8()
+    save_file({k: v.contiguous() for k, v in t.items()}, os.path.join(OUT, "deeplab_r50_tv_os8.safetensors"))
+    with open(os.path.join(OUT, "deeplab_r50_tv_os8.json"), "w") as f:
+        json.dump(cfg50, f, indent=1)
     names = build_names()
     with open(os.path.join(OUT, "resnet101_deeplab_names.json"), "w") as f:
         json.dump(names, f)

@@ -15,10 +15,13 @@ use core_seg::ops::cross_entropy_ignore;
 use core_seg::optim::{backbone_head_groups, OptimConfig, Optimizer};
 
 /// Builds the model in `dtype` and sets every variable from `param.<name>`; the name sets must be equal.
-fn build_loaded(dtype: DType) -> Result<(ParamStore, DeepLabV3Plus, HashMap<String, Tensor>)> {
-    let j = load_json("deeplab_r18.json")?;
+fn build_loaded(
+    fixture: &str,
+    dtype: DType,
+) -> Result<(ParamStore, DeepLabV3Plus, HashMap<String, Tensor>)> {
+    let j = load_json(&format!("{fixture}.json"))?;
     let cfg: DeepLabConfig = serde_json::from_value(j["config"].clone())?;
-    let t = load("deeplab_r18.safetensors")?;
+    let t = load(&format!("{fixture}.safetensors"))?;
     let store = ParamStore::new(0);
     let model = DeepLabV3Plus::new(&cfg, store.var_builder(dtype, &Device::Cpu))?;
     let vars = store.named_vars();
@@ -42,7 +45,7 @@ fn build_loaded(dtype: DType) -> Result<(ParamStore, DeepLabV3Plus, HashMap<Stri
 
 #[test]
 fn deeplab_r18_eval_logits_f32_match_pytorch() -> Result<()> {
-    let (_, model, t) = build_loaded(DType::F32)?;
+    let (_, model, t) = build_loaded("deeplab_r18", DType::F32)?;
     let x = get(&t, "input")?.to_dtype(DType::F32)?;
     let logits = model.forward_t(&x, Mode::Eval)?;
     let reference = get(&t, "eval_logits")?;
@@ -58,7 +61,7 @@ fn deeplab_r18_eval_logits_f32_match_pytorch() -> Result<()> {
 
 #[test]
 fn deeplab_r18_train_loss_and_three_sgd_steps_f64_match_pytorch() -> Result<()> {
-    let (store, model, t) = build_loaded(DType::F64)?;
+    let (store, model, t) = build_loaded("deeplab_r18", DType::F64)?;
     let groups = backbone_head_groups(&store.named_vars(), 10.0);
     let n_trainable: usize = groups
         .iter()
@@ -164,5 +167,39 @@ fn resnet101_deeplab_names_shapes_and_count_match_pytorch() -> Result<()> {
     );
     assert_eq!(n, torch_n);
     assert!((n as f64 - 59.5e6).abs() <= 0.05e6, "{n}");
+    Ok(())
+}
+
+/// Bottleneck blocks, torchvision 7×7 stem and OS 8 (layer 3 and 4 dilated, ASPP 12/24/36), in f32:
+/// eval logits, the train-mode loss and the BN running statistics after one train-mode forward.
+#[test]
+fn deeplab_r50_torchvision_stem_os8_f32_match_pytorch() -> Result<()> {
+    let (store, model, t) = build_loaded("deeplab_r50_tv_os8", DType::F32)?;
+    let x = get(&t, "input")?;
+    let d = max_abs_diff(&model.forward_t(x, Mode::Eval)?, get(&t, "eval_logits")?)?;
+    println!("R-50/tv/OS8 eval logits f32: max-abs diff {d:.3e}");
+    assert!(d <= 1e-4, "eval logits differ by {d:e}");
+    let logits = model.forward_t(x, Mode::Train)?;
+    let loss = cross_entropy_ignore(&logits, get(&t, "train.mask")?)?.to_scalar::<f32>()?;
+    let theirs = get(&t, "train.loss")?.to_vec1::<f32>()?[0];
+    println!("R-50/tv/OS8 train loss {loss} torch {theirs}");
+    assert!(
+        (loss - theirs).abs() <= 1e-4,
+        "train loss {loss} vs {theirs}"
+    );
+    let mut worst = 0f64;
+    for (name, var) in store.named_vars() {
+        if let Some(after) = t.get(&format!("after_fwd.{name}")) {
+            worst = worst.max(max_abs_diff(var.as_tensor(), after)?);
+        } else {
+            assert!(!name.contains("running"), "{name} missing from the fixture");
+        }
+    }
+    println!("R-50/tv/OS8 running stats after one train forward: max diff {worst:.3e}");
+    assert!(worst <= 1e-4, "{worst}");
+    let n = load_json("deeplab_r50_tv_os8.json")?["trainable_parameters"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(count_parameters(&store), n as usize);
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use anyhow::{anyhow, Result};
 use candle_core::{DType, Tensor};
 use common::{get, load, load_json, max_abs_diff};
+use core_seg::nn::{BatchNorm2d, BnConfig, Mode, ParamStore};
 use core_seg::ops::{self, OhemConfig};
 use serde_json::Value;
 
@@ -134,6 +135,62 @@ fn per_pixel_ce_valid_mask_and_ohem_kept_counts() -> Result<()> {
             kept >= min_kept && kept < v.iter().filter(|v| **v > 0.0).count(),
             "{name}: {kept}"
         );
+    }
+    Ok(())
+}
+
+/// `nn::BatchNorm2d` in training mode vs `F.batch_norm(training=True)`: output, gradients of x, γ, β, and
+/// the running statistics after one update (f64).
+#[test]
+fn batch_norm_train_matches_pytorch_f64() -> Result<()> {
+    let t = load("ops.safetensors")?;
+    let store = ParamStore::new(1);
+    let bn = BatchNorm2d::new(
+        3,
+        BnConfig::default(),
+        store.var_builder(DType::F64, &candle_core::Device::Cpu),
+    )?;
+    let vars: HashMap<String, candle_core::Var> = store.named_vars().into_iter().collect();
+    for (var, key) in [
+        ("weight", "weight"),
+        ("bias", "bias"),
+        ("running_mean", "running_mean0"),
+        ("running_var", "running_var0"),
+    ] {
+        vars[var].set(get(&t, &format!("bn_train.{key}"))?)?;
+    }
+    let x = candle_core::Var::from_tensor(get(&t, "bn_train.x")?)?;
+    let out = bn.forward_t(x.as_tensor(), Mode::Train)?;
+    let grads = (&out * get(&t, "bn_train.R")?)?.sum_all()?.backward()?;
+    let mut diffs = vec![("out", max_abs_diff(&out, get(&t, "bn_train.out")?)?)];
+    diffs.push((
+        "grad_x",
+        max_abs_diff(
+            grads.get(x.as_tensor()).expect("dx"),
+            get(&t, "bn_train.grad_x")?,
+        )?,
+    ));
+    for p in ["weight", "bias"] {
+        let g = grads.get(vars[p].as_tensor()).expect("param grad");
+        diffs.push((p, max_abs_diff(g, get(&t, &format!("bn_train.grad_{p}"))?)?));
+    }
+    diffs.push((
+        "running_mean",
+        max_abs_diff(
+            vars["running_mean"].as_tensor(),
+            get(&t, "bn_train.running_mean1")?,
+        )?,
+    ));
+    diffs.push((
+        "running_var",
+        max_abs_diff(
+            vars["running_var"].as_tensor(),
+            get(&t, "bn_train.running_var1")?,
+        )?,
+    ));
+    println!("batch norm train vs PyTorch: {diffs:?}");
+    for (what, d) in diffs {
+        assert!(d <= 1e-12, "batch norm {what} differs by {d:e}");
     }
     Ok(())
 }
