@@ -1,9 +1,8 @@
 //! UniMatch / FixMatch / mean-teacher pieces on tiny hand-computed tensors (unimatch.md §10.5–6, 14, 15).
 
-mod common;
+mod toy;
 
 use candle_core::{DType, Device, Tensor};
-use common::{tiny_model, ToySemiSource};
 use core_seg::batch::BatchSource;
 use core_seg::frameworks::{
     self, ema_update, paste_box, unsup_loss, AuxTerm, Method, SemiConfig, StepTensors, UniMatch,
@@ -14,6 +13,7 @@ use core_seg::ops::cross_entropy_per_pixel;
 use core_seg::rng::SegRng;
 use core_seg::train::{Framework, StepCtx, TrainConfig, Trainer};
 use core_seg::Result;
+use toy::{tiny_model, ToySemiSource};
 
 fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)

@@ -1,9 +1,8 @@
 //! The training loop end to end on a tiny in-test dataset: learning, resume, non-finite loss.
 
-mod common;
+mod toy;
 
 use candle_core::{DType, Device, Tensor};
-use common::{tiny_model, toy_batch, ToySemiSource, ToySource};
 use core_seg::batch::{BatchSource, TrainBatch};
 use core_seg::eval::{evaluate, EvalConfig};
 use core_seg::frameworks::{self, Method, SemiConfig};
@@ -12,6 +11,7 @@ use core_seg::nn::Mode;
 use core_seg::optim::OptimConfig;
 use core_seg::train::{Criterion, Framework, NoObserver, StepCtx, StepLosses, Supervised, TrainConfig, Trainer};
 use core_seg::{Error, Result};
+use toy::{tiny_model, toy_batch, ToySemiSource, ToySource};
 
 const SIZE: usize = 32;
 

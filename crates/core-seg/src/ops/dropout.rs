@@ -20,5 +20,15 @@ pub fn dropout2d_mask(n: usize, c: usize, p: f64, rng: &mut SegRng, x: &Tensor) 
 pub fn dropout2d(x: &Tensor, p: f64, rng: &mut SegRng) -> Result<Tensor> {
     let (n, c, _, _) = x.dims4()?;
     let mask = dropout2d_mask(n, c, p, rng, x)?;
-    Ok(x.broadcast_mul(&mask)?)
+    dropout2d_with_mask(x, &mask)
+}
+
+/// Applies a given Dropout2d keep mask `[N, C, 1, 1]` (entries 0 or `1/(1 − p)`, e.g. from
+/// [`dropout2d_mask`]) to `x [N, C, H, W]`: `y = x · mask`, broadcast over H and W. Differentiable in `x`.
+pub fn dropout2d_with_mask(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let (n, c, _, _) = x.dims4()?;
+    if mask.dims() != [n, c, 1, 1] {
+        crate::bail_arg!("dropout2d: mask {:?} does not match input {:?} (want [N, C, 1, 1])", mask.dims(), x.dims());
+    }
+    Ok(x.broadcast_mul(&mask.to_dtype(x.dtype())?)?)
 }

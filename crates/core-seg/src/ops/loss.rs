@@ -51,26 +51,23 @@ impl Default for OhemConfig {
     }
 }
 
-/// OHEM cross-entropy. With `q_p = softmax(z_p)[y_p]` on valid pixels: if `min_kept > #valid`, plain CE;
+/// OHEM cross-entropy. With `q_p = softmax(z_p)[y_p]` on valid pixels: if `min_kept > #valid` or
+/// `min_kept = 0`, plain CE (as TorchSemiSeg's `ProbOhemCrossEntropy2d`);
 /// otherwise `t` = the `min_kept`-th smallest `q` (invalid pixels count as `q = 1`),
 /// threshold `= max(thresh, t)`, and `L` = mean CE over valid pixels with `q_p ≤ threshold`.
 pub fn ohem_cross_entropy(logits: &Tensor, target: &Tensor, cfg: OhemConfig) -> Result<Tensor> {
     let (loss, valid) = cross_entropy_per_pixel(logits, target)?;
     let n_valid = valid.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? as usize;
-    if cfg.min_kept > n_valid || n_valid == 0 {
+    // TorchSemiSeg applies the kept mask only when `min_kept > 0`: `min_kept = 0` is plain CE as well.
+    if cfg.min_kept > n_valid || n_valid == 0 || cfg.min_kept == 0 {
         return cross_entropy_ignore(logits, target);
     }
     // q = exp(−ℓ) on valid pixels, 1 elsewhere; selection is not differentiated.
     let q = loss.detach().neg()?.exp()?;
     let q = ((&q * &valid.detach())? + (1.0 - &valid.detach())?)?;
     let mut qs: Vec<f64> = q.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
-    let threshold = if cfg.min_kept > 0 {
-        let idx = cfg.min_kept - 1;
-        let (_, kth, _) = qs.select_nth_unstable_by(idx, |a, b| a.total_cmp(b));
-        cfg.thresh.max(*kth)
-    } else {
-        cfg.thresh
-    };
+    let (_, kth, _) = qs.select_nth_unstable_by(cfg.min_kept - 1, |a, b| a.total_cmp(b));
+    let threshold = cfg.thresh.max(*kth);
     let keep = (q.le(threshold)?.to_dtype(loss.dtype())? * &valid)?;
     let count = keep.sum_all()?.maximum(1.0)?;
     Ok((loss * keep)?.sum_all()?.broadcast_div(&count)?)

@@ -11,7 +11,7 @@ mod pool;
 mod resize;
 mod shuffle;
 
-pub use dropout::{dropout2d, dropout2d_mask};
+pub use dropout::{dropout2d, dropout2d_mask, dropout2d_with_mask};
 pub use loss::{cross_entropy_ignore, cross_entropy_per_pixel, masked_mean, ohem_cross_entropy, OhemConfig};
 pub use pool::max_pool_3x3_s2_p1;
 pub use resize::{interp_matrix, resize_bilinear};

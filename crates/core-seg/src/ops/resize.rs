@@ -15,14 +15,14 @@ use crate::Result;
 pub fn interp_matrix(inp: usize, out: usize, align_corners: bool) -> Vec<f64> {
     let mut m = vec![0f64; out * inp];
     for i in 0..out {
+        // Same operation order as ATen (`area_pixel_compute_scale`, `area_pixel_compute_source_index`), so the
+        // weights are bit-identical to PyTorch's in f64.
         let src = if align_corners {
-            if out > 1 {
-                i as f64 * (inp as f64 - 1.0) / (out as f64 - 1.0)
-            } else {
-                0.0
-            }
+            let scale = if out > 1 { (inp as f64 - 1.0) / (out as f64 - 1.0) } else { 0.0 };
+            scale * i as f64
         } else {
-            ((i as f64 + 0.5) * inp as f64 / out as f64 - 0.5).max(0.0)
+            let scale = inp as f64 / out as f64;
+            (scale * (i as f64 + 0.5) - 0.5).max(0.0)
         };
         let i0 = (src.floor() as usize).min(inp - 1);
         let i1 = (i0 + 1).min(inp - 1);
