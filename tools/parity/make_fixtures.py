@@ -270,7 +270,7 @@ class ASPP(nn.Module):
 class DeepLabV3Plus(nn.Module):
     def __init__(self, depth, w, aspp, reduce, fuse, nclass, deep=True, os=16, rates=(6, 12, 18)):
         super().__init__()
-        block, layers = {18: (Basic, [2, 2, 2, 2]), 50: (Bottle, [3, 4, 6, 3]), 101: (Bottle, [3, 4, 23, 3])}[depth]
+        block, layers = {18: (Basic, [2, 2, 2, 2]), 34: (Basic, [3, 4, 6, 3]), 50: (Bottle, [3, 4, 6, 3]), 101: (Bottle, [3, 4, 23, 3])}[depth]
         self.backbone = ResNet(block, layers, w, deep, os)
         low, high = w * block.expansion, 8 * w * block.expansion
         aspp = aspp or high // 8

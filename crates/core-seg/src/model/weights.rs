@@ -76,8 +76,13 @@ pub fn load_tensors(store: &ParamStore, tensors: &HashMap<String, Tensor>, stric
         };
         let t = &tensors[key];
         if t.shape() != var.shape() {
+            let hint = if name.starts_with("backbone.conv1") || name.starts_with("backbone.bn1") {
+                " — a stem mismatch? (deep stem: conv1.{0,3,6}; torchvision stem: one 7×7 conv1)"
+            } else {
+                ""
+            };
             return Err(Error::Weights(format!(
-                "`{key}`: checkpoint shape {:?} != model shape {:?} (`{name}`)",
+                "`{key}`: checkpoint shape {:?} != model shape {:?} (`{name}`){hint}",
                 t.dims(),
                 var.dims()
             )));
