@@ -100,7 +100,7 @@ pub fn build(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyhow:
 }
 
 fn core_labeled(b: data::LabeledBatch) -> LabeledBatch {
-    LabeledBatch { image: b.image, mask: b.mask }
+    LabeledBatch { image: b.image, mask: b.mask, valid: b.valid }
 }
 
 fn core_unlabeled(b: data::UnlabeledBatch) -> UnlabeledBatch {
@@ -111,6 +111,7 @@ fn core_unlabeled(b: data::UnlabeledBatch) -> UnlabeledBatch {
         ignore: b.ignore,
         box1: b.box1,
         box2: b.box2,
+        valid: b.valid,
     }
 }
 

@@ -64,6 +64,7 @@ impl RandomSource {
         let labeled = LabeledBatch {
             image: img(&mut rng)?,
             mask: Tensor::from_vec((0..b * s * s).map(|_| rng.below(21) as u32).collect::<Vec<_>>(), (b, s, s), &dev)?,
+            valid: Tensor::ones((b, s, s), DType::U8, &dev)?,
         };
         let unl = |rng: &mut SegRng,
                    img: &mut dyn FnMut(&mut SegRng) -> core_seg::Result<Tensor>|
@@ -80,6 +81,7 @@ impl RandomSource {
                 ignore: Tensor::zeros((b, s, s), DType::U32, &dev)?,
                 box1: boxes.clone(),
                 box2: boxes,
+                valid: Tensor::ones((b, s, s), DType::U8, &dev)?,
             })
         };
         let (unlabeled, mix) =

@@ -2,11 +2,13 @@
 
 use candle_core::Tensor;
 
-/// Labelled crops: `image [B,3,S,S]` f32 (normalised), `mask [B,S,S]` u32 (255 = ignore, padding included).
+/// Labelled crops: `image [B,3,S,S]` f32 (normalised), `mask [B,S,S]` u32 (255 = ignore, padding included),
+/// `valid [B,S,S]` u8 (1 inside the original image, 0 on crop padding; VOC's 255 boundary band is not padding).
 #[derive(Debug, Clone)]
 pub struct LabeledBatch {
     pub image: Tensor,
     pub mask: Tensor,
+    pub valid: Tensor,
 }
 
 /// Unlabelled crops (UniMatch `train_u`): weak view, two strong views, `ignore [B,S,S]` u32 (255 on
@@ -19,6 +21,8 @@ pub struct UnlabeledBatch {
     pub ignore: Tensor,
     pub box1: Tensor,
     pub box2: Tensor,
+    /// `[B,S,S]` u8, 1 inside the original image.
+    pub valid: Tensor,
 }
 
 /// Everything one iteration sees: labelled data, and for semi-supervised frameworks the unlabelled batch and

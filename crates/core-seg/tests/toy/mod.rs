@@ -70,6 +70,7 @@ pub fn toy_batch(ids: &[u64], size: usize, dtype: DType, dev: &Device) -> Result
     Ok(LabeledBatch {
         image: Tensor::from_vec(imgs, (b, 3, size, size), dev)?.to_dtype(dtype)?,
         mask: Tensor::from_vec(masks, (b, size, size), dev)?,
+        valid: Tensor::ones((b, size, size), DType::U8, dev)?,
     })
 }
 
@@ -114,13 +115,15 @@ pub fn toy_unlabeled(ids: &[u64], size: usize, seed: u64, dev: &Device) -> Resul
         }
         Ok(Tensor::from_vec(m, (b, size, size), dev)?)
     };
+    let ign = Tensor::from_vec(ign, (b, size, size), dev)?;
     Ok(core_seg::batch::UnlabeledBatch {
         weak: l.image.clone(),
         strong1: noise(&mut rng)?,
         strong2: noise(&mut rng)?,
-        ignore: Tensor::from_vec(ign, (b, size, size), dev)?,
+        ignore: ign.clone(),
         box1: boxm(&mut rng)?,
         box2: boxm(&mut rng)?,
+        valid: ign.ne(255u32)?.to_dtype(DType::U8)?,
     })
 }
 
