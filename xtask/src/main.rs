@@ -5,6 +5,8 @@ mod config;
 mod data_cmd;
 mod datasets;
 mod forward;
+mod plots;
+mod reproduce;
 mod runtime;
 mod train_cmd;
 
@@ -31,6 +33,10 @@ enum Command {
     Eval(train_cmd::EvalArgs),
     /// Predict masks (dataset palette) and overlays for images.
     Predict(train_cmd::PredictArgs),
+    /// List the reproduction recipes.
+    List,
+    /// Run a recipe: every row × seed, results table, results.json, report.md with figures.
+    Reproduce(reproduce::ReproduceArgs),
     /// Whole-step benchmarks (ms/step, peak RSS), optionally against PyTorch on the same CPU.
     Bench(bench::BenchArgs),
     /// Runs one benchmark case in this process (used by `bench`).
@@ -50,6 +56,8 @@ fn main() -> anyhow::Result<()> {
         Command::Train(a) => train_cmd::train(a),
         Command::Eval(a) => train_cmd::eval(a),
         Command::Predict(a) => train_cmd::predict(a),
+        Command::List => reproduce::list(),
+        Command::Reproduce(a) => reproduce::reproduce(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchCase(a) => bench::run_case(a),
     }

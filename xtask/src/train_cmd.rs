@@ -45,7 +45,6 @@ pub struct RunResult {
     pub best_miou: f64,
     pub observer: RunObserver,
     pub class_names: Vec<String>,
-    pub trainer: Trainer,
 }
 
 /// Evaluates `model` on `val` with the run's eval settings.
@@ -103,7 +102,7 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
         None => evaluate_model(&t.model, &val, &cfg, &device)?,
     };
     let best_miou = t.best.map(|b| b.0).unwrap_or(final_report.miou);
-    Ok(RunResult { final_report, best_miou, observer: obs, class_names, trainer: t })
+    Ok(RunResult { final_report, best_miou, observer: obs, class_names })
 }
 
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {

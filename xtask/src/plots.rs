@@ -1,0 +1,122 @@
+//! Report figures: learning curves (loss and mIoU vs iteration) with `plotters`, and a qualitative grid
+//! (image | ground truth | each method's prediction) in the dataset palette.
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::Context;
+use plotters::prelude::*;
+
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static FONT_ONCE: Once = Once::new();
+
+fn register_font() {
+    FONT_ONCE.call_once(|| {
+        // The embedded DejaVu Sans (see assets/DejaVuSans.LICENSE); no system fonts needed.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// Per method, per seed: (mIoU curve, loss curve).
+type Curves = [(String, Vec<(Vec<(usize, f64)>, Vec<(usize, f64)>)>)];
+
+fn smooth(xs: &[(usize, f64)], window: usize) -> Vec<(f64, f64)> {
+    xs.chunks(window.max(1))
+        .map(|c| {
+            (
+                c.iter().map(|p| p.0 as f64).sum::<f64>() / c.len() as f64,
+                c.iter().map(|p| p.1).sum::<f64>() / c.len() as f64,
+            )
+        })
+        .collect()
+}
+
+/// Two panels: training loss (seed 0, smoothed) and evaluation mIoU vs iteration, one colour per method.
+pub fn learning_curves(path: &Path, curves: &Curves) -> anyhow::Result<()> {
+    register_font();
+    let root = BitMapBackend::new(path, (1200, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(600);
+    let max_it =
+        curves.iter().flat_map(|c| c.1.iter().flat_map(|r| r.1.iter().map(|p| p.0))).max().unwrap_or(1).max(1) as f64;
+    let max_loss =
+        curves.iter().flat_map(|c| c.1.iter().flat_map(|r| r.1.iter().map(|p| p.1))).fold(0.0, f64::max).max(1e-3);
+    let mut ch = ChartBuilder::on(&left)
+        .caption("training loss (loss_all)", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(0.0..max_it, 0.0..max_loss * 1.05)?;
+    ch.configure_mesh().x_desc("iteration").y_desc("loss").draw()?;
+    for (i, (name, runs)) in curves.iter().enumerate() {
+        let Some(first) = runs.first() else { continue };
+        let c = COLORS[i % COLORS.len()];
+        let pts = smooth(&first.1, (first.1.len() / 60).max(1));
+        ch.draw_series(LineSeries::new(pts, c.stroke_width(2)))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    }
+    ch.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    let mut ch = ChartBuilder::on(&right)
+        .caption("validation mIoU (%)", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(0.0..max_it * 1.02, 0.0..100.0)?;
+    ch.configure_mesh().x_desc("iteration").y_desc("mIoU %").draw()?;
+    for (i, (name, runs)) in curves.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        for (s, run) in runs.iter().enumerate() {
+            let pts: Vec<(f64, f64)> = run.0.iter().map(|p| (p.0 as f64, p.1)).collect();
+            ch.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?;
+            let series = ch.draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))?;
+            if s == 0 {
+                series.label(name.clone()).legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
+            }
+        }
+    }
+    ch.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Grid rows = samples; columns = image, ground truth, then one prediction per method (palette colours).
+pub fn qualitative_grid(
+    path: &Path,
+    images: &[data::RgbImage],
+    gts: &[Vec<u8>],
+    preds: &[(String, Vec<Vec<u8>>)],
+    palette: &[[u8; 3]; 256],
+) -> anyhow::Result<()> {
+    let Some(first) = images.first() else { return Ok(()) };
+    let (w, h, gap) = (first.width, first.height, 4);
+    let cols = 2 + preds.len();
+    let (gw, gh) = (cols * (w + gap), images.len() * (h + gap));
+    let mut buf = vec![255u8; gw * gh * 3];
+    let mut put = |col: usize, row: usize, px: &dyn Fn(usize) -> [u8; 3]| {
+        for y in 0..h {
+            for x in 0..w {
+                let o = ((row * (h + gap) + y) * gw + col * (w + gap) + x) * 3;
+                buf[o..o + 3].copy_from_slice(&px(y * w + x));
+            }
+        }
+    };
+    for (r, img) in images.iter().enumerate() {
+        put(0, r, &|i| [img.data[3 * i], img.data[3 * i + 1], img.data[3 * i + 2]]);
+        put(1, r, &|i| palette[gts[r][i] as usize]);
+        for (m, (_, p)) in preds.iter().enumerate() {
+            put(2 + m, r, &|i| palette[p[r][i] as usize]);
+        }
+    }
+    data::io::write_rgb(path, &data::RgbImage { width: gw, height: gh, data: buf })?;
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! `cargo xtask list` and `cargo xtask reproduce <recipe>`: rows × seeds of training runs from one recipe,
+//! a results table (mean ± std), `results.json`, `report.md`, and a regression check against a baseline.
+
+mod merge;
+pub mod recipes;
+mod report;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use data::DatasetKind;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunConfig;
+use crate::train_cmd::{run_training, TrainArgs};
+pub use report::{check_against, ResultRow, Results};
+
+#[derive(clap::Args)]
+pub struct ReproduceArgs {
+    /// Recipe name (`cargo xtask list`).
+    pub recipe: String,
+    /// Dataset root for VOC/Cityscapes recipes (else $SEMISEG_DATA).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    #[arg(long, default_value = "runs/reproduce")]
+    pub out: PathBuf,
+    /// Number of seeds (default: the recipe's).
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// Reuse finished runs and continue interrupted ones.
+    #[arg(long)]
+    pub resume: bool,
+    /// Backbone weights to start every run from (UniMatch deep-stem, timm or torchvision names).
+    #[arg(long)]
+    pub pretrained: Option<PathBuf>,
+    /// Exit non-zero if any method's mean mIoU falls more than --tolerance points below this results.json.
+    #[arg(long)]
+    pub check: Option<PathBuf>,
+    #[arg(long, default_value_t = 3.0)]
+    pub tolerance: f64,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Per-run record written beside each run's checkpoints (lets `--resume` skip finished runs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunRecord {
+    miou: f64,
+    per_class: Vec<f64>,
+    curve: Vec<(usize, f64)>,
+    losses: Vec<(usize, f64)>,
+}
+
+pub fn list() -> anyhow::Result<()> {
+    println!("{:<22} {:<24} {:<34} description", "recipe", "dataset", "expected time (2-core CPU)");
+    for r in recipes::all() {
+        println!("{:<22} {:<24} {:<34} {}", r.name, r.dataset, r.cpu_time, r.description);
+    }
+    Ok(())
+}
+
+/// The effective config of one row and seed.
+pub fn row_config(recipe: &recipes::Recipe, row: &recipes::RowSpec, seed: u64) -> anyhow::Result<RunConfig> {
+    let t = merge::merged(recipe.base, &[recipe.budget, row.patch])?;
+    let mut cfg: RunConfig = t.try_into().with_context(|| format!("recipe {} row {}", recipe.name, row.method))?;
+    cfg.train.seed = seed;
+    Ok(cfg)
+}
+
+pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
+    let Some(recipe) = recipes::find(&a.recipe) else {
+        let names: Vec<_> = recipes::all().iter().map(|r| r.name).collect();
+        bail!("unknown recipe `{}`; recipes: {}", a.recipe, names.join(", "));
+    };
+    let first = recipe.rows.first().context("recipe without rows")?;
+    let probe = row_config(&recipe, first, 0)?;
+    if probe.data.dataset != DatasetKind::Synthetic {
+        // Fail at once, before any work, when the dataset is absent.
+        crate::datasets::data_root(&probe, a.data_root.as_ref())?;
+    }
+    let seeds = a.seeds.unwrap_or(recipe.seeds).max(1);
+    let dir = a.out.join(recipe.name);
+    let started = std::time::Instant::now();
+    let mut rows = Vec::new();
+    let mut curves = Vec::new();
+    let mut configs = Vec::new();
+    let mut grid: Option<Grid> = None;
+    for row in &recipe.rows {
+        let mut runs = Vec::new();
+        for seed in 0..seeds as u64 {
+            let mut cfg = row_config(&recipe, row, seed)?;
+            if let Some(p) = &a.pretrained {
+                cfg.pretrained = Some(p.clone());
+            }
+            let run_dir = dir.join(row.method).join(format!("seed{seed}"));
+            let rec_path = run_dir.join("run.json");
+            let rec = match std::fs::read(&rec_path).ok().filter(|_| a.resume) {
+                Some(bytes) => serde_json::from_slice::<RunRecord>(&bytes)?,
+                None => {
+                    eprintln!("[{}] {} seed {seed}", recipe.name, row.method);
+                    let args = TrainArgs {
+                        config: PathBuf::new(),
+                        out: run_dir.clone(),
+                        resume: a.resume,
+                        data_root: a.data_root.clone(),
+                        seed: Some(seed),
+                        iters: None,
+                        quiet: a.quiet,
+                    };
+                    let r = run_training(&cfg, &args)?;
+                    let rec = RunRecord {
+                        miou: r.best_miou,
+                        per_class: r.final_report.iou.clone(),
+                        curve: r.observer.evals.clone(),
+                        losses: r.observer.losses.iter().map(|(i, s)| (*i, s[0].1)).collect(),
+                    };
+                    std::fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
+                    rec
+                }
+            };
+            runs.push((seed, rec));
+        }
+        let cfg0 = row_config(&recipe, row, 0)?;
+        let val = crate::datasets::build(&cfg0, a.data_root.as_ref(), false)?.val;
+        let class_names = val.class_names();
+        let g = grid.get_or_insert_with(|| Grid::new(&val, 4));
+        g.predict(row.method, &cfg0, &dir.join(row.method).join("seed0").join("latest.safetensors"))?;
+        rows.push(ResultRow::from_runs(
+            row.method,
+            &runs.iter().map(|(s, r)| (*s, r.miou, r.per_class.clone())).collect::<Vec<_>>(),
+            class_names,
+        ));
+        curves.push((
+            row.method.to_string(),
+            runs.iter().map(|(_, r)| (r.curve.clone(), r.losses.clone())).collect::<Vec<_>>(),
+        ));
+        configs.push((row.method.to_string(), toml::to_string(&row_config(&recipe, row, 0)?)?));
+    }
+    let results = Results { recipe: recipe.name.to_string(), rows };
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some(g) = &grid {
+        crate::plots::qualitative_grid(&dir.join("qualitative.png"), &g.images, &g.gts, &g.preds, &g.palette)?;
+    }
+    report::write(&dir, &recipe, &results, &configs, &curves, elapsed)?;
+    println!("{}", results.table());
+    println!("{:.1} min; report: {}", elapsed / 60.0, dir.join("report.md").display());
+    if let Some(base) = &a.check {
+        let baseline: Results =
+            serde_json::from_slice(&std::fs::read(base).with_context(|| format!("reading {}", base.display()))?)
+                .with_context(|| format!("{}: not a results.json", base.display()))?;
+        let problems = check_against(&results, &baseline, a.tolerance);
+        if !problems.is_empty() {
+            bail!("regression against {}:\n{}", base.display(), problems.join("\n"));
+        }
+        println!("check: every method within {:.1} points of {}", a.tolerance, base.display());
+    }
+    Ok(())
+}
+
+/// A few validation images, their ground truth and each method's prediction (seed 0), for the report.
+struct Grid {
+    images: Vec<data::RgbImage>,
+    gts: Vec<Vec<u8>>,
+    preds: Vec<(String, Vec<Vec<u8>>)>,
+    palette: [[u8; 3]; 256],
+}
+
+impl Grid {
+    fn new(val: &data::Dataset, n: usize) -> Self {
+        let samples: Vec<_> = (0..n.min(val.len())).filter_map(|i| val.sample(i).ok()).collect();
+        Self {
+            gts: samples.iter().map(|s| s.mask.as_ref().map(|m| m.data.clone()).unwrap_or_default()).collect(),
+            images: samples.into_iter().map(|s| s.image).collect(),
+            preds: Vec::new(),
+            palette: val.palette(),
+        }
+    }
+
+    fn predict(&mut self, method: &str, cfg: &RunConfig, weights: &std::path::Path) -> anyhow::Result<()> {
+        use candle_core::{DType, Device, Tensor};
+        let dev = Device::Cpu;
+        let store = core_seg::nn::ParamStore::new(0);
+        let model = core_seg::model::DeepLabV3Plus::new(&cfg.model, store.var_builder(DType::F32, &dev))?;
+        core_seg::model::weights::load_safetensors(&store, weights, true)?;
+        let mut out = Vec::new();
+        for img in &self.images {
+            let x = Tensor::from_vec(data::augment::normalize_image(img), (1, 3, img.height, img.width), &dev)?;
+            let y = model.forward_t(&x, core_seg::nn::Mode::Eval)?.argmax(1)?.flatten_all()?.to_vec1::<u32>()?;
+            out.push(y.into_iter().map(|v| v as u8).collect());
+        }
+        self.preds.push((method.to_string(), out));
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! `cargo xtask reproduce`: a tiny run writes the table, results.json, report.md and its PNGs; `--check`
+//! passes against itself and fails against a better baseline; a paper recipe without data fails at once.
+
+use std::process::Command;
+
+fn xtask() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.env_remove("SEMISEG_DATA").env("RUST_BACKTRACE", "0");
+    c
+}
+
+#[test]
+fn smoke_recipe_writes_report_and_check_works() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = xtask().args(["reproduce", "smoke", "--quiet", "--out"]).arg(dir.path()).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = dir.path().join("smoke");
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("results.json"))?)?;
+    assert_eq!(results["recipe"], "smoke");
+    let rows = results["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["method"], "supervised");
+    assert_eq!(rows[1]["seeds"].as_array().map(|s| s.len()), Some(2));
+    let m = rows[1]["miou_mean"].as_f64().expect("mean");
+    assert!((0.0..=100.0).contains(&m));
+    let report = std::fs::read_to_string(run.join("report.md"))?;
+    assert!(report.contains("| unimatch |") && report.contains("curves.png") && report.contains("```toml"));
+    for png in ["curves.png", "qualitative.png"] {
+        let bytes = std::fs::read(run.join(png))?;
+        assert_eq!(&bytes[1..4], b"PNG", "{png}");
+        assert!(bytes.len() > 1000, "{png} is suspiciously small");
+    }
+    // --resume reuses finished runs; --check against its own results passes…
+    let again = xtask()
+        .args(["reproduce", "smoke", "--quiet", "--resume", "--out"])
+        .arg(dir.path())
+        .arg("--check")
+        .arg(run.join("results.json"))
+        .output()?;
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    // …and against a baseline 50 points better it fails.
+    let mut better = results.clone();
+    for r in better["rows"].as_array_mut().expect("rows") {
+        r["miou_mean"] = serde_json::json!(r["miou_mean"].as_f64().unwrap_or(0.0) + 50.0);
+    }
+    let base = dir.path().join("better.json");
+    std::fs::write(&base, serde_json::to_vec(&better)?)?;
+    let fail = xtask()
+        .args(["reproduce", "smoke", "--quiet", "--resume", "--out"])
+        .arg(dir.path())
+        .arg("--check")
+        .arg(&base)
+        .output()?;
+    assert!(!fail.status.success());
+    assert!(String::from_utf8_lossy(&fail.stderr).contains("regression"));
+    Ok(())
+}
+
+#[test]
+fn paper_recipe_without_data_fails_fast_with_guidance() -> anyhow::Result<()> {
+    let t = std::time::Instant::now();
+    let out = xtask().args(["reproduce", "unimatch-cityscapes"]).output()?;
+    let secs = t.elapsed().as_secs_f64();
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("leftImg8bit") && msg.contains("gtFine") && msg.contains("--data-root"), "{msg}");
+    let out = xtask().args(["reproduce", "unimatch-voc", "--data-root", "/nonexistent"]).output()?;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/JPEGImages"));
+    assert!(secs < 5.0, "took {secs} s");
+    Ok(())
+}
