@@ -7,6 +7,7 @@
 //! - [`rng`]: the one seeded RNG every random draw comes from.
 
 pub mod error;
+pub mod kernels;
 pub mod model;
 pub mod nn;
 pub mod ops;
