@@ -13,6 +13,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::conv_batched as batched;
 use super::gemm_glue::{matmul, Parallelism, View};
 use super::im2col::{col2im, im2col, Geom};
 use super::{contiguous_slice, num_threads, require_cpu, unsupported_dtype, Float};
@@ -188,7 +189,9 @@ fn forward_image<T: Float>(g: &Geom, x: &[T], w: &[T], out: &mut [T], par: Paral
 fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     let mut out = vec![T::zero(); g.n * g.out_len()];
     let nt = num_threads();
-    if batch_parallel(g.n, nt) {
+    if batched::use_batched(g) {
+        batched::forward(g, x, w, &mut out, nt);
+    } else if batch_parallel(g.n, nt) {
         out.par_chunks_mut(g.out_len())
             .zip(x.par_chunks(g.in_len()))
             .for_each(|(o, xi)| forward_image(g, xi, w, o, Parallelism::None));
@@ -226,7 +229,9 @@ fn grad_input_image<T: Float>(g: &Geom, dy: &[T], w: &[T], dx: &mut [T], par: Pa
 fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let mut dx = vec![T::zero(); g.n * g.in_len()];
     let nt = num_threads();
-    if batch_parallel(g.n, nt) {
+    if batched::use_batched(g) {
+        batched::grad_input(g, dy, w, &mut dx, nt);
+    } else if batch_parallel(g.n, nt) {
         dx.par_chunks_mut(g.in_len())
             .zip(dy.par_chunks(g.out_len()))
             .for_each(|(d, dyi)| grad_input_image(g, dyi, w, d, Parallelism::None));
@@ -264,7 +269,11 @@ fn grad_weight_image<T: Float>(g: &Geom, x: &[T], dy: &[T], dw: &mut [T], par: P
 fn grad_weight<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let wlen = g.cout * g.kg();
     let nt = num_threads();
-    if batch_parallel(g.n, nt) {
+    if batched::use_batched(g) {
+        let mut dw = vec![T::zero(); wlen];
+        batched::grad_weight(g, x, dy, &mut dw, nt);
+        dw
+    } else if batch_parallel(g.n, nt) {
         // One partial dW per chunk of images, summed at the end.
         let chunk = g.n.div_ceil(nt);
         let partials: Vec<Vec<T>> = (0..g.n.div_ceil(chunk))

@@ -118,74 +118,84 @@ impl Geom {
     }
 }
 
-/// Writes `cols [Cin_g·kh·kw, oh·ow]` for one group of one image (`x` = `[Cin_g, H, W]`).
-pub(crate) fn im2col<T: Float>(g: &Geom, x: &[T], cols: &mut [T]) {
-    let (h, w, oh, ow, p) = (g.h, g.w, g.oh, g.ow, g.p());
-    debug_assert_eq!(x.len(), g.cin_g() * h * w);
-    debug_assert_eq!(cols.len(), g.kg() * p);
-    let s = g.stride;
-    for (row_idx, row) in cols.chunks_exact_mut(p).enumerate() {
-        let c = row_idx / (g.kh * g.kw);
-        let ki = (row_idx / g.kw) % g.kh;
-        let kj = row_idx % g.kw;
-        let plane = &x[c * h * w..(c + 1) * h * w];
-        let (ylo, yhi) = g.valid_range(ki, h, oh);
-        let (xlo, xhi) = g.valid_range(kj, w, ow);
-        row[..ylo * ow].fill(T::zero());
-        row[yhi * ow..].fill(T::zero());
-        if xhi == xlo {
-            row[ylo * ow..yhi * ow].fill(T::zero());
-            continue;
-        }
-        for oy in ylo..yhi {
-            let iy = oy * s + ki * g.dil - g.pad;
-            let src = &plane[iy * w..(iy + 1) * w];
-            let seg = &mut row[oy * ow..(oy + 1) * ow];
-            seg[..xlo].fill(T::zero());
-            seg[xhi..].fill(T::zero());
-            let ix0 = xlo * s + kj * g.dil - g.pad;
-            if s == 1 {
-                seg[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
-            } else {
-                for (d, v) in seg[xlo..xhi].iter_mut().zip(src[ix0..].iter().step_by(s)) {
-                    *d = *v;
-                }
+/// Splits a cols row index `k` into `(c, ki, kj)`.
+#[inline]
+pub(crate) fn split_k(g: &Geom, k: usize) -> (usize, usize, usize) {
+    (k / (g.kh * g.kw), (k / g.kw) % g.kh, k % g.kw)
+}
+
+/// Fills one cols row (`row` = `[oh·ow]`) for kernel tap `(ki, kj)` from one input channel plane `[H, W]`.
+pub(crate) fn fill_row<T: Float>(g: &Geom, plane: &[T], ki: usize, kj: usize, row: &mut [T]) {
+    let (w, ow, s) = (g.w, g.ow, g.stride);
+    let (ylo, yhi) = g.valid_range(ki, g.h, g.oh);
+    let (xlo, xhi) = g.valid_range(kj, w, ow);
+    row[..ylo * ow].fill(T::zero());
+    row[yhi * ow..].fill(T::zero());
+    if xhi == xlo {
+        row[ylo * ow..yhi * ow].fill(T::zero());
+        return;
+    }
+    for oy in ylo..yhi {
+        let iy = oy * s + ki * g.dil - g.pad;
+        let src = &plane[iy * w..(iy + 1) * w];
+        let seg = &mut row[oy * ow..(oy + 1) * ow];
+        seg[..xlo].fill(T::zero());
+        seg[xhi..].fill(T::zero());
+        let ix0 = xlo * s + kj * g.dil - g.pad;
+        if s == 1 {
+            seg[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
+        } else {
+            for (d, v) in seg[xlo..xhi].iter_mut().zip(src[ix0..].iter().step_by(s)) {
+                *d = *v;
             }
         }
+    }
+}
+
+/// Adjoint of [`fill_row`]: adds one cols row back into the input channel plane it was read from.
+pub(crate) fn scatter_row<T: Float>(g: &Geom, row: &[T], ki: usize, kj: usize, plane: &mut [T]) {
+    let (w, ow, s) = (g.w, g.ow, g.stride);
+    let (ylo, yhi) = g.valid_range(ki, g.h, g.oh);
+    let (xlo, xhi) = g.valid_range(kj, w, ow);
+    if xhi == xlo {
+        return;
+    }
+    for oy in ylo..yhi {
+        let iy = oy * s + ki * g.dil - g.pad;
+        let dst = &mut plane[iy * w..(iy + 1) * w];
+        let seg = &row[oy * ow + xlo..oy * ow + xhi];
+        let ix0 = xlo * s + kj * g.dil - g.pad;
+        if s == 1 {
+            for (d, v) in dst[ix0..ix0 + seg.len()].iter_mut().zip(seg) {
+                *d += *v;
+            }
+        } else {
+            for (d, v) in dst[ix0..].iter_mut().step_by(s).zip(seg) {
+                *d += *v;
+            }
+        }
+    }
+}
+
+/// Writes `cols [Cin_g·kh·kw, oh·ow]` for one group of one image (`x` = `[Cin_g, H, W]`).
+pub(crate) fn im2col<T: Float>(g: &Geom, x: &[T], cols: &mut [T]) {
+    let hw = g.h * g.w;
+    debug_assert_eq!(x.len(), g.cin_g() * hw);
+    debug_assert_eq!(cols.len(), g.kg() * g.p());
+    for (k, row) in cols.chunks_exact_mut(g.p()).enumerate() {
+        let (c, ki, kj) = split_k(g, k);
+        fill_row(g, &x[c * hw..(c + 1) * hw], ki, kj, row);
     }
 }
 
 /// Adjoint of [`im2col`]: `dx[c, iy, ix] += cols[(c, i, j), (oy, ox)]` for every in-image tap
 /// (`dx` = `[Cin_g, H, W]` of one group of one image).
 pub(crate) fn col2im<T: Float>(g: &Geom, cols: &[T], dx: &mut [T]) {
-    let (h, w, oh, ow, p) = (g.h, g.w, g.oh, g.ow, g.p());
-    debug_assert_eq!(dx.len(), g.cin_g() * h * w);
-    debug_assert_eq!(cols.len(), g.kg() * p);
-    let s = g.stride;
-    for (row_idx, row) in cols.chunks_exact(p).enumerate() {
-        let c = row_idx / (g.kh * g.kw);
-        let ki = (row_idx / g.kw) % g.kh;
-        let kj = row_idx % g.kw;
-        let plane = &mut dx[c * h * w..(c + 1) * h * w];
-        let (ylo, yhi) = g.valid_range(ki, h, oh);
-        let (xlo, xhi) = g.valid_range(kj, w, ow);
-        if xhi == xlo {
-            continue;
-        }
-        for oy in ylo..yhi {
-            let iy = oy * s + ki * g.dil - g.pad;
-            let dst = &mut plane[iy * w..(iy + 1) * w];
-            let seg = &row[oy * ow + xlo..oy * ow + xhi];
-            let ix0 = xlo * s + kj * g.dil - g.pad;
-            if s == 1 {
-                for (d, v) in dst[ix0..ix0 + seg.len()].iter_mut().zip(seg) {
-                    *d += *v;
-                }
-            } else {
-                for (d, v) in dst[ix0..].iter_mut().step_by(s).zip(seg) {
-                    *d += *v;
-                }
-            }
-        }
+    let hw = g.h * g.w;
+    debug_assert_eq!(dx.len(), g.cin_g() * hw);
+    debug_assert_eq!(cols.len(), g.kg() * g.p());
+    for (k, row) in cols.chunks_exact(g.p()).enumerate() {
+        let (c, ki, kj) = split_k(g, k);
+        scatter_row(g, row, ki, kj, &mut dx[c * hw..(c + 1) * hw]);
     }
 }

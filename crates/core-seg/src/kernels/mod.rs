@@ -16,6 +16,7 @@
 
 mod batch_norm;
 mod conv;
+mod conv_batched;
 mod gemm_glue;
 mod im2col;
 mod pool;
