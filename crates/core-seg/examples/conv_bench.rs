@@ -21,13 +21,30 @@ struct Layer {
     dil: usize,
 }
 
+/// CPU time of all threads of this process in ns (Linux `/proc/self/task/*/schedstat`), if readable.
+fn cpu_ns() -> Option<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir("/proc/self/task").ok()? {
+        let s = std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok()?;
+        total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// Median wall time in ms; with `BENCH_CPU_TIME=1`, the median process CPU time instead (robust to other
+/// load on a shared machine when run with `RAYON_NUM_THREADS=1`; idle rayon threads spin, so it
+/// overstates multi-threaded runs).
 fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
+    let cpu = std::env::var("BENCH_CPU_TIME").is_ok_and(|v| v == "1");
     let mut t: Vec<f64> = (0..reps)
         .map(|_| {
-            let s = Instant::now();
+            let (s, c) = (Instant::now(), cpu_ns());
             f();
-            s.elapsed().as_secs_f64() * 1e3
+            match (cpu, c, cpu_ns()) {
+                (true, Some(a), Some(b)) => (b - a) as f64 / 1e6,
+                _ => s.elapsed().as_secs_f64() * 1e3,
+            }
         })
         .collect();
     t.sort_by(|a, b| a.total_cmp(b));

@@ -392,3 +392,73 @@ fn conv_bad_shapes_are_errors() {
     let w = rand_t(&[2, 3, 3, 3], 3);
     assert!(kernels::conv2d(&x, &w, p(0, 0, 1, 1)).is_err());
 }
+
+#[test]
+fn conv_large_maps_take_the_per_image_paths() {
+    // P > 512 output pixels: per-image GEMMs (batch-parallel for n = 2 and 4, GEMM-parallel for n = 3).
+    check(
+        Case {
+            n: 2,
+            cin: 3,
+            h: 24,
+            w: 23,
+            cout: 4,
+            kh: 3,
+            kw: 3,
+            p: p(1, 1, 1, 1),
+        },
+        500,
+    );
+    check(
+        Case {
+            n: 3,
+            cin: 4,
+            h: 25,
+            w: 24,
+            cout: 6,
+            kh: 3,
+            kw: 3,
+            p: p(1, 1, 1, 2),
+        },
+        510,
+    );
+    check(
+        Case {
+            n: 4,
+            cin: 3,
+            h: 24,
+            w: 24,
+            cout: 2,
+            kh: 1,
+            kw: 1,
+            p: p(1, 0, 1, 1),
+        },
+        520,
+    );
+    check(
+        Case {
+            n: 2,
+            cin: 2,
+            h: 51,
+            w: 48,
+            cout: 3,
+            kh: 7,
+            kw: 7,
+            p: p(2, 3, 1, 1),
+        },
+        530,
+    );
+    check(
+        Case {
+            n: 1,
+            cin: 2,
+            h: 30,
+            w: 31,
+            cout: 3,
+            kh: 3,
+            kw: 3,
+            p: p(1, 2, 2, 1),
+        },
+        540,
+    );
+}
