@@ -111,7 +111,7 @@ fn check_dy(op: &str, g: &Geom, dy: &Layout) -> Result<()> {
 
 /// Whether to split over the batch (single-threaded GEMMs) rather than inside each GEMM.
 fn batch_parallel(n: usize, nt: usize) -> bool {
-    nt > 1 && n > 1 && (n % nt == 0 || n >= 2 * nt)
+    nt > 1 && n > 1 && (n.is_multiple_of(nt) || n >= 2 * nt)
 }
 
 struct Conv2dOp {

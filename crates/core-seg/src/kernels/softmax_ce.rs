@@ -98,7 +98,7 @@ fn backward<T: Float>(z: &[T], t: &[u32], dl: &[T], k: usize, s: usize) -> Vec<T
                 }
                 for (p, (&lab, sc)) in ti.iter().zip(sum.iter()).enumerate() {
                     if lab != IGNORE {
-                        d[lab as usize * s + p] = d[lab as usize * s + p] - *sc;
+                        d[lab as usize * s + p] -= *sc;
                     }
                 }
             })
