@@ -462,3 +462,11 @@ fn conv_large_maps_take_the_per_image_paths() {
         540,
     );
 }
+
+#[test]
+fn conv_dtype_mismatch_is_an_error() {
+    let x = rand_t(&[1, 2, 4, 4], 1);
+    let w = rand_t(&[2, 2, 3, 3], 2).to_dtype(DType::F32).unwrap();
+    let e = kernels::conv2d(&x, &w, p(1, 1, 1, 1)).unwrap_err();
+    assert!(e.to_string().contains("dtype"), "{e}");
+}

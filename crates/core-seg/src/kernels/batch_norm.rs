@@ -42,6 +42,14 @@ pub fn batch_norm_train(
             beta.dims()
         );
     }
+    if gamma.dtype() != x.dtype() || beta.dtype() != x.dtype() {
+        candle_core::bail!(
+            "{OP}: dtypes differ: x {:?}, gamma {:?}, beta {:?}",
+            x.dtype(),
+            gamma.dtype(),
+            beta.dtype()
+        );
+    }
     if dims[0] == 0 || dims[1] == 0 {
         candle_core::bail!("{OP}: empty input {dims:?}");
     }

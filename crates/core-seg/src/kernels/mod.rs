@@ -17,6 +17,7 @@
 mod batch_norm;
 mod conv;
 mod conv_batched;
+mod conv_cpu;
 mod gemm_glue;
 mod im2col;
 mod pool;
