@@ -1,7 +1,7 @@
 //! `kernels::conv2d` vs an independent naive direct convolution (forward, input and weight gradients) in
 //! f64, vs Candle's conv forward, f32 vs f64, and central finite differences.
 
-#[path = "kernels_common.rs"]
+#[path = "kernels_common/mod.rs"]
 mod common;
 
 use candle_core::{DType, Tensor, Var};

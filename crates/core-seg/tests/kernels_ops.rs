@@ -1,7 +1,7 @@
 //! Batch norm, max pool, bilinear resize and softmax-CE kernels vs the composite reference paths in f64
 //! (forward and gradients), f32 vs f64, and central finite differences.
 
-#[path = "kernels_common.rs"]
+#[path = "kernels_common/mod.rs"]
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};

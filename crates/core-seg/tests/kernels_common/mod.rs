@@ -1,4 +1,4 @@
-// Shared helpers for the kernel tests (included with `#[path]`, not a test target of its own).
+// Shared helpers for the kernel tests (a directory module, so Cargo does not build it as a test target).
 #![allow(dead_code)]
 
 use candle_core::{DType, Device, Tensor};
