@@ -239,3 +239,14 @@ fn softmax_cross_entropy_matches_reference() {
     let bad = Tensor::from_vec(vec![0u32, 1, 3, 255], (1, 2, 2), &Device::Cpu).unwrap();
     assert!(kernels::softmax_cross_entropy(&logits, &bad).is_err());
 }
+
+#[test]
+fn is_supported_reports_cpu_float_tensors() {
+    assert!(kernels::is_supported(&rand_t(&[2], 1)));
+    assert!(kernels::is_supported(
+        &rand_t(&[2], 1).to_dtype(DType::F32).unwrap()
+    ));
+    assert!(!kernels::is_supported(
+        &rand_t(&[2], 1).to_dtype(DType::BF16).unwrap()
+    ));
+}

@@ -95,6 +95,12 @@ pub(crate) fn unsupported_dtype<T>(op: &str, s: &CpuStorage) -> Result<T> {
     candle_core::bail!("{op}: unsupported dtype {:?} (f32 and f64 only)", s.dtype())
 }
 
+/// Whether the kernels can run on `t`: CPU storage of dtype f32 or f64. Callers use this to choose between
+/// the kernels and the reference path (e.g. on CUDA).
+pub fn is_supported(t: &candle_core::Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+}
+
 /// Error for non-CPU tensors: the caller should take the reference path on GPU.
 pub(crate) fn require_cpu(op: &str, t: &candle_core::Tensor) -> Result<()> {
     if !t.device().is_cpu() {
