@@ -17,9 +17,10 @@ use super::gemm_glue::{matmul, Parallelism, View};
 use super::im2col::{fill_row, scatter_row, split_k, Geom};
 use super::Float;
 
-/// Whether the batch-concatenated path is used: several images and small output maps.
+/// Whether the batch-concatenated path is used: several images, small output maps, and a `cols` buffer of
+/// at most 16 Mi elements.
 pub(crate) fn use_batched(g: &Geom) -> bool {
-    g.n > 1 && g.p() <= 512
+    g.n > 1 && g.p() <= 512 && (g.kg() + g.cout_g()) * g.n * g.p() <= 16 << 20
 }
 
 /// `cols [K_g, N·P]` for group `grp` of the whole batch, parallel over rows.
