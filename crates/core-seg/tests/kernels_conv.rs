@@ -395,7 +395,7 @@ fn conv_bad_shapes_are_errors() {
 
 #[test]
 fn conv_large_maps_take_the_per_image_paths() {
-    // P > 512 output pixels: per-image GEMMs (batch-parallel for n = 2 and 4, GEMM-parallel for n = 3).
+    // P ≥ 256 output pixels: per-image GEMMs (batch-parallel for n = 2 and 4, GEMM-parallel for n = 3).
     check(
         Case {
             n: 2,

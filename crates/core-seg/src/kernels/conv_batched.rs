@@ -1,6 +1,6 @@
-//! Batch-concatenated convolution GEMMs for small feature maps.
+//! Batch-concatenated convolution GEMMs for small feature maps (fewer than 256 output pixels, i.e. the 8² maps of an OS-16 backbone at 128²).
 //!
-//! With few output pixels per image (8², 16²) one GEMM per image is thin (`P` = 64 columns, and the weight
+//! With few output pixels per image (8²) one GEMM per image is thin (`P` = 64 columns, and the weight
 //! gradient has depth `P`). Here the batch is folded into the GEMM: `cols [K, N·P]` holds every image's
 //! columns side by side, `dyc [Cout_g, N·P]` the gathered output gradient, and
 //! - forward: `Y [Cout_g, N·P] = W_g · cols`, scattered back to NCHW;
@@ -20,7 +20,27 @@ use super::Float;
 /// Whether the batch-concatenated path is used: several images, small output maps, and a `cols` buffer of
 /// at most 16 Mi elements.
 pub(crate) fn use_batched(g: &Geom) -> bool {
-    g.n > 1 && g.p() <= 512 && (g.kg() + g.cout_g()) * g.n * g.p() <= 16 << 20
+    match FORCE.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => return false,
+        2 => return g.n > 1,
+        _ => {}
+    }
+    g.n > 1 && g.p() < 256 && (g.kg() + g.cout_g()) * g.n * g.p() <= 16 << 20
+}
+
+/// Strategy override for benchmarks: 0 automatic, 1 always per image, 2 always batched.
+static FORCE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Benchmark knob (not part of the stable API): `None` = automatic choice between per-image and
+/// batch-concatenated conv GEMMs, `Some(true)` = always batched, `Some(false)` = always per image.
+#[doc(hidden)]
+pub fn force_batched(v: Option<bool>) {
+    let code = match v {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    };
+    FORCE.store(code, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// `cols [K_g, N·P]` for group `grp` of the whole batch, parallel over rows.
