@@ -1,4 +1,5 @@
-//! Batch-concatenated convolution GEMMs for small feature maps (fewer than 256 output pixels, i.e. the 8² maps of an OS-16 backbone at 128²).
+//! Batch-concatenated convolution GEMMs for small feature maps (fewer than 256 output pixels, e.g. the 8²
+//! maps of an OS-16 backbone at a 128² input).
 //!
 //! With few output pixels per image (8²) one GEMM per image is thin (`P` = 64 columns, and the weight
 //! gradient has depth `P`). Here the batch is folded into the GEMM: `cols [K, N·P]` holds every image's
