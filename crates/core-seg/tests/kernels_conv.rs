@@ -246,6 +246,64 @@ fn conv_stride2_mixed_parity() {
 }
 
 #[test]
+fn conv_dead_taps() {
+    // Only some kernel taps ever touch the image: the GEMM runs over the live window only.
+    check(
+        Case {
+            n: 2,
+            cin: 3,
+            h: 8,
+            w: 8,
+            cout: 4,
+            kh: 3,
+            kw: 3,
+            p: p(1, 12, 12, 1),
+        },
+        250,
+    );
+    check(
+        Case {
+            n: 2,
+            cin: 2,
+            h: 5,
+            w: 9,
+            cout: 3,
+            kh: 3,
+            kw: 3,
+            p: p(1, 6, 6, 1),
+        },
+        251,
+    );
+    check(
+        Case {
+            n: 3,
+            cin: 2,
+            h: 4,
+            w: 6,
+            cout: 2,
+            kh: 5,
+            kw: 3,
+            p: p(1, 4, 2, 1),
+        },
+        252,
+    );
+    // No live tap at all (1×1, stride 2, pad 1 on a single row): output and gradients are zero.
+    check(
+        Case {
+            n: 2,
+            cin: 2,
+            h: 1,
+            w: 3,
+            cout: 2,
+            kh: 1,
+            kw: 1,
+            p: p(2, 1, 1, 1),
+        },
+        253,
+    );
+}
+
+#[test]
 fn conv_dilation_18_small_map() {
     let c = Case {
         n: 2,

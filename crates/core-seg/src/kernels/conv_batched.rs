@@ -139,9 +139,10 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T], dx: &mut [T], nt
                         return;
                     }
                     let c = ch - grp * cin_g;
-                    for ki in 0..g.kh {
-                        for kj in 0..g.kw {
-                            let k = (c * g.kh + ki) * g.kw + kj;
+                    for a in 0..g.nki {
+                        for b in 0..g.nkj {
+                            let k = (c * g.nki + a) * g.nkj + b;
+                            let (ki, kj) = (g.ki0 + a, g.kj0 + b);
                             let row = &dcols[k * np + i * p..k * np + (i + 1) * p];
                             scatter_row(g, row, ki, kj, plane);
                         }

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::conv_batched as batched;
 use super::gemm_glue::{matmul, Parallelism, View};
-use super::im2col::{col2im, im2col, Geom};
+use super::im2col::{col2im, expand_weight_grad, im2col, live_weight, Geom};
 use super::{num_threads, Float};
 
 /// Whether to split over the batch (single-threaded GEMMs) rather than inside each GEMM.
@@ -35,6 +35,7 @@ fn forward_image<T: Float>(g: &Geom, x: &[T], w: &[T], out: &mut [T], par: Paral
 
 /// `y [N, Cout, oh, ow]` from `x` and `w`.
 pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
+    let w = &*live_weight(g, w);
     let mut out = vec![T::zero(); g.n * g.out_len()];
     let nt = num_threads();
     if batched::use_batched(g) {
@@ -76,6 +77,7 @@ fn grad_input_image<T: Float>(g: &Geom, dy: &[T], w: &[T], dx: &mut [T], par: Pa
 
 /// `dx [N, Cin, H, W]` from `dy` and `w`.
 pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+    let w = &*live_weight(g, w);
     let mut dx = vec![T::zero(); g.n * g.in_len()];
     let nt = num_threads();
     if batched::use_batched(g) {
@@ -117,6 +119,11 @@ fn grad_weight_image<T: Float>(g: &Geom, x: &[T], dy: &[T], dw: &mut [T], par: P
 
 /// `dW [Cout, Cin_g, kh, kw]` from `x` and `dy`.
 pub(crate) fn grad_weight<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    expand_weight_grad(g, grad_weight_live(g, x, dy))
+}
+
+/// Weight gradient over the live kernel window, `[Cout, Cin_g, nki, nkj]`.
+fn grad_weight_live<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let wlen = g.cout * g.kg();
     let nt = num_threads();
     if batched::use_batched(g) {

@@ -5,6 +5,12 @@
 //! `x[c, oy·s − pad + i·d, ox·s − pad + j·d]` (zero outside the image), so the convolution is the GEMM
 //! `y_g[Cout_g, P] = W_g[Cout_g, K] · cols[K, P]`. `col2im` is the exact adjoint: it scatter-adds
 //! `cols[k, p]` back to the input position it was read from.
+//!
+//! Kernel taps that fall outside the (padded) image for every output position contribute nothing (e.g.
+//! dilation 12 or 18 on an 8² map leaves only the centre tap). [`Geom`] keeps only the smallest window of
+//! kernel rows `ki0..ki0 + nki` and columns `kj0..kj0 + nkj` that holds every live tap, so `K` shrinks by up
+//! to `kh·kw`; the weight is gathered to that window ([`live_weight`]) and its gradient scattered back
+//! ([`expand_weight_grad`]), zero on the dead taps.
 
 use super::Float;
 use candle_core::Result;
@@ -27,6 +33,11 @@ pub(crate) struct Geom {
     pub groups: usize,
     pub oh: usize,
     pub ow: usize,
+    /// Live kernel window: rows `ki0..ki0 + nki`, columns `kj0..kj0 + nkj`.
+    pub ki0: usize,
+    pub nki: usize,
+    pub kj0: usize,
+    pub nkj: usize,
 }
 
 impl Geom {
@@ -63,7 +74,7 @@ impl Geom {
         }
         let oh = (h + 2 * pad - eh) / stride + 1;
         let ow = (w + 2 * pad - ew) / stride + 1;
-        Ok(Self {
+        let mut g = Self {
             n,
             cin,
             h,
@@ -77,7 +88,31 @@ impl Geom {
             groups,
             oh,
             ow,
-        })
+            ki0: 0,
+            nki: kh,
+            kj0: 0,
+            nkj: kw,
+        };
+        let g0 = g;
+        let live = |len: usize, out: usize, k: usize| {
+            let live: Vec<usize> = (0..k)
+                .filter(|&t| {
+                    let (lo, hi) = g0.valid_range(t, len, out);
+                    hi > lo
+                })
+                .collect();
+            match (live.first(), live.last()) {
+                (Some(&a), Some(&b)) => (a, b + 1 - a),
+                _ => (0, 0),
+            }
+        };
+        (g.ki0, g.nki) = live(h, oh, kh);
+        (g.kj0, g.nkj) = live(w, ow, kw);
+        Ok(g)
+    }
+    /// Whether the live window is the whole kernel.
+    pub fn full_window(&self) -> bool {
+        self.nki == self.kh && self.nkj == self.kw
     }
     pub fn cin_g(&self) -> usize {
         self.cin / self.groups
@@ -85,9 +120,9 @@ impl Geom {
     pub fn cout_g(&self) -> usize {
         self.cout / self.groups
     }
-    /// GEMM depth of one group: `Cin_g · kh · kw`.
+    /// GEMM depth of one group over the live kernel window: `Cin_g · nki · nkj`.
     pub fn kg(&self) -> usize {
-        self.cin_g() * self.kh * self.kw
+        self.cin_g() * self.nki * self.nkj
     }
     /// Output pixels per image.
     pub fn p(&self) -> usize {
@@ -118,10 +153,49 @@ impl Geom {
     }
 }
 
-/// Splits a cols row index `k` into `(c, ki, kj)`.
+/// Splits a cols row index `k` into `(c, ki, kj)` (kernel indices within the full kernel).
 #[inline]
 pub(crate) fn split_k(g: &Geom, k: usize) -> (usize, usize, usize) {
-    (k / (g.kh * g.kw), (k / g.kw) % g.kh, k % g.kw)
+    (
+        k / (g.nki * g.nkj),
+        g.ki0 + (k / g.nkj) % g.nki,
+        g.kj0 + k % g.nkj,
+    )
+}
+
+/// The weight `[Cout, Cin_g, kh, kw]` restricted to the live window, `[Cout, Cin_g, nki, nkj]` (borrowed when
+/// the window is the whole kernel).
+pub(crate) fn live_weight<'a, T: Float>(g: &Geom, w: &'a [T]) -> std::borrow::Cow<'a, [T]> {
+    if g.full_window() {
+        return std::borrow::Cow::Borrowed(w);
+    }
+    let mut out = Vec::with_capacity(g.cout * g.kg());
+    for oc in 0..g.cout * g.cin_g() {
+        for ki in g.ki0..g.ki0 + g.nki {
+            let row = (oc * g.kh + ki) * g.kw;
+            out.extend_from_slice(&w[row + g.kj0..row + g.kj0 + g.nkj]);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Scatters a live-window weight gradient `[Cout, Cin_g, nki, nkj]` into the full `[Cout, Cin_g, kh, kw]`
+/// (zero on dead taps).
+pub(crate) fn expand_weight_grad<T: Float>(g: &Geom, dw: Vec<T>) -> Vec<T> {
+    if g.full_window() {
+        return dw;
+    }
+    let mut out = vec![T::zero(); g.cout * g.cin_g() * g.kh * g.kw];
+    if g.nki * g.nkj == 0 {
+        return out;
+    }
+    for (oc, src) in dw.chunks_exact(g.nki * g.nkj).enumerate() {
+        for (a, seg) in src.chunks_exact(g.nkj).enumerate() {
+            let row = (oc * g.kh + g.ki0 + a) * g.kw + g.kj0;
+            out[row..row + g.nkj].copy_from_slice(seg);
+        }
+    }
+    out
 }
 
 /// Fills one cols row (`row` = `[oh·ow]`) for kernel tap `(ki, kj)` from one input channel plane `[H, W]`.
@@ -177,7 +251,7 @@ pub(crate) fn scatter_row<T: Float>(g: &Geom, row: &[T], ki: usize, kj: usize, p
     }
 }
 
-/// Writes `cols [Cin_g·kh·kw, oh·ow]` for one group of one image (`x` = `[Cin_g, H, W]`).
+/// Writes `cols [Cin_g·nki·nkj, oh·ow]` for one group of one image (`x` = `[Cin_g, H, W]`).
 pub(crate) fn im2col<T: Float>(g: &Geom, x: &[T], cols: &mut [T]) {
     let hw = g.h * g.w;
     debug_assert_eq!(x.len(), g.cin_g() * hw);
