@@ -522,6 +522,32 @@ fn conv_large_maps_take_the_per_image_paths() {
 }
 
 #[test]
+fn conv_skips_gradients_of_untracked_inputs() {
+    let x = rand_t(&[2, 3, 6, 5], 7);
+    let w = Var::from_tensor(&rand_t(&[4, 3, 3, 3], 8)).unwrap();
+    let y = kernels::conv2d(&x, w.as_tensor(), p(2, 1, 1, 1)).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(&x).is_none());
+    let dw = vec_of(g.get(w.as_tensor()).unwrap());
+    let (_, _, dw_ref) = naive(
+        &Case {
+            n: 2,
+            cin: 3,
+            h: 6,
+            w: 5,
+            cout: 4,
+            kh: 3,
+            kw: 3,
+            p: p(2, 1, 1, 1),
+        },
+        &vec_of(&x),
+        &vec_of(w.as_tensor()),
+        &vec![1.0; 2 * 4 * 3 * 3],
+    );
+    assert_close("dw only", &dw, &dw_ref, 1e-10);
+}
+
+#[test]
 fn conv_dtype_mismatch_is_an_error() {
     let x = rand_t(&[1, 2, 4, 4], 1);
     let w = rand_t(&[2, 2, 3, 3], 2).to_dtype(DType::F32).unwrap();

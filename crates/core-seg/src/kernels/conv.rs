@@ -162,9 +162,18 @@ impl CustomOp2 for Conv2dOp {
         let (_, _, h, wd) = x.dims4()?;
         let (_, _, kh, kw) = w.dims4()?;
         let dy = dy.contiguous()?;
-        let dx = conv2d_grad_input(&dy, w, (h, wd), self.cfg)?;
-        let dw = conv2d_grad_weight(x, &dy, (kh, kw), self.cfg)?;
-        Ok((Some(dx), Some(dw)))
+        // Skip gradients nobody can use: an input image or a frozen weight that no variable feeds.
+        let dx = if x.track_op() {
+            Some(conv2d_grad_input(&dy, w, (h, wd), self.cfg)?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(conv2d_grad_weight(x, &dy, (kh, kw), self.cfg)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
     }
 }
 
