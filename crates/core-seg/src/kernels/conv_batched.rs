@@ -52,7 +52,7 @@ fn build_cols<T: Float>(g: &Geom, x: &[T], grp: usize, cols: &mut [T]) {
         let ch = grp * g.cin_g() + c;
         for i in 0..g.n {
             let plane = &x[i * g.in_len() + ch * hw..i * g.in_len() + (ch + 1) * hw];
-            fill_row(g, plane, ki, kj, &mut row[i * p..(i + 1) * p]);
+            fill_row(g, plane, (ki, kj), (0, g.oh), &mut row[i * p..(i + 1) * p]);
         }
     });
 }
@@ -144,7 +144,7 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T], dx: &mut [T], nt
                             let k = (c * g.nki + a) * g.nkj + b;
                             let (ki, kj) = (g.ki0 + a, g.kj0 + b);
                             let row = &dcols[k * np + i * p..k * np + (i + 1) * p];
-                            scatter_row(g, row, ki, kj, plane);
+                            scatter_row(g, row, (ki, kj), (0, g.oh), plane);
                         }
                     }
                 });

@@ -3,6 +3,8 @@
 //! thread-local im2col scratch) when the batch divides evenly over the threads, otherwise parallel inside
 //! each GEMM.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use rayon::prelude::*;
 
 use super::conv_batched as batched;
@@ -15,9 +17,29 @@ fn batch_parallel(n: usize, nt: usize) -> bool {
     nt > 1 && n > 1 && (n.is_multiple_of(nt) || n >= 2 * nt)
 }
 
-/// Forward of one image: `out_img [Cout, P]` from `x_img [Cin, H, W]`.
+/// Target GEMM width (output pixels) of one band; 0 disables banding. A band's `cols` (`K × 256`) stays
+/// in L2 between im2col and the GEMM that reads it.
+static BAND_COLS: AtomicUsize = AtomicUsize::new(256);
+
+/// Benchmark knob (not part of the stable API): output pixels per im2col band in the per-image path
+/// (0 = whole image at once).
+#[doc(hidden)]
+pub fn set_band_cols(n: usize) {
+    BAND_COLS.store(n, Ordering::Relaxed);
+}
+
+/// Output rows per band: whole rows, about `BAND_COLS` pixels.
+fn band_rows(g: &Geom) -> usize {
+    match BAND_COLS.load(Ordering::Relaxed) {
+        0 => g.oh.max(1),
+        n => (n / g.ow.max(1)).clamp(1, g.oh.max(1)),
+    }
+}
+
+/// Forward of one image: `out_img [Cout, P]` from `x_img [Cin, H, W]`, im2col and GEMM band by band.
 fn forward_image<T: Float>(g: &Geom, x: &[T], w: &[T], out: &mut [T], par: Parallelism) {
     let (cin_g, cout_g, kg, p, hw) = (g.cin_g(), g.cout_g(), g.kg(), g.p(), g.h * g.w);
+    let rows = band_rows(g);
     for grp in 0..g.groups {
         let xg = &x[grp * cin_g * hw..(grp + 1) * cin_g * hw];
         let wg = View::rm(&w[grp * cout_g * kg..(grp + 1) * cout_g * kg], kg);
@@ -25,9 +47,15 @@ fn forward_image<T: Float>(g: &Geom, x: &[T], w: &[T], out: &mut [T], par: Paral
         if g.is_pointwise() {
             matmul(cout_g, p, kg, og, p, false, wg, View::rm(xg, p), par);
         } else {
-            T::with_scratch(kg * p, |cols| {
-                im2col(g, xg, cols);
-                matmul(cout_g, p, kg, og, p, false, wg, View::rm(cols, p), par);
+            T::with_scratch(kg * rows * g.ow, |buf| {
+                for oy0 in (0..g.oh).step_by(rows) {
+                    let oy1 = (oy0 + rows).min(g.oh);
+                    let pb = (oy1 - oy0) * g.ow;
+                    let cols = &mut buf[..kg * pb];
+                    im2col(g, xg, (oy0, oy1), cols);
+                    let dst = &mut og[oy0 * g.ow..];
+                    matmul(cout_g, pb, kg, dst, p, false, wg, View::rm(cols, pb), par);
+                }
             });
         }
     }
@@ -57,19 +85,26 @@ pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     out
 }
 
-/// `dx` of one image (`dx_img` zero on entry) from `dy_img [Cout, P]`.
+/// `dx` of one image (`dx_img` zero on entry) from `dy_img [Cout, P]`, GEMM and col2im band by band.
 fn grad_input_image<T: Float>(g: &Geom, dy: &[T], w: &[T], dx: &mut [T], par: Parallelism) {
     let (cin_g, cout_g, kg, p, hw) = (g.cin_g(), g.cout_g(), g.kg(), g.p(), g.h * g.w);
+    let rows = band_rows(g);
     for grp in 0..g.groups {
-        let dyg = View::rm(&dy[grp * cout_g * p..(grp + 1) * cout_g * p], p);
+        let dyg = &dy[grp * cout_g * p..(grp + 1) * cout_g * p];
         let wgt = View::rm_t(&w[grp * cout_g * kg..(grp + 1) * cout_g * kg], kg);
         let dxg = &mut dx[grp * cin_g * hw..(grp + 1) * cin_g * hw];
         if g.is_pointwise() {
-            matmul(kg, p, cout_g, dxg, p, false, wgt, dyg, par);
+            matmul(kg, p, cout_g, dxg, p, false, wgt, View::rm(dyg, p), par);
         } else {
-            T::with_scratch(kg * p, |dcols| {
-                matmul(kg, p, cout_g, dcols, p, false, wgt, dyg, par);
-                col2im(g, dcols, dxg);
+            T::with_scratch(kg * rows * g.ow, |buf| {
+                for oy0 in (0..g.oh).step_by(rows) {
+                    let oy1 = (oy0 + rows).min(g.oh);
+                    let pb = (oy1 - oy0) * g.ow;
+                    let dcols = &mut buf[..kg * pb];
+                    let dyb = View::rm(&dyg[oy0 * g.ow..], p);
+                    matmul(kg, pb, cout_g, dcols, pb, false, wgt, dyb, par);
+                    col2im(g, dcols, (oy0, oy1), dxg);
+                }
             });
         }
     }
@@ -110,7 +145,7 @@ fn grad_weight_image<T: Float>(g: &Geom, x: &[T], dy: &[T], dw: &mut [T], par: P
             matmul(cout_g, kg, p, dwg, kg, true, dyg, View::rm_t(xg, p), par);
         } else {
             T::with_scratch(kg * p, |cols| {
-                im2col(g, xg, cols);
+                im2col(g, xg, (0, g.oh), cols);
                 matmul(cout_g, kg, p, dwg, kg, true, dyg, View::rm_t(cols, p), par);
             });
         }

@@ -198,21 +198,29 @@ pub(crate) fn expand_weight_grad<T: Float>(g: &Geom, dw: Vec<T>) -> Vec<T> {
     out
 }
 
-/// Fills one cols row (`row` = `[oh·ow]`) for kernel tap `(ki, kj)` from one input channel plane `[H, W]`.
-pub(crate) fn fill_row<T: Float>(g: &Geom, plane: &[T], ki: usize, kj: usize, row: &mut [T]) {
+/// Fills one cols row for kernel tap `(ki, kj)` from one input channel plane `[H, W]`, restricted to the
+/// output rows `oy0..oy1` (`row` = `[(oy1 − oy0)·ow]`).
+pub(crate) fn fill_row<T: Float>(
+    g: &Geom,
+    plane: &[T],
+    (ki, kj): (usize, usize),
+    (oy0, oy1): (usize, usize),
+    row: &mut [T],
+) {
     let (w, ow, s) = (g.w, g.ow, g.stride);
     let (ylo, yhi) = g.valid_range(ki, g.h, g.oh);
+    let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
     let (xlo, xhi) = g.valid_range(kj, w, ow);
-    row[..ylo * ow].fill(T::zero());
-    row[yhi * ow..].fill(T::zero());
+    row[..(ylo - oy0) * ow].fill(T::zero());
+    row[(yhi - oy0) * ow..].fill(T::zero());
     if xhi == xlo {
-        row[ylo * ow..yhi * ow].fill(T::zero());
+        row[(ylo - oy0) * ow..(yhi - oy0) * ow].fill(T::zero());
         return;
     }
     for oy in ylo..yhi {
         let iy = oy * s + ki * g.dil - g.pad;
         let src = &plane[iy * w..(iy + 1) * w];
-        let seg = &mut row[oy * ow..(oy + 1) * ow];
+        let seg = &mut row[(oy - oy0) * ow..(oy - oy0 + 1) * ow];
         seg[..xlo].fill(T::zero());
         seg[xhi..].fill(T::zero());
         let ix0 = xlo * s + kj * g.dil - g.pad;
@@ -226,10 +234,18 @@ pub(crate) fn fill_row<T: Float>(g: &Geom, plane: &[T], ki: usize, kj: usize, ro
     }
 }
 
-/// Adjoint of [`fill_row`]: adds one cols row back into the input channel plane it was read from.
-pub(crate) fn scatter_row<T: Float>(g: &Geom, row: &[T], ki: usize, kj: usize, plane: &mut [T]) {
+/// Adjoint of [`fill_row`]: adds one cols row (output rows `oy0..oy1`) back into the input channel plane it
+/// was read from.
+pub(crate) fn scatter_row<T: Float>(
+    g: &Geom,
+    row: &[T],
+    (ki, kj): (usize, usize),
+    (oy0, oy1): (usize, usize),
+    plane: &mut [T],
+) {
     let (w, ow, s) = (g.w, g.ow, g.stride);
     let (ylo, yhi) = g.valid_range(ki, g.h, g.oh);
+    let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
     let (xlo, xhi) = g.valid_range(kj, w, ow);
     if xhi == xlo {
         return;
@@ -237,7 +253,8 @@ pub(crate) fn scatter_row<T: Float>(g: &Geom, row: &[T], ki: usize, kj: usize, p
     for oy in ylo..yhi {
         let iy = oy * s + ki * g.dil - g.pad;
         let dst = &mut plane[iy * w..(iy + 1) * w];
-        let seg = &row[oy * ow + xlo..oy * ow + xhi];
+        let r = (oy - oy0) * ow;
+        let seg = &row[r + xlo..r + xhi];
         let ix0 = xlo * s + kj * g.dil - g.pad;
         if s == 1 {
             for (d, v) in dst[ix0..ix0 + seg.len()].iter_mut().zip(seg) {
@@ -251,25 +268,32 @@ pub(crate) fn scatter_row<T: Float>(g: &Geom, row: &[T], ki: usize, kj: usize, p
     }
 }
 
-/// Writes `cols [Cin_g·nki·nkj, oh·ow]` for one group of one image (`x` = `[Cin_g, H, W]`).
-pub(crate) fn im2col<T: Float>(g: &Geom, x: &[T], cols: &mut [T]) {
-    let hw = g.h * g.w;
+/// Writes `cols [Cin_g·nki·nkj, (oy1 − oy0)·ow]` for one group of one image (`x` = `[Cin_g, H, W]`),
+/// output rows `oy0..oy1`.
+pub(crate) fn im2col<T: Float>(g: &Geom, x: &[T], band: (usize, usize), cols: &mut [T]) {
+    let (hw, pb) = (g.h * g.w, (band.1 - band.0) * g.ow);
     debug_assert_eq!(x.len(), g.cin_g() * hw);
-    debug_assert_eq!(cols.len(), g.kg() * g.p());
-    for (k, row) in cols.chunks_exact_mut(g.p()).enumerate() {
+    debug_assert_eq!(cols.len(), g.kg() * pb);
+    if pb == 0 {
+        return;
+    }
+    for (k, row) in cols.chunks_exact_mut(pb).enumerate() {
         let (c, ki, kj) = split_k(g, k);
-        fill_row(g, &x[c * hw..(c + 1) * hw], ki, kj, row);
+        fill_row(g, &x[c * hw..(c + 1) * hw], (ki, kj), band, row);
     }
 }
 
 /// Adjoint of [`im2col`]: `dx[c, iy, ix] += cols[(c, i, j), (oy, ox)]` for every in-image tap
-/// (`dx` = `[Cin_g, H, W]` of one group of one image).
-pub(crate) fn col2im<T: Float>(g: &Geom, cols: &[T], dx: &mut [T]) {
-    let hw = g.h * g.w;
+/// (`dx` = `[Cin_g, H, W]` of one group of one image; `cols` covers output rows `oy0..oy1`).
+pub(crate) fn col2im<T: Float>(g: &Geom, cols: &[T], band: (usize, usize), dx: &mut [T]) {
+    let (hw, pb) = (g.h * g.w, (band.1 - band.0) * g.ow);
     debug_assert_eq!(dx.len(), g.cin_g() * hw);
-    debug_assert_eq!(cols.len(), g.kg() * g.p());
-    for (k, row) in cols.chunks_exact(g.p()).enumerate() {
+    debug_assert_eq!(cols.len(), g.kg() * pb);
+    if pb == 0 {
+        return;
+    }
+    for (k, row) in cols.chunks_exact(pb).enumerate() {
         let (c, ki, kj) = split_k(g, k);
-        scatter_row(g, row, ki, kj, &mut dx[c * hw..(c + 1) * hw]);
+        scatter_row(g, row, (ki, kj), band, &mut dx[c * hw..(c + 1) * hw]);
     }
 }

@@ -28,6 +28,8 @@ pub use batch_norm::batch_norm_train;
 pub use conv::{conv2d, conv2d_grad_input, conv2d_grad_weight, ConvParams};
 #[doc(hidden)]
 pub use conv_batched::force_batched;
+#[doc(hidden)]
+pub use conv_cpu::set_band_cols;
 pub use pool::max_pool_3x3_s2_p1;
 pub use resize::resize_bilinear;
 pub use softmax_ce::softmax_cross_entropy;
