@@ -4,6 +4,8 @@
 //! `cargo run --release -p core-seg --example conv_bench [reps]`. Reports the median of `reps` runs (default
 //! 5) after one warm-up, in ms and GFLOP/s (forward 2·N·Cout·P·Cin_g·kh·kw FLOP, backward twice that).
 //! Candle's backward is timed as `loss.backward()` of `sum(y·r)` (includes one small elementwise product).
+//! GFLOP/s use the dense FLOP count, so rows where the kernels skip dead taps (d12/d18 on 8²) exceed the
+//! machine peak.
 
 use std::time::Instant;
 
@@ -127,6 +129,26 @@ fn main() -> candle_core::Result<()> {
             stride: 1,
             pad: 2,
             dil: 2,
+        },
+        Layer {
+            name: "aspp 3x3 d6 512->256 @8",
+            cin: 512,
+            cout: 256,
+            hw: 8,
+            k: 3,
+            stride: 1,
+            pad: 6,
+            dil: 6,
+        },
+        Layer {
+            name: "aspp 3x3 d12 512->256 @8",
+            cin: 512,
+            cout: 256,
+            hw: 8,
+            k: 3,
+            stride: 1,
+            pad: 12,
+            dil: 12,
         },
         Layer {
             name: "aspp 3x3 d18 512->256 @8",
