@@ -6,6 +6,7 @@ mod data_cmd;
 mod datasets;
 mod forward;
 mod plots;
+mod pretrain;
 mod reproduce;
 mod runtime;
 mod train_cmd;
@@ -33,6 +34,8 @@ enum Command {
     Eval(train_cmd::EvalArgs),
     /// Predict masks (dataset palette) and overlays for images.
     Predict(train_cmd::PredictArgs),
+    /// Pretrain the shipped encoder of the synthetic recipes on a disjoint synthetic pretext set.
+    PretrainSynthetic(pretrain::PretrainArgs),
     /// List the reproduction recipes.
     List,
     /// Run a recipe: every row × seed, results table, results.json, report.md with figures.
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(a) => train_cmd::train(a),
         Command::Eval(a) => train_cmd::eval(a),
         Command::Predict(a) => train_cmd::predict(a),
+        Command::PretrainSynthetic(a) => pretrain::run(a),
         Command::List => reproduce::list(),
         Command::Reproduce(a) => reproduce::reproduce(a),
         Command::Bench(a) => bench::run(a),

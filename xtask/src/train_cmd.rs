@@ -66,6 +66,7 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
     if let Some(s) = a.seed {
         cfg.train.seed = s;
     }
+    crate::pretrain::resolve(&mut cfg)?;
     let semi = cfg.semi.method != Method::Supervised;
     let d = datasets::build(&cfg, a.data_root.as_ref(), semi)?;
     let class_names = d.val.class_names();

@@ -1,0 +1,300 @@
+//! Fused training-mode batch normalisation.
+//!
+//! Over the `M = N·S` values of channel `c` (`S` = product of the dims after the channel dim):
+//! `μ = Σx/M`, `σ² = Σ(x − μ)²/M` (biased, accumulated in f64 in one pass over shifted values),
+//! `x̂ = (x − μ)/√(σ² + ε)`, `y = γ·x̂ + β`.
+//! Backward (`g = dy`): `dβ = Σg`, `dγ = Σ g·x̂`, `dx = γ/√(σ² + ε) · (g − dβ/M − x̂·dγ/M)`.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{contiguous_slice, require_cpu, unsupported_dtype, Float};
+
+const OP: &str = "kernels::batch_norm_train";
+
+/// Per-channel statistics saved by the forward for the backward.
+#[derive(Debug, Clone)]
+struct Stats {
+    mean: Vec<f64>,
+    var: Vec<f64>,
+    invstd: Vec<f64>,
+}
+
+/// Training-mode batch norm of `x [N, C, ...]` with affine `gamma`, `beta` `[C]`.
+///
+/// Returns `(y, batch_mean [C], batch_var_biased [C])`; the statistics are detached, the caller updates its
+/// running estimates (PyTorch uses the unbiased `var·M/(M − 1)` there). Differentiable in x, γ and β.
+/// Errors if a channel has fewer than two values (PyTorch raises too).
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    require_cpu(OP, x)?;
+    let dims = x.dims();
+    if dims.len() < 2 || gamma.dims() != [dims[1]] || beta.dims() != [dims[1]] {
+        candle_core::bail!(
+            "{OP}: x {dims:?} needs rank ≥ 2 and gamma {:?}, beta {:?} of shape [C]",
+            gamma.dims(),
+            beta.dims()
+        );
+    }
+    if gamma.dtype() != x.dtype() || beta.dtype() != x.dtype() {
+        candle_core::bail!(
+            "{OP}: dtypes differ: x {:?}, gamma {:?}, beta {:?}",
+            x.dtype(),
+            gamma.dtype(),
+            beta.dtype()
+        );
+    }
+    if dims[0] == 0 || dims[1] == 0 {
+        candle_core::bail!("{OP}: empty input {dims:?}");
+    }
+    let m = x.elem_count() / dims[1];
+    if m < 2 {
+        candle_core::bail!("{OP}: {m} value(s) per channel in training mode (x {dims:?})");
+    }
+    let saved = Arc::new(Mutex::new(None));
+    let y = x.contiguous()?.apply_op3(
+        &gamma.contiguous()?,
+        &beta.contiguous()?,
+        BnOp {
+            eps,
+            saved: saved.clone(),
+        },
+    )?;
+    let stats = saved
+        .lock()
+        .map_err(|_| candle_core::Error::Msg(format!("{OP}: poisoned stats")))?
+        .clone()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: forward saved no statistics")))?;
+    let c = dims[1];
+    let mean = Tensor::from_vec(stats.mean, c, x.device())?.to_dtype(x.dtype())?;
+    let var = Tensor::from_vec(stats.var, c, x.device())?.to_dtype(x.dtype())?;
+    Ok((y, mean, var))
+}
+
+struct BnOp {
+    eps: f64,
+    saved: Arc<Mutex<Option<Stats>>>,
+}
+
+/// `(N, C, S)` of a layout.
+fn ncs(l: &Layout) -> (usize, usize, usize) {
+    let d = l.dims();
+    let s = d[2..].iter().product();
+    (d[0], d[1], s)
+}
+
+fn forward<T: Float>(
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    eps: f64,
+    (n, c, s): (usize, usize, usize),
+) -> (Vec<T>, Stats) {
+    let m = (n * s) as f64;
+    let (mean, var): (Vec<f64>, Vec<f64>) = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            // Shift by the first value so the one-pass Σ, Σ² formula does not cancel catastrophically.
+            let shift = x[ch * s].to_f64();
+            let (mut s1, mut s2) = (0f64, 0f64);
+            for i in 0..n {
+                for v in &x[(i * c + ch) * s..(i * c + ch + 1) * s] {
+                    let d = v.to_f64() - shift;
+                    s1 += d;
+                    s2 += d * d;
+                }
+            }
+            let mu = s1 / m;
+            (shift + mu, (s2 / m - mu * mu).max(0.0))
+        })
+        .unzip();
+    let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(s.max(1))
+        .zip(x.par_chunks(s.max(1)))
+        .enumerate()
+        .for_each(|(plane, (yo, xi))| {
+            let ch = plane % c;
+            let scale = gamma[ch].to_f64() * invstd[ch];
+            let (sc, sh) = (
+                T::from_f64(scale),
+                T::from_f64(beta[ch].to_f64() - mean[ch] * scale),
+            );
+            yo.iter_mut().zip(xi).for_each(|(o, v)| *o = *v * sc + sh);
+        });
+    (y, Stats { mean, var, invstd })
+}
+
+impl CustomOp3 for BnOp {
+    fn name(&self) -> &'static str {
+        "kernels-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = ncs(l1);
+        let (y, stats) = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let (y, st) = forward::<f32>(
+                    contiguous_slice(OP, s1, l1)?,
+                    contiguous_slice(OP, s2, l2)?,
+                    contiguous_slice(OP, s3, l3)?,
+                    self.eps,
+                    dims,
+                );
+                (CpuStorage::F32(y), st)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let (y, st) = forward::<f64>(
+                    contiguous_slice(OP, s1, l1)?,
+                    contiguous_slice(OP, s2, l2)?,
+                    contiguous_slice(OP, s3, l3)?,
+                    self.eps,
+                    dims,
+                );
+                (CpuStorage::F64(y), st)
+            }
+            _ => return unsupported_dtype(OP, s1),
+        };
+        if let Ok(mut g) = self.saved.lock() {
+            *g = Some(stats);
+        }
+        Ok((y, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let stats = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg(format!("{OP}: poisoned stats")))?
+            .clone()
+            .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: backward before forward")))?;
+        let numel = x.elem_count();
+        let c = x.dims()[1];
+        let flat = x.contiguous()?.apply_op3_no_bwd(
+            &gamma.contiguous()?,
+            &dy.contiguous()?,
+            &BnBwdOp { stats },
+        )?;
+        let dx = flat.narrow(0, 0, numel)?.reshape(x.shape())?;
+        let dgamma = flat.narrow(0, numel, c)?;
+        let dbeta = flat.narrow(0, numel + c, c)?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// Fused backward over (x, γ, dy); output is the flat concatenation `[dx, dγ, dβ]`.
+struct BnBwdOp {
+    stats: Stats,
+}
+
+fn backward<T: Float>(
+    x: &[T],
+    gamma: &[T],
+    dy: &[T],
+    st: &Stats,
+    (n, c, s): (usize, usize, usize),
+) -> Vec<T> {
+    let m = (n * s) as f64;
+    let (dgamma, dbeta): (Vec<f64>, Vec<f64>) = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mu, is) = (st.mean[ch], st.invstd[ch]);
+            let (mut sg, mut sgx) = (0f64, 0f64);
+            for i in 0..n {
+                let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                for (g, v) in dy[r.clone()].iter().zip(&x[r]) {
+                    let g = g.to_f64();
+                    sg += g;
+                    sgx += g * (v.to_f64() - mu);
+                }
+            }
+            (sgx * is, sg)
+        })
+        .unzip();
+    let mut out = vec![T::zero(); x.len() + 2 * c];
+    let (dx, rest) = out.split_at_mut(x.len());
+    dx.par_chunks_mut(s.max(1))
+        .zip(x.par_chunks(s.max(1)).zip(dy.par_chunks(s.max(1))))
+        .enumerate()
+        .for_each(|(plane, (d, (xi, gi)))| {
+            let ch = plane % c;
+            let (mu, is) = (st.mean[ch], st.invstd[ch]);
+            // dx = k·(g − dβ/M − (x − μ)·is·dγ/M) = k·g + a·x + b
+            let k = gamma[ch].to_f64() * is;
+            let a = -k * is * dgamma[ch] / m;
+            let b = -k * dbeta[ch] / m - a * mu;
+            let (k, a, b) = (T::from_f64(k), T::from_f64(a), T::from_f64(b));
+            for ((o, g), v) in d.iter_mut().zip(gi).zip(xi) {
+                *o = k * *g + a * *v + b;
+            }
+        });
+    for ch in 0..c {
+        rest[ch] = T::from_f64(dgamma[ch]);
+        rest[c + ch] = T::from_f64(dbeta[ch]);
+    }
+    out
+}
+
+impl CustomOp3 for BnBwdOp {
+    fn name(&self) -> &'static str {
+        "kernels-batch-norm-train-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != l3.dims() {
+            candle_core::bail!("{OP} backward: x {:?} vs dy {:?}", l1.dims(), l3.dims());
+        }
+        let dims = ncs(l1);
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(backward::<f32>(
+                    contiguous_slice(OP, s1, l1)?,
+                    contiguous_slice(OP, s2, l2)?,
+                    contiguous_slice(OP, s3, l3)?,
+                    &self.stats,
+                    dims,
+                ))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(backward::<f64>(
+                    contiguous_slice(OP, s1, l1)?,
+                    contiguous_slice(OP, s2, l2)?,
+                    contiguous_slice(OP, s3, l3)?,
+                    &self.stats,
+                    dims,
+                ))
+            }
+            _ => return unsupported_dtype(OP, s1),
+        };
+        Ok((out, Shape::from(l1.shape().elem_count() + 2 * dims.1)))
+    }
+}

@@ -1,0 +1,271 @@
+//! 2-D convolution as Candle custom ops: im2col + GEMM forward, GEMM + col2im input gradient,
+//! im2col + GEMM weight gradient.
+//!
+//! Per image `n` and group `g` (`K = Cin_g·kh·kw`, `P = oh·ow`):
+//! - forward: `y[n,g] [Cout_g, P] = W_g [Cout_g, K] · cols(x[n,g]) [K, P]`;
+//! - input gradient: `dx[n,g] = col2im(W_gᵀ [K, Cout_g] · dy[n,g] [Cout_g, P])`;
+//! - weight gradient: `dW_g [Cout_g, K] = Σ_n dy[n,g] [Cout_g, P] · cols(x[n,g])ᵀ [P, K]`.
+//!
+//! 1×1 stride-1 unpadded convs use `x` itself as `cols`. `K` only spans the kernel taps that ever touch the
+//! image (dilation 12/18 on an 8² map leaves the centre tap: a 1×1-sized GEMM). Small maps fold the batch
+//! into the GEMM columns ([`super::conv_batched`]); larger ones run one GEMM per image, im2col/col2im in
+//! ~256-pixel bands, parallel over the batch ([`super::conv_cpu`]). All GEMMs are `gemm::gemm` calls on
+//! the tensors' own buffers (transposes as strides, no copies); backward skips the gradient of an input
+//! that no variable feeds.
+
+use super::conv_cpu::{forward, grad_input, grad_weight};
+use super::im2col::Geom;
+use super::{contiguous_slice, require_cpu, unsupported_dtype};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+/// Convolution hyper-parameters (same on both spatial axes), as in PyTorch `nn.Conv2d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvParams {
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+}
+
+impl Default for ConvParams {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+}
+
+impl From<crate::nn::ConvConfig> for ConvParams {
+    fn from(c: crate::nn::ConvConfig) -> Self {
+        Self {
+            stride: c.stride,
+            padding: c.padding,
+            dilation: c.dilation,
+            groups: c.groups,
+        }
+    }
+}
+
+/// Differentiable 2-D convolution of `x [N, Cin, H, W]` with `w [Cout, Cin/groups, kh, kw]` (no bias),
+/// returning `[N, Cout, oh, ow]` with `oh = ⌊(H + 2p − d(kh − 1) − 1)/s⌋ + 1`. CPU only, f32/f64.
+pub fn conv2d(x: &Tensor, w: &Tensor, cfg: ConvParams) -> Result<Tensor> {
+    require_cpu("kernels::conv2d", x)?;
+    require_cpu("kernels::conv2d", w)?;
+    if x.dtype() != w.dtype() {
+        candle_core::bail!(
+            "kernels::conv2d: input {:?} {:?} and weight {:?} {:?} differ in dtype",
+            x.dims(),
+            x.dtype(),
+            w.dims(),
+            w.dtype()
+        );
+    }
+    Geom::new("kernels::conv2d", x.dims4()?, w.dims4()?, cfg)?;
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, Conv2dOp { cfg })
+}
+
+/// Gradient of [`conv2d`] with respect to its input, for output gradient `dy [N, Cout, oh, ow]`, weight `w`
+/// and input spatial size `(h, w)`. Not itself differentiable.
+pub fn conv2d_grad_input(
+    dy: &Tensor,
+    w: &Tensor,
+    input_hw: (usize, usize),
+    cfg: ConvParams,
+) -> Result<Tensor> {
+    require_cpu("kernels::conv2d_grad_input", dy)?;
+    dy.contiguous()?.apply_op2_no_bwd(
+        &w.contiguous()?,
+        &GradInputOp {
+            cfg,
+            h: input_hw.0,
+            w: input_hw.1,
+        },
+    )
+}
+
+/// Gradient of [`conv2d`] with respect to its weight of spatial size `(kh, kw)`, for input `x` and
+/// output gradient `dy`. Not itself differentiable.
+pub fn conv2d_grad_weight(
+    x: &Tensor,
+    dy: &Tensor,
+    kernel_hw: (usize, usize),
+    cfg: ConvParams,
+) -> Result<Tensor> {
+    require_cpu("kernels::conv2d_grad_weight", x)?;
+    x.contiguous()?.apply_op2_no_bwd(
+        &dy.contiguous()?,
+        &GradWeightOp {
+            cfg,
+            kh: kernel_hw.0,
+            kw: kernel_hw.1,
+        },
+    )
+}
+
+/// Checks that `dy` has the output shape `g` predicts.
+fn check_dy(op: &str, g: &Geom, dy: &Layout) -> Result<()> {
+    let want = [g.n, g.cout, g.oh, g.ow];
+    if dy.dims() != want {
+        candle_core::bail!(
+            "{op}: output gradient {:?} does not match the conv output {want:?}",
+            dy.dims()
+        );
+    }
+    Ok(())
+}
+
+struct Conv2dOp {
+    cfg: ConvParams,
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "kernels-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(
+            "kernels::conv2d",
+            l1.shape().dims4()?,
+            l2.shape().dims4()?,
+            self.cfg,
+        )?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward::<f32>(
+                &g,
+                contiguous_slice("kernels::conv2d", s1, l1)?,
+                contiguous_slice("kernels::conv2d", s2, l2)?,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward::<f64>(
+                &g,
+                contiguous_slice("kernels::conv2d", s1, l1)?,
+                contiguous_slice("kernels::conv2d", s2, l2)?,
+            )),
+            _ => return unsupported_dtype("kernels::conv2d", s1),
+        };
+        Ok((out, Shape::from((g.n, g.cout, g.oh, g.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (_, _, h, wd) = x.dims4()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let dy = dy.contiguous()?;
+        // Skip gradients nobody can use: an input image or a frozen weight that no variable feeds.
+        let dx = if x.track_op() {
+            Some(conv2d_grad_input(&dy, w, (h, wd), self.cfg)?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(conv2d_grad_weight(x, &dy, (kh, kw), self.cfg)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// `dx = conv2dᵀ(dy, w)`: arguments (dy, w).
+struct GradInputOp {
+    cfg: ConvParams,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp2 for GradInputOp {
+    fn name(&self) -> &'static str {
+        "kernels-conv2d-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "kernels::conv2d_grad_input";
+        let (n, _, _, _) = l1.shape().dims4()?;
+        let wt = l2.shape().dims4()?;
+        let g = Geom::new(
+            OP,
+            (n, wt.1 * self.cfg.groups, self.h, self.w),
+            wt,
+            self.cfg,
+        )?;
+        check_dy(OP, &g, l1)?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(grad_input::<f32>(
+                &g,
+                contiguous_slice(OP, s1, l1)?,
+                contiguous_slice(OP, s2, l2)?,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(grad_input::<f64>(
+                &g,
+                contiguous_slice(OP, s1, l1)?,
+                contiguous_slice(OP, s2, l2)?,
+            )),
+            _ => return unsupported_dtype(OP, s1),
+        };
+        Ok((out, Shape::from((g.n, g.cin, g.h, g.w))))
+    }
+}
+
+/// `dW = Σ_n dy · colsᵀ`: arguments (x, dy).
+struct GradWeightOp {
+    cfg: ConvParams,
+    kh: usize,
+    kw: usize,
+}
+
+impl CustomOp2 for GradWeightOp {
+    fn name(&self) -> &'static str {
+        "kernels-conv2d-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "kernels::conv2d_grad_weight";
+        let xd = l1.shape().dims4()?;
+        let (_, cout, _, _) = l2.shape().dims4()?;
+        let groups = self.cfg.groups.max(1);
+        let wt = (cout, xd.1 / groups, self.kh, self.kw);
+        let g = Geom::new(OP, xd, wt, self.cfg)?;
+        check_dy(OP, &g, l2)?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(grad_weight::<f32>(
+                &g,
+                contiguous_slice(OP, s1, l1)?,
+                contiguous_slice(OP, s2, l2)?,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(grad_weight::<f64>(
+                &g,
+                contiguous_slice(OP, s1, l1)?,
+                contiguous_slice(OP, s2, l2)?,
+            )),
+            _ => return unsupported_dtype(OP, s1),
+        };
+        Ok((out, Shape::from(wt)))
+    }
+}

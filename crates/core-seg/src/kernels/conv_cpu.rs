@@ -1,0 +1,201 @@
+//! CPU drivers of the convolution kernels: dispatch between the batch-concatenated path for small maps
+//! ([`super::conv_batched`]) and per-image GEMMs, parallel over the batch (single-threaded GEMMs,
+//! thread-local im2col scratch) when the batch divides evenly over the threads, otherwise parallel inside
+//! each GEMM.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+
+use super::conv_batched as batched;
+use super::gemm_glue::{matmul, Parallelism, View};
+use super::im2col::{col2im, expand_weight_grad, im2col, live_weight, Geom};
+use super::{num_threads, Float};
+
+/// Whether to split over the batch (single-threaded GEMMs) rather than inside each GEMM.
+fn batch_parallel(n: usize, nt: usize) -> bool {
+    nt > 1 && n > 1 && (n.is_multiple_of(nt) || n >= 2 * nt)
+}
+
+/// Target GEMM width (output pixels) of one band; 0 disables banding. A band's `cols` (`K × 256`) stays
+/// in L2 between im2col and the GEMM that reads it.
+static BAND_COLS: AtomicUsize = AtomicUsize::new(256);
+
+/// Benchmark knob (not part of the stable API): output pixels per im2col band in the per-image path
+/// (0 = whole image at once).
+#[doc(hidden)]
+pub fn set_band_cols(n: usize) {
+    BAND_COLS.store(n, Ordering::Relaxed);
+}
+
+/// Output rows per band: whole rows, about `BAND_COLS` pixels.
+fn band_rows(g: &Geom) -> usize {
+    match BAND_COLS.load(Ordering::Relaxed) {
+        0 => g.oh.max(1),
+        n => (n / g.ow.max(1)).clamp(1, g.oh.max(1)),
+    }
+}
+
+/// Forward of one image: `out_img [Cout, P]` from `x_img [Cin, H, W]`, im2col and GEMM band by band.
+fn forward_image<T: Float>(g: &Geom, x: &[T], w: &[T], out: &mut [T], par: Parallelism) {
+    let (cin_g, cout_g, kg, p, hw) = (g.cin_g(), g.cout_g(), g.kg(), g.p(), g.h * g.w);
+    let rows = band_rows(g);
+    for grp in 0..g.groups {
+        let xg = &x[grp * cin_g * hw..(grp + 1) * cin_g * hw];
+        let wg = View::rm(&w[grp * cout_g * kg..(grp + 1) * cout_g * kg], kg);
+        let og = &mut out[grp * cout_g * p..(grp + 1) * cout_g * p];
+        if g.is_pointwise() {
+            matmul(cout_g, p, kg, og, p, false, wg, View::rm(xg, p), par);
+        } else {
+            T::with_scratch(kg * rows * g.ow, |buf| {
+                for oy0 in (0..g.oh).step_by(rows) {
+                    let oy1 = (oy0 + rows).min(g.oh);
+                    let pb = (oy1 - oy0) * g.ow;
+                    let cols = &mut buf[..kg * pb];
+                    im2col(g, xg, (oy0, oy1), cols);
+                    let dst = &mut og[oy0 * g.ow..];
+                    matmul(cout_g, pb, kg, dst, p, false, wg, View::rm(cols, pb), par);
+                }
+            });
+        }
+    }
+}
+
+/// `y [N, Cout, oh, ow]` from `x` and `w`.
+pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
+    let w = &*live_weight(g, w);
+    let mut out = vec![T::zero(); g.n * g.out_len()];
+    let nt = num_threads();
+    if batched::use_batched(g) {
+        batched::forward(g, x, w, &mut out, nt);
+    } else if batch_parallel(g.n, nt) {
+        out.par_chunks_mut(g.out_len())
+            .zip(x.par_chunks(g.in_len()))
+            .for_each(|(o, xi)| forward_image(g, xi, w, o, Parallelism::None));
+    } else {
+        let par = if nt > 1 {
+            Parallelism::Rayon(nt)
+        } else {
+            Parallelism::None
+        };
+        for (o, xi) in out.chunks_mut(g.out_len()).zip(x.chunks(g.in_len())) {
+            forward_image(g, xi, w, o, par);
+        }
+    }
+    out
+}
+
+/// `dx` of one image (`dx_img` zero on entry) from `dy_img [Cout, P]`, GEMM and col2im band by band.
+fn grad_input_image<T: Float>(g: &Geom, dy: &[T], w: &[T], dx: &mut [T], par: Parallelism) {
+    let (cin_g, cout_g, kg, p, hw) = (g.cin_g(), g.cout_g(), g.kg(), g.p(), g.h * g.w);
+    let rows = band_rows(g);
+    for grp in 0..g.groups {
+        let dyg = &dy[grp * cout_g * p..(grp + 1) * cout_g * p];
+        let wgt = View::rm_t(&w[grp * cout_g * kg..(grp + 1) * cout_g * kg], kg);
+        let dxg = &mut dx[grp * cin_g * hw..(grp + 1) * cin_g * hw];
+        if g.is_pointwise() {
+            matmul(kg, p, cout_g, dxg, p, false, wgt, View::rm(dyg, p), par);
+        } else {
+            T::with_scratch(kg * rows * g.ow, |buf| {
+                for oy0 in (0..g.oh).step_by(rows) {
+                    let oy1 = (oy0 + rows).min(g.oh);
+                    let pb = (oy1 - oy0) * g.ow;
+                    let dcols = &mut buf[..kg * pb];
+                    let dyb = View::rm(&dyg[oy0 * g.ow..], p);
+                    matmul(kg, pb, cout_g, dcols, pb, false, wgt, dyb, par);
+                    col2im(g, dcols, (oy0, oy1), dxg);
+                }
+            });
+        }
+    }
+}
+
+/// `dx [N, Cin, H, W]` from `dy` and `w`.
+pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+    let w = &*live_weight(g, w);
+    let mut dx = vec![T::zero(); g.n * g.in_len()];
+    let nt = num_threads();
+    if batched::use_batched(g) {
+        batched::grad_input(g, dy, w, &mut dx, nt);
+    } else if batch_parallel(g.n, nt) {
+        dx.par_chunks_mut(g.in_len())
+            .zip(dy.par_chunks(g.out_len()))
+            .for_each(|(d, dyi)| grad_input_image(g, dyi, w, d, Parallelism::None));
+    } else {
+        let par = if nt > 1 {
+            Parallelism::Rayon(nt)
+        } else {
+            Parallelism::None
+        };
+        for (d, dyi) in dx.chunks_mut(g.in_len()).zip(dy.chunks(g.out_len())) {
+            grad_input_image(g, dyi, w, d, par);
+        }
+    }
+    dx
+}
+
+/// Accumulates `dW += dy_img · cols(x_img)ᵀ` for one image.
+fn grad_weight_image<T: Float>(g: &Geom, x: &[T], dy: &[T], dw: &mut [T], par: Parallelism) {
+    let (cin_g, cout_g, kg, p, hw) = (g.cin_g(), g.cout_g(), g.kg(), g.p(), g.h * g.w);
+    for grp in 0..g.groups {
+        let xg = &x[grp * cin_g * hw..(grp + 1) * cin_g * hw];
+        let dyg = View::rm(&dy[grp * cout_g * p..(grp + 1) * cout_g * p], p);
+        let dwg = &mut dw[grp * cout_g * kg..(grp + 1) * cout_g * kg];
+        if g.is_pointwise() {
+            matmul(cout_g, kg, p, dwg, kg, true, dyg, View::rm_t(xg, p), par);
+        } else {
+            T::with_scratch(kg * p, |cols| {
+                im2col(g, xg, (0, g.oh), cols);
+                matmul(cout_g, kg, p, dwg, kg, true, dyg, View::rm_t(cols, p), par);
+            });
+        }
+    }
+}
+
+/// `dW [Cout, Cin_g, kh, kw]` from `x` and `dy`.
+pub(crate) fn grad_weight<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    expand_weight_grad(g, grad_weight_live(g, x, dy))
+}
+
+/// Weight gradient over the live kernel window, `[Cout, Cin_g, nki, nkj]`.
+fn grad_weight_live<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    let wlen = g.cout * g.kg();
+    let nt = num_threads();
+    if batched::use_batched(g) {
+        let mut dw = vec![T::zero(); wlen];
+        batched::grad_weight(g, x, dy, &mut dw, nt);
+        dw
+    } else if batch_parallel(g.n, nt) {
+        // One partial dW per chunk of images, summed at the end.
+        let chunk = g.n.div_ceil(nt);
+        let partials: Vec<Vec<T>> = (0..g.n.div_ceil(chunk))
+            .into_par_iter()
+            .map(|c| {
+                let mut dw = vec![T::zero(); wlen];
+                for i in c * chunk..((c + 1) * chunk).min(g.n) {
+                    let xi = &x[i * g.in_len()..(i + 1) * g.in_len()];
+                    let dyi = &dy[i * g.out_len()..(i + 1) * g.out_len()];
+                    grad_weight_image(g, xi, dyi, &mut dw, Parallelism::None);
+                }
+                dw
+            })
+            .collect();
+        let mut it = partials.into_iter();
+        let mut dw = it.next().unwrap_or_else(|| vec![T::zero(); wlen]);
+        for p in it {
+            dw.iter_mut().zip(&p).for_each(|(a, b)| *a += *b);
+        }
+        dw
+    } else {
+        let par = if nt > 1 {
+            Parallelism::Rayon(nt)
+        } else {
+            Parallelism::None
+        };
+        let mut dw = vec![T::zero(); wlen];
+        for (xi, dyi) in x.chunks(g.in_len()).zip(dy.chunks(g.out_len())) {
+            grad_weight_image(g, xi, dyi, &mut dw, par);
+        }
+        dw
+    }
+}

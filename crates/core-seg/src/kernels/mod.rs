@@ -1,0 +1,122 @@
+//! Hand-written CPU kernels exposed as Candle custom ops (issue 10).
+//!
+//! Every op here is a drop-in, differentiable replacement of a reference path in [`crate::ops`] / Candle:
+//!
+//! - [`conv2d`]: im2col + `gemm::gemm` forward; backward = GEMM + col2im (input gradient) and im2col + GEMM
+//!   (weight gradient), each its own custom op, so no Candle convolution runs in backward (Candle's
+//!   stride-2 backward is wrong when H and W differ in parity, and its input gradient is a slow direct loop).
+//! - [`batch_norm_train`]: fused training-mode batch norm (f64 statistics, one normalise pass) with a fused
+//!   backward.
+//! - [`max_pool_3x3_s2_p1`]: the ResNet stem pool with saved argmax (gradient 1 at the first maximum).
+//! - [`resize_bilinear`]: direct 4-tap bilinear resize with PyTorch's source-index rule.
+//! - [`softmax_cross_entropy`]: fused log-softmax + gather per-pixel loss with ignore label 255.
+//!
+//! All ops run on CPU storage only (f32 and f64). On other devices they return an error naming the op, so
+//! the caller can take the reference path (no `cuda_fwd` is implemented).
+
+mod batch_norm;
+mod conv;
+mod conv_batched;
+mod conv_cpu;
+mod gemm_glue;
+mod im2col;
+mod pool;
+mod resize;
+mod softmax_ce;
+
+pub use batch_norm::batch_norm_train;
+pub use conv::{conv2d, conv2d_grad_input, conv2d_grad_weight, ConvParams};
+#[doc(hidden)]
+pub use conv_batched::force_batched;
+#[doc(hidden)]
+pub use conv_cpu::set_band_cols;
+pub use pool::max_pool_3x3_s2_p1;
+pub use resize::resize_bilinear;
+pub use softmax_ce::softmax_cross_entropy;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout, Result};
+use std::cell::RefCell;
+
+/// Element types the kernels are generic over (f32 for training, f64 for the parity tests).
+pub(crate) trait Float: candle_core::WithDType + Copy + Send + Sync + 'static {
+    /// Runs `f` with a thread-local scratch buffer of at least `len` elements (contents unspecified).
+    /// Falls back to a fresh allocation if this thread's buffer is already in use (re-entrancy through
+    /// rayon work stealing).
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+    fn exp_(self) -> Self;
+    fn ln_(self) -> Self;
+}
+
+thread_local! {
+    static SCRATCH_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH_F64: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
+macro_rules! impl_float {
+    ($t:ty, $tls:ident) => {
+        impl Float for $t {
+            #[inline(always)]
+            fn exp_(self) -> Self {
+                self.exp()
+            }
+            #[inline(always)]
+            fn ln_(self) -> Self {
+                self.ln()
+            }
+            fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                $tls.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut buf) => {
+                        if buf.len() < len {
+                            buf.resize(len, 0.0);
+                        }
+                        f(&mut buf[..len])
+                    }
+                    Err(_) => f(&mut vec![0.0; len]),
+                })
+            }
+        }
+    };
+}
+impl_float!(f32, SCRATCH_F32);
+impl_float!(f64, SCRATCH_F64);
+
+/// The contiguous slice a layout views, or an error naming `op` if the layout is strided.
+pub(crate) fn contiguous_slice<'a, T: Float>(
+    op: &str,
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> Result<&'a [T]> {
+    let data = s.as_slice::<T>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{op}: input must be contiguous, got layout {l:?}"),
+    }
+}
+
+/// Error for a dtype the kernels do not implement.
+pub(crate) fn unsupported_dtype<T>(op: &str, s: &CpuStorage) -> Result<T> {
+    candle_core::bail!("{op}: unsupported dtype {:?} (f32 and f64 only)", s.dtype())
+}
+
+/// Whether the kernels can run on `t`: CPU storage of dtype f32 or f64. Callers use this to choose between
+/// the kernels and the reference path (e.g. on CUDA).
+pub fn is_supported(t: &candle_core::Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+}
+
+/// Error for non-CPU tensors: the caller should take the reference path on GPU.
+pub(crate) fn require_cpu(op: &str, t: &candle_core::Tensor) -> Result<()> {
+    if !t.device().is_cpu() {
+        candle_core::bail!(
+            "{op}: the hand-written kernels run on CPU only (tensor on {:?}); use the reference op",
+            t.device().location()
+        );
+    }
+    Ok(())
+}
+
+/// Number of rayon threads the kernels split work over.
+pub(crate) fn num_threads() -> usize {
+    rayon::current_num_threads().max(1)
+}

@@ -1,0 +1,162 @@
+//! Max pooling 3×3, stride 2, padding 1 (the ResNet stem) with saved argmax.
+//!
+//! `y[i, j] = max_{a,b ∈ 0..3} x[2i − 1 + a, 2j − 1 + b]` over in-image taps; output size `⌊(H − 1)/2⌋ + 1`.
+//! The forward records, per output, the plane index of the first maximum in row-major tap order (PyTorch's
+//! tie rule; NaN wins as in PyTorch); the backward adds `dy` there (gradient 1 at the argmax).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{contiguous_slice, require_cpu, unsupported_dtype, Float};
+
+const OP: &str = "kernels::max_pool_3x3_s2_p1";
+
+/// `nn.MaxPool2d(3, stride=2, padding=1)` of `x [N, C, H, W]`, differentiable.
+pub fn max_pool_3x3_s2_p1(x: &Tensor) -> Result<Tensor> {
+    require_cpu(OP, x)?;
+    let (_, _, h, w) = x.dims4()?;
+    if h == 0 || w == 0 {
+        candle_core::bail!("{OP}: empty input {:?}", x.dims());
+    }
+    x.contiguous()?.apply_op1(MaxPoolOp {
+        argmax: Mutex::new(None),
+    })
+}
+
+fn out_hw(h: usize, w: usize) -> (usize, usize) {
+    ((h - 1) / 2 + 1, (w - 1) / 2 + 1)
+}
+
+struct MaxPoolOp {
+    argmax: Mutex<Option<Arc<Vec<u32>>>>,
+}
+
+fn forward<T: Float>(x: &[T], (h, w): (usize, usize)) -> (Vec<T>, Vec<u32>) {
+    let (oh, ow) = out_hw(h, w);
+    let planes = x.len() / (h * w);
+    let mut y = vec![T::zero(); planes * oh * ow];
+    let mut idx = vec![0u32; planes * oh * ow];
+    y.par_chunks_mut(oh * ow)
+        .zip(idx.par_chunks_mut(oh * ow))
+        .zip(x.par_chunks(h * w))
+        .for_each(|((yo, io), xi)| {
+            for i in 0..oh {
+                let (r0, r1) = ((2 * i).saturating_sub(1), (2 * i + 2).min(h));
+                for j in 0..ow {
+                    let (c0, c1) = ((2 * j).saturating_sub(1), (2 * j + 2).min(w));
+                    let mut best = r0 * w + c0;
+                    let mut m = xi[best];
+                    for r in r0..r1 {
+                        for c in c0..c1 {
+                            let v = xi[r * w + c];
+                            #[allow(clippy::eq_op)]
+                            let is_nan = v != v;
+                            if v > m || is_nan {
+                                m = v;
+                                best = r * w + c;
+                            }
+                        }
+                    }
+                    yo[i * ow + j] = m;
+                    io[i * ow + j] = best as u32;
+                }
+            }
+        });
+    (y, idx)
+}
+
+impl CustomOp1 for MaxPoolOp {
+    fn name(&self) -> &'static str {
+        "kernels-max-pool-3x3-s2-p1"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        if h * w > u32::MAX as usize {
+            candle_core::bail!("{OP}: plane {h}x{w} too large for u32 indices");
+        }
+        let (y, idx) = match s {
+            CpuStorage::F32(_) => {
+                let (y, i) = forward::<f32>(contiguous_slice(OP, s, l)?, (h, w));
+                (CpuStorage::F32(y), i)
+            }
+            CpuStorage::F64(_) => {
+                let (y, i) = forward::<f64>(contiguous_slice(OP, s, l)?, (h, w));
+                (CpuStorage::F64(y), i)
+            }
+            _ => return unsupported_dtype(OP, s),
+        };
+        if let Ok(mut g) = self.argmax.lock() {
+            *g = Some(Arc::new(idx));
+        }
+        let (oh, ow) = out_hw(h, w);
+        Ok((y, Shape::from((n, c, oh, ow))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let argmax = self
+            .argmax
+            .lock()
+            .map_err(|_| candle_core::Error::Msg(format!("{OP}: poisoned argmax")))?
+            .clone()
+            .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: backward before forward")))?;
+        let (_, _, h, w) = x.dims4()?;
+        let dx = dy
+            .contiguous()?
+            .apply_op1_no_bwd(&MaxPoolBwdOp { argmax, h, w })?;
+        Ok(Some(dx))
+    }
+}
+
+/// Scatters `dy` to the saved argmax positions.
+struct MaxPoolBwdOp {
+    argmax: Arc<Vec<u32>>,
+    h: usize,
+    w: usize,
+}
+
+fn backward<T: Float>(dy: &[T], argmax: &[u32], (h, w): (usize, usize)) -> Vec<T> {
+    let (oh, ow) = out_hw(h, w);
+    let mut dx = vec![T::zero(); dy.len() / (oh * ow) * h * w];
+    dx.par_chunks_mut(h * w)
+        .zip(dy.par_chunks(oh * ow).zip(argmax.par_chunks(oh * ow)))
+        .for_each(|(d, (g, a))| {
+            for (gv, &ai) in g.iter().zip(a) {
+                d[ai as usize] += *gv;
+            }
+        });
+    dx
+}
+
+impl CustomOp1 for MaxPoolBwdOp {
+    fn name(&self) -> &'static str {
+        "kernels-max-pool-3x3-s2-p1-bwd"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, oh, ow) = l.shape().dims4()?;
+        if (oh, ow) != out_hw(self.h, self.w) || self.argmax.len() != l.shape().elem_count() {
+            candle_core::bail!(
+                "{OP} backward: dy {:?} does not match the forward",
+                l.dims()
+            );
+        }
+        let hw = (self.h, self.w);
+        let dx = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(backward::<f32>(
+                contiguous_slice(OP, s, l)?,
+                &self.argmax,
+                hw,
+            )),
+            CpuStorage::F64(_) => CpuStorage::F64(backward::<f64>(
+                contiguous_slice(OP, s, l)?,
+                &self.argmax,
+                hw,
+            )),
+            _ => return unsupported_dtype(OP, s),
+        };
+        Ok((dx, Shape::from((n, c, self.h, self.w))))
+    }
+}

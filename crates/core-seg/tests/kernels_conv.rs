@@ -1,0 +1,556 @@
+//! `kernels::conv2d` vs an independent naive direct convolution (forward, input and weight gradients) in
+//! f64, vs Candle's conv forward, f32 vs f64, and central finite differences.
+
+#[path = "kernels_common/mod.rs"]
+mod common;
+
+use candle_core::{DType, Tensor, Var};
+use common::{assert_close, rand_t, rand_vec, vec_of};
+use core_seg::kernels::{self, ConvParams};
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    p: ConvParams,
+}
+
+impl Case {
+    fn out_hw(&self) -> (usize, usize) {
+        let ConvParams {
+            stride: s,
+            padding: pd,
+            dilation: d,
+            ..
+        } = self.p;
+        (
+            (self.h + 2 * pd - d * (self.kh - 1) - 1) / s + 1,
+            (self.w + 2 * pd - d * (self.kw - 1) - 1) / s + 1,
+        )
+    }
+}
+
+/// Visits every (n, co, oy, ox, ci_global, ci_local, ky, kx, iy, ix) tap that lies inside the image.
+fn for_taps(c: &Case, mut f: impl FnMut([usize; 10])) {
+    let (oh, ow) = c.out_hw();
+    let ConvParams {
+        stride: s,
+        padding: pd,
+        dilation: d,
+        groups: g,
+    } = c.p;
+    let (cin_g, cout_g) = (c.cin / g, c.cout / g);
+    for n in 0..c.n {
+        for co in 0..c.cout {
+            let grp = co / cout_g;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for cl in 0..cin_g {
+                        for ky in 0..c.kh {
+                            for kx in 0..c.kw {
+                                let iy = (oy * s + ky * d) as isize - pd as isize;
+                                let ix = (ox * s + kx * d) as isize - pd as isize;
+                                if iy < 0 || ix < 0 || iy >= c.h as isize || ix >= c.w as isize {
+                                    continue;
+                                }
+                                let ci = grp * cin_g + cl;
+                                f([n, co, oy, ox, ci, cl, ky, kx, iy as usize, ix as usize]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Naive forward, input gradient and weight gradient for output gradient `r`.
+fn naive(c: &Case, x: &[f64], w: &[f64], r: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (oh, ow) = c.out_hw();
+    let cin_g = c.cin / c.p.groups;
+    let mut y = vec![0.0; c.n * c.cout * oh * ow];
+    let mut dx = vec![0.0; x.len()];
+    let mut dw = vec![0.0; w.len()];
+    for_taps(c, |[n, co, oy, ox, ci, cl, ky, kx, iy, ix]| {
+        let yi = ((n * c.cout + co) * oh + oy) * ow + ox;
+        let xi = ((n * c.cin + ci) * c.h + iy) * c.w + ix;
+        let wi = ((co * cin_g + cl) * c.kh + ky) * c.kw + kx;
+        y[yi] += w[wi] * x[xi];
+        dx[xi] += w[wi] * r[yi];
+        dw[wi] += x[xi] * r[yi];
+    });
+    (y, dx, dw)
+}
+
+fn check(c: Case, seed: u64) {
+    let (oh, ow) = c.out_hw();
+    let x = rand_t(&[c.n, c.cin, c.h, c.w], seed);
+    let w = rand_t(&[c.cout, c.cin / c.p.groups, c.kh, c.kw], seed + 1);
+    let r = rand_t(&[c.n, c.cout, oh, ow], seed + 2);
+    let (y_ref, dx_ref, dw_ref) = naive(&c, &vec_of(&x), &vec_of(&w), &vec_of(&r));
+
+    let xv = Var::from_tensor(&x).unwrap();
+    let wv = Var::from_tensor(&w).unwrap();
+    let y = kernels::conv2d(xv.as_tensor(), wv.as_tensor(), c.p).unwrap();
+    assert_eq!(y.dims(), &[c.n, c.cout, oh, ow], "{c:?}");
+    let loss = (&y * &r).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let dx = grads.get(xv.as_tensor()).unwrap();
+    let dw = grads.get(wv.as_tensor()).unwrap();
+    assert_close(&format!("fwd {c:?}"), &vec_of(&y), &y_ref, 1e-10);
+    assert_close(&format!("dx {c:?}"), &vec_of(dx), &dx_ref, 1e-10);
+    assert_close(&format!("dw {c:?}"), &vec_of(dw), &dw_ref, 1e-10);
+
+    // Candle's forward agrees (its backward is wrong for stride 2 with H, W of different parity).
+    let yc = x
+        .conv2d(&w, c.p.padding, c.p.stride, c.p.dilation, c.p.groups)
+        .unwrap();
+    assert_close(
+        &format!("candle fwd {c:?}"),
+        &vec_of(&y),
+        &vec_of(&yc),
+        1e-10,
+    );
+
+    // f32 vs f64.
+    let (x32, w32, r32) = (
+        x.to_dtype(DType::F32).unwrap(),
+        w.to_dtype(DType::F32).unwrap(),
+        r.to_dtype(DType::F32).unwrap(),
+    );
+    let (xv32, wv32) = (
+        Var::from_tensor(&x32).unwrap(),
+        Var::from_tensor(&w32).unwrap(),
+    );
+    let y32 = kernels::conv2d(xv32.as_tensor(), wv32.as_tensor(), c.p).unwrap();
+    let g32 = (&y32 * &r32)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_close(&format!("f32 fwd {c:?}"), &vec_of(&y32), &y_ref, 1e-4);
+    assert_close(
+        &format!("f32 dx {c:?}"),
+        &vec_of(g32.get(xv32.as_tensor()).unwrap()),
+        &dx_ref,
+        1e-4,
+    );
+    assert_close(
+        &format!("f32 dw {c:?}"),
+        &vec_of(g32.get(wv32.as_tensor()).unwrap()),
+        &dw_ref,
+        1e-4,
+    );
+
+    // Central finite differences on a few probed elements of x and w.
+    let loss_of = |xt: &Tensor, wt: &Tensor| -> f64 {
+        let y = kernels::conv2d(xt, wt, c.p).unwrap();
+        (&y * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let hstep = 1e-6;
+    let (xs, ws) = (vec_of(&x), vec_of(&w));
+    let (dxs, dws) = (vec_of(dx), vec_of(dw));
+    let probes = rand_vec(8, seed + 3);
+    for (k, pr) in probes.iter().enumerate() {
+        let on_x = k % 2 == 0;
+        let base = if on_x { &xs } else { &ws };
+        let i = ((pr.abs() * base.len() as f64) as usize).min(base.len() - 1);
+        let mut plus = base.clone();
+        let mut minus = base.clone();
+        plus[i] += hstep;
+        minus[i] -= hstep;
+        let shape = if on_x { x.dims() } else { w.dims() };
+        let tp = Tensor::from_vec(plus, shape, x.device()).unwrap();
+        let tm = Tensor::from_vec(minus, shape, x.device()).unwrap();
+        let fd = if on_x {
+            (loss_of(&tp, &w) - loss_of(&tm, &w)) / (2.0 * hstep)
+        } else {
+            (loss_of(&x, &tp) - loss_of(&x, &tm)) / (2.0 * hstep)
+        };
+        let an = if on_x { dxs[i] } else { dws[i] };
+        assert!(
+            (fd - an).abs() <= 1e-6 * an.abs().max(1.0),
+            "finite difference {c:?} on {} [{i}]: fd {fd} vs analytic {an}",
+            if on_x { "x" } else { "w" }
+        );
+    }
+}
+
+fn p(stride: usize, padding: usize, dilation: usize, groups: usize) -> ConvParams {
+    ConvParams {
+        stride,
+        padding,
+        dilation,
+        groups,
+    }
+}
+
+#[test]
+fn conv_3x3_odd_sizes_and_batches() {
+    for (i, &(n, h, w)) in [(1, 7, 9), (2, 5, 6), (3, 9, 7), (4, 6, 6)]
+        .iter()
+        .enumerate()
+    {
+        let c = Case {
+            n,
+            cin: 3,
+            h,
+            w,
+            cout: 5,
+            kh: 3,
+            kw: 3,
+            p: p(1, 1, 1, 1),
+        };
+        check(c, 10 + i as u64 * 7);
+    }
+}
+
+#[test]
+fn conv_stride2_mixed_parity() {
+    for (i, &(h, w)) in [(8, 7), (7, 8), (9, 6), (7, 7)].iter().enumerate() {
+        let c = Case {
+            n: 2,
+            cin: 3,
+            h,
+            w,
+            cout: 4,
+            kh: 3,
+            kw: 3,
+            p: p(2, 1, 1, 1),
+        };
+        check(c, 100 + i as u64 * 7);
+    }
+    // stride 2 with dilation 2
+    let c = Case {
+        n: 2,
+        cin: 2,
+        h: 11,
+        w: 8,
+        cout: 3,
+        kh: 3,
+        kw: 3,
+        p: p(2, 2, 2, 1),
+    };
+    check(c, 150);
+}
+
+#[test]
+fn conv_dead_taps() {
+    // Only some kernel taps ever touch the image: the GEMM runs over the live window only.
+    check(
+        Case {
+            n: 2,
+            cin: 3,
+            h: 8,
+            w: 8,
+            cout: 4,
+            kh: 3,
+            kw: 3,
+            p: p(1, 12, 12, 1),
+        },
+        250,
+    );
+    check(
+        Case {
+            n: 2,
+            cin: 2,
+            h: 5,
+            w: 9,
+            cout: 3,
+            kh: 3,
+            kw: 3,
+            p: p(1, 6, 6, 1),
+        },
+        251,
+    );
+    check(
+        Case {
+            n: 3,
+            cin: 2,
+            h: 4,
+            w: 6,
+            cout: 2,
+            kh: 5,
+            kw: 3,
+            p: p(1, 4, 2, 1),
+        },
+        252,
+    );
+    // No live tap at all (1×1, stride 2, pad 1 on a single row): output and gradients are zero.
+    check(
+        Case {
+            n: 2,
+            cin: 2,
+            h: 1,
+            w: 3,
+            cout: 2,
+            kh: 1,
+            kw: 1,
+            p: p(2, 1, 1, 1),
+        },
+        253,
+    );
+}
+
+#[test]
+fn conv_dilation_18_small_map() {
+    let c = Case {
+        n: 2,
+        cin: 4,
+        h: 12,
+        w: 12,
+        cout: 3,
+        kh: 3,
+        kw: 3,
+        p: p(1, 18, 18, 1),
+    };
+    check(c, 200);
+    let c = Case {
+        n: 1,
+        cin: 3,
+        h: 9,
+        w: 12,
+        cout: 2,
+        kh: 3,
+        kw: 3,
+        p: p(1, 12, 12, 1),
+    };
+    check(c, 210);
+}
+
+#[test]
+fn conv_groups_and_depthwise() {
+    let c = Case {
+        n: 2,
+        cin: 4,
+        h: 7,
+        w: 6,
+        cout: 6,
+        kh: 3,
+        kw: 3,
+        p: p(1, 1, 1, 2),
+    };
+    check(c, 300);
+    let c = Case {
+        n: 3,
+        cin: 4,
+        h: 9,
+        w: 8,
+        cout: 4,
+        kh: 3,
+        kw: 3,
+        p: p(1, 2, 2, 4),
+    };
+    check(c, 310);
+    let c = Case {
+        n: 2,
+        cin: 6,
+        h: 8,
+        w: 7,
+        cout: 12,
+        kh: 3,
+        kw: 3,
+        p: p(2, 1, 1, 6),
+    };
+    check(c, 320);
+}
+
+#[test]
+fn conv_1x1_and_7x7() {
+    // pointwise fast path (batch 4 and odd batch 3)
+    check(
+        Case {
+            n: 4,
+            cin: 5,
+            h: 6,
+            w: 7,
+            cout: 3,
+            kh: 1,
+            kw: 1,
+            p: p(1, 0, 1, 1),
+        },
+        400,
+    );
+    check(
+        Case {
+            n: 3,
+            cin: 4,
+            h: 5,
+            w: 5,
+            cout: 6,
+            kh: 1,
+            kw: 1,
+            p: p(1, 0, 1, 2),
+        },
+        405,
+    );
+    // 1×1 stride 2 (ResNet downsample), odd size
+    check(
+        Case {
+            n: 2,
+            cin: 4,
+            h: 9,
+            w: 8,
+            cout: 6,
+            kh: 1,
+            kw: 1,
+            p: p(2, 0, 1, 1),
+        },
+        410,
+    );
+    // 7×7 stride 2 pad 3 (ResNet stem)
+    check(
+        Case {
+            n: 2,
+            cin: 3,
+            h: 13,
+            w: 10,
+            cout: 4,
+            kh: 7,
+            kw: 7,
+            p: p(2, 3, 1, 1),
+        },
+        420,
+    );
+    // non-square kernel
+    check(
+        Case {
+            n: 2,
+            cin: 3,
+            h: 6,
+            w: 7,
+            cout: 2,
+            kh: 1,
+            kw: 3,
+            p: p(1, 1, 1, 1),
+        },
+        430,
+    );
+}
+
+#[test]
+fn conv_bad_shapes_are_errors() {
+    let x = rand_t(&[1, 3, 4, 4], 1);
+    let w = rand_t(&[2, 2, 3, 3], 2);
+    let e = kernels::conv2d(&x, &w, p(1, 1, 1, 1)).unwrap_err();
+    assert!(e.to_string().contains("kernels::conv2d"), "{e}");
+    let w = rand_t(&[2, 3, 7, 7], 3);
+    assert!(kernels::conv2d(&x, &w, p(1, 0, 1, 1)).is_err());
+    let w = rand_t(&[2, 3, 3, 3], 3);
+    assert!(kernels::conv2d(&x, &w, p(0, 0, 1, 1)).is_err());
+}
+
+#[test]
+fn conv_large_maps_take_the_per_image_paths() {
+    // P ≥ 256 output pixels: per-image GEMMs (batch-parallel for n = 2 and 4, GEMM-parallel for n = 3).
+    check(
+        Case {
+            n: 2,
+            cin: 3,
+            h: 24,
+            w: 23,
+            cout: 4,
+            kh: 3,
+            kw: 3,
+            p: p(1, 1, 1, 1),
+        },
+        500,
+    );
+    check(
+        Case {
+            n: 3,
+            cin: 4,
+            h: 25,
+            w: 24,
+            cout: 6,
+            kh: 3,
+            kw: 3,
+            p: p(1, 1, 1, 2),
+        },
+        510,
+    );
+    check(
+        Case {
+            n: 4,
+            cin: 3,
+            h: 24,
+            w: 24,
+            cout: 2,
+            kh: 1,
+            kw: 1,
+            p: p(1, 0, 1, 1),
+        },
+        520,
+    );
+    check(
+        Case {
+            n: 2,
+            cin: 2,
+            h: 51,
+            w: 48,
+            cout: 3,
+            kh: 7,
+            kw: 7,
+            p: p(2, 3, 1, 1),
+        },
+        530,
+    );
+    check(
+        Case {
+            n: 1,
+            cin: 2,
+            h: 30,
+            w: 31,
+            cout: 3,
+            kh: 3,
+            kw: 3,
+            p: p(1, 2, 2, 1),
+        },
+        540,
+    );
+}
+
+#[test]
+fn conv_skips_gradients_of_untracked_inputs() {
+    let x = rand_t(&[2, 3, 6, 5], 7);
+    let w = Var::from_tensor(&rand_t(&[4, 3, 3, 3], 8)).unwrap();
+    let y = kernels::conv2d(&x, w.as_tensor(), p(2, 1, 1, 1)).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(&x).is_none());
+    let dw = vec_of(g.get(w.as_tensor()).unwrap());
+    let (_, _, dw_ref) = naive(
+        &Case {
+            n: 2,
+            cin: 3,
+            h: 6,
+            w: 5,
+            cout: 4,
+            kh: 3,
+            kw: 3,
+            p: p(2, 1, 1, 1),
+        },
+        &vec_of(&x),
+        &vec_of(w.as_tensor()),
+        &vec![1.0; 2 * 4 * 3 * 3],
+    );
+    assert_close("dw only", &dw, &dw_ref, 1e-10);
+}
+
+#[test]
+fn conv_dtype_mismatch_is_an_error() {
+    let x = rand_t(&[1, 2, 4, 4], 1);
+    let w = rand_t(&[2, 2, 3, 3], 2).to_dtype(DType::F32).unwrap();
+    let e = kernels::conv2d(&x, &w, p(1, 1, 1, 1)).unwrap_err();
+    assert!(e.to_string().contains("dtype"), "{e}");
+}
