@@ -62,12 +62,24 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     cfg.train.iters = a.iters;
     cfg.train.eval_every = 0;
     let run_dir = std::env::temp_dir().join(format!("semiseg-pretrain-{}", std::process::id()));
-    let args = TrainArgs { config: PathBuf::new(), out: run_dir.clone(), resume: false, data_root: None, seed: Some(a.seed), iters: None, quiet: a.quiet };
+    let args = TrainArgs {
+        config: PathBuf::new(),
+        out: run_dir.clone(),
+        resume: false,
+        data_root: None,
+        seed: Some(a.seed),
+        iters: None,
+        quiet: a.quiet,
+    };
     let r = run_training(&cfg, &args)?;
     let ck = core_seg::train::load_checkpoint(&run_dir.join("latest.safetensors"), &candle_core::Device::Cpu)?;
     let backbone: HashMap<String, Tensor> = ck.model.into_iter().filter(|(k, _)| k.starts_with("backbone.")).collect();
     core_seg::model::weights::save_tensors_atomic(&backbone, &a.out)?;
-    let rev = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let rev = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let note = serde_json::json!({
         "command": format!("cargo xtask pretrain-synthetic --iters {} --num {} --seed {}", a.iters, a.num, a.seed),
         "seed": a.seed,
@@ -78,8 +90,15 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         "tensors": backbone.len(),
     });
     let note_path = a.out.with_extension("json");
-    std::fs::write(&note_path, serde_json::to_string_pretty(&note)?).with_context(|| note_path.display().to_string())?;
+    std::fs::write(&note_path, serde_json::to_string_pretty(&note)?)
+        .with_context(|| note_path.display().to_string())?;
     let _ = std::fs::remove_dir_all(&run_dir);
-    println!("pretext val mIoU {:.2}; wrote {} ({} tensors) and {}", r.final_report.miou, a.out.display(), backbone.len(), note_path.display());
+    println!(
+        "pretext val mIoU {:.2}; wrote {} ({} tensors) and {}",
+        r.final_report.miou,
+        a.out.display(),
+        backbone.len(),
+        note_path.display()
+    );
     Ok(())
 }

@@ -54,149 +54,31 @@ fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> candle_core::Result<()> {
-    let reps: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let reps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let n = 4;
     let layers = [
-        Layer {
-            name: "stem 7x7 s2 3->64 @128",
-            cin: 3,
-            cout: 64,
-            hw: 128,
-            k: 7,
-            stride: 2,
-            pad: 3,
-            dil: 1,
-        },
-        Layer {
-            name: "deep-stem 3x3 s2 3->64 @128",
-            cin: 3,
-            cout: 64,
-            hw: 128,
-            k: 3,
-            stride: 2,
-            pad: 1,
-            dil: 1,
-        },
-        Layer {
-            name: "layer1 3x3 64->64 @32",
-            cin: 64,
-            cout: 64,
-            hw: 32,
-            k: 3,
-            stride: 1,
-            pad: 1,
-            dil: 1,
-        },
-        Layer {
-            name: "layer2.ds 1x1 s2 64->128 @32",
-            cin: 64,
-            cout: 128,
-            hw: 32,
-            k: 1,
-            stride: 2,
-            pad: 0,
-            dil: 1,
-        },
-        Layer {
-            name: "layer2 3x3 128->128 @16",
-            cin: 128,
-            cout: 128,
-            hw: 16,
-            k: 3,
-            stride: 1,
-            pad: 1,
-            dil: 1,
-        },
-        Layer {
-            name: "layer3 3x3 256->256 @8",
-            cin: 256,
-            cout: 256,
-            hw: 8,
-            k: 3,
-            stride: 1,
-            pad: 1,
-            dil: 1,
-        },
-        Layer {
-            name: "layer4 3x3 d2 512->512 @8",
-            cin: 512,
-            cout: 512,
-            hw: 8,
-            k: 3,
-            stride: 1,
-            pad: 2,
-            dil: 2,
-        },
-        Layer {
-            name: "aspp 3x3 d6 512->256 @8",
-            cin: 512,
-            cout: 256,
-            hw: 8,
-            k: 3,
-            stride: 1,
-            pad: 6,
-            dil: 6,
-        },
-        Layer {
-            name: "aspp 3x3 d12 512->256 @8",
-            cin: 512,
-            cout: 256,
-            hw: 8,
-            k: 3,
-            stride: 1,
-            pad: 12,
-            dil: 12,
-        },
-        Layer {
-            name: "aspp 3x3 d18 512->256 @8",
-            cin: 512,
-            cout: 256,
-            hw: 8,
-            k: 3,
-            stride: 1,
-            pad: 18,
-            dil: 18,
-        },
-        Layer {
-            name: "aspp 1x1 512->256 @8",
-            cin: 512,
-            cout: 256,
-            hw: 8,
-            k: 1,
-            stride: 1,
-            pad: 0,
-            dil: 1,
-        },
-        Layer {
-            name: "decoder 3x3 304->256 @32",
-            cin: 304,
-            cout: 256,
-            hw: 32,
-            k: 3,
-            stride: 1,
-            pad: 1,
-            dil: 1,
-        },
+        Layer { name: "stem 7x7 s2 3->64 @128", cin: 3, cout: 64, hw: 128, k: 7, stride: 2, pad: 3, dil: 1 },
+        Layer { name: "deep-stem 3x3 s2 3->64 @128", cin: 3, cout: 64, hw: 128, k: 3, stride: 2, pad: 1, dil: 1 },
+        Layer { name: "layer1 3x3 64->64 @32", cin: 64, cout: 64, hw: 32, k: 3, stride: 1, pad: 1, dil: 1 },
+        Layer { name: "layer2.ds 1x1 s2 64->128 @32", cin: 64, cout: 128, hw: 32, k: 1, stride: 2, pad: 0, dil: 1 },
+        Layer { name: "layer2 3x3 128->128 @16", cin: 128, cout: 128, hw: 16, k: 3, stride: 1, pad: 1, dil: 1 },
+        Layer { name: "layer3 3x3 256->256 @8", cin: 256, cout: 256, hw: 8, k: 3, stride: 1, pad: 1, dil: 1 },
+        Layer { name: "layer4 3x3 d2 512->512 @8", cin: 512, cout: 512, hw: 8, k: 3, stride: 1, pad: 2, dil: 2 },
+        Layer { name: "aspp 3x3 d6 512->256 @8", cin: 512, cout: 256, hw: 8, k: 3, stride: 1, pad: 6, dil: 6 },
+        Layer { name: "aspp 3x3 d12 512->256 @8", cin: 512, cout: 256, hw: 8, k: 3, stride: 1, pad: 12, dil: 12 },
+        Layer { name: "aspp 3x3 d18 512->256 @8", cin: 512, cout: 256, hw: 8, k: 3, stride: 1, pad: 18, dil: 18 },
+        Layer { name: "aspp 1x1 512->256 @8", cin: 512, cout: 256, hw: 8, k: 1, stride: 1, pad: 0, dil: 1 },
+        Layer { name: "decoder 3x3 304->256 @32", cin: 304, cout: 256, hw: 32, k: 3, stride: 1, pad: 1, dil: 1 },
     ];
-    println!(
-        "threads {} (rayon), batch {n}, f32, median of {reps}; GFLOP/s in brackets",
-        rayon::current_num_threads()
-    );
+    println!("threads {} (rayon), batch {n}, f32, median of {reps}; GFLOP/s in brackets", rayon::current_num_threads());
     // Raw GEMM ceiling under the current machine load (decoder per-image shape, row-major C = A·B).
     for (m, nn, k) in [(256usize, 1024usize, 2736usize), (512, 256, 4608)] {
         let a = vec![1.0f32; m * k];
         let b = vec![1.0f32; k * nn];
         let mut c = vec![0.0f32; m * nn];
-        for (label, par) in [
-            ("1 thread", gemm::Parallelism::None),
-            (
-                "rayon",
-                gemm::Parallelism::Rayon(rayon::current_num_threads()),
-            ),
-        ] {
+        for (label, par) in
+            [("1 thread", gemm::Parallelism::None), ("rayon", gemm::Parallelism::Rayon(rayon::current_num_threads()))]
+        {
             let ms = median_ms(reps, || {
                 // SAFETY: all three buffers are row-major with the sizes passed.
                 unsafe {
@@ -223,10 +105,7 @@ fn main() -> candle_core::Result<()> {
                     )
                 }
             });
-            println!(
-                "raw gemm {m}x{nn}x{k} {label}: {ms:.2} ms = {:.1} GFLOP/s",
-                2.0 * (m * nn * k) as f64 / ms / 1e6
-            );
+            println!("raw gemm {m}x{nn}x{k} {label}: {ms:.2} ms = {:.1} GFLOP/s", 2.0 * (m * nn * k) as f64 / ms / 1e6);
         }
     }
     println!(
@@ -236,12 +115,7 @@ fn main() -> candle_core::Result<()> {
     let (mut tot_c, mut tot_o) = (0.0, 0.0);
     for l in &layers {
         let dev = Device::Cpu;
-        let p = ConvParams {
-            stride: l.stride,
-            padding: l.pad,
-            dilation: l.dil,
-            groups: 1,
-        };
+        let p = ConvParams { stride: l.stride, padding: l.pad, dilation: l.dil, groups: 1 };
         let x = Tensor::randn(0f32, 1.0, (n, l.cin, l.hw, l.hw), &dev)?;
         let w = Tensor::randn(0f32, 0.1, (l.cout, l.cin, l.k, l.k), &dev)?;
         let y = kernels::conv2d(&x, &w, p)?;
@@ -257,10 +131,7 @@ fn main() -> candle_core::Result<()> {
         });
         let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
         let c_bwd = median_ms(reps, || {
-            let y = xv
-                .as_tensor()
-                .conv2d(wv.as_tensor(), l.pad, l.stride, l.dil, 1)
-                .unwrap();
+            let y = xv.as_tensor().conv2d(wv.as_tensor(), l.pad, l.stride, l.dil, 1).unwrap();
             let loss = (y * &dy).unwrap().sum_all().unwrap();
             loss.backward().unwrap();
         }) - c_fwd;
@@ -291,9 +162,6 @@ fn main() -> candle_core::Result<()> {
         tot_c += c_fwd + c_bwd;
         tot_o += o_fwd + o_bwd;
     }
-    println!(
-        "total fwd+bwd over the listed layers: candle {tot_c:.1} ms, ours {tot_o:.1} ms ({:.2}x)",
-        tot_c / tot_o
-    );
+    println!("total fwd+bwd over the listed layers: candle {tot_c:.1} ms, ours {tot_o:.1} ms ({:.2}x)", tot_c / tot_o);
     Ok(())
 }

@@ -54,37 +54,18 @@ fn bn_ref(x: &Tensor, g: &Tensor, b: &Tensor) -> Tensor {
 }
 
 fn main() -> candle_core::Result<()> {
-    let reps: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let reps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let dev = Device::Cpu;
-    println!(
-        "threads {}, batch 4, f32, median of {reps} (ms)",
-        rayon::current_num_threads()
-    );
-    println!(
-        "{:<40} {:>10} {:>10} {:>10} {:>10}",
-        "op", "ref fwd", "ours fwd", "ref f+b", "ours f+b"
-    );
+    println!("threads {}, batch 4, f32, median of {reps} (ms)", rayon::current_num_threads());
+    println!("{:<40} {:>10} {:>10} {:>10} {:>10}", "op", "ref fwd", "ours fwd", "ref f+b", "ours f+b");
     let x64 = Tensor::randn(0f32, 1.0, (4, 64, 64, 64), &dev)?;
-    let (g, b) = (
-        Tensor::ones(64, candle_core::DType::F32, &dev)?,
-        Tensor::zeros(64, candle_core::DType::F32, &dev)?,
-    );
+    let (g, b) = (Tensor::ones(64, candle_core::DType::F32, &dev)?, Tensor::zeros(64, candle_core::DType::F32, &dev)?);
     let logits = Tensor::randn(0f32, 1.0, (4, 21, 128, 128), &dev)?;
-    let labels: Vec<u32> = (0..4 * 128 * 128)
-        .map(|i| if i % 17 == 0 { 255 } else { (i % 21) as u32 })
-        .collect();
+    let labels: Vec<u32> = (0..4 * 128 * 128).map(|i| if i % 17 == 0 { 255 } else { (i % 21) as u32 }).collect();
     let target = Tensor::from_vec(labels, (4, 128, 128), &dev)?;
     let x32 = Tensor::randn(0f32, 1.0, (4, 21, 32, 32), &dev)?;
     let cases: Vec<(&str, Tensor, Op, Op)> = vec![
-        (
-            "harness only: y = x [4,21,128,128]",
-            logits.clone(),
-            Box::new(|x| x.clone()),
-            Box::new(|x| x.clone()),
-        ),
+        ("harness only: y = x [4,21,128,128]", logits.clone(), Box::new(|x| x.clone()), Box::new(|x| x.clone())),
         (
             "batch norm train [4,64,64,64]",
             x64.clone(),

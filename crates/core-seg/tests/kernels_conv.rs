@@ -22,28 +22,15 @@ struct Case {
 
 impl Case {
     fn out_hw(&self) -> (usize, usize) {
-        let ConvParams {
-            stride: s,
-            padding: pd,
-            dilation: d,
-            ..
-        } = self.p;
-        (
-            (self.h + 2 * pd - d * (self.kh - 1) - 1) / s + 1,
-            (self.w + 2 * pd - d * (self.kw - 1) - 1) / s + 1,
-        )
+        let ConvParams { stride: s, padding: pd, dilation: d, .. } = self.p;
+        ((self.h + 2 * pd - d * (self.kh - 1) - 1) / s + 1, (self.w + 2 * pd - d * (self.kw - 1) - 1) / s + 1)
     }
 }
 
 /// Visits every (n, co, oy, ox, ci_global, ci_local, ky, kx, iy, ix) tap that lies inside the image.
 fn for_taps(c: &Case, mut f: impl FnMut([usize; 10])) {
     let (oh, ow) = c.out_hw();
-    let ConvParams {
-        stride: s,
-        padding: pd,
-        dilation: d,
-        groups: g,
-    } = c.p;
+    let ConvParams { stride: s, padding: pd, dilation: d, groups: g } = c.p;
     let (cin_g, cout_g) = (c.cin / g, c.cout / g);
     for n in 0..c.n {
         for co in 0..c.cout {
@@ -107,56 +94,23 @@ fn check(c: Case, seed: u64) {
     assert_close(&format!("dw {c:?}"), &vec_of(dw), &dw_ref, 1e-10);
 
     // Candle's forward agrees (its backward is wrong for stride 2 with H, W of different parity).
-    let yc = x
-        .conv2d(&w, c.p.padding, c.p.stride, c.p.dilation, c.p.groups)
-        .unwrap();
-    assert_close(
-        &format!("candle fwd {c:?}"),
-        &vec_of(&y),
-        &vec_of(&yc),
-        1e-10,
-    );
+    let yc = x.conv2d(&w, c.p.padding, c.p.stride, c.p.dilation, c.p.groups).unwrap();
+    assert_close(&format!("candle fwd {c:?}"), &vec_of(&y), &vec_of(&yc), 1e-10);
 
     // f32 vs f64.
-    let (x32, w32, r32) = (
-        x.to_dtype(DType::F32).unwrap(),
-        w.to_dtype(DType::F32).unwrap(),
-        r.to_dtype(DType::F32).unwrap(),
-    );
-    let (xv32, wv32) = (
-        Var::from_tensor(&x32).unwrap(),
-        Var::from_tensor(&w32).unwrap(),
-    );
+    let (x32, w32, r32) =
+        (x.to_dtype(DType::F32).unwrap(), w.to_dtype(DType::F32).unwrap(), r.to_dtype(DType::F32).unwrap());
+    let (xv32, wv32) = (Var::from_tensor(&x32).unwrap(), Var::from_tensor(&w32).unwrap());
     let y32 = kernels::conv2d(xv32.as_tensor(), wv32.as_tensor(), c.p).unwrap();
-    let g32 = (&y32 * &r32)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let g32 = (&y32 * &r32).unwrap().sum_all().unwrap().backward().unwrap();
     assert_close(&format!("f32 fwd {c:?}"), &vec_of(&y32), &y_ref, 1e-4);
-    assert_close(
-        &format!("f32 dx {c:?}"),
-        &vec_of(g32.get(xv32.as_tensor()).unwrap()),
-        &dx_ref,
-        1e-4,
-    );
-    assert_close(
-        &format!("f32 dw {c:?}"),
-        &vec_of(g32.get(wv32.as_tensor()).unwrap()),
-        &dw_ref,
-        1e-4,
-    );
+    assert_close(&format!("f32 dx {c:?}"), &vec_of(g32.get(xv32.as_tensor()).unwrap()), &dx_ref, 1e-4);
+    assert_close(&format!("f32 dw {c:?}"), &vec_of(g32.get(wv32.as_tensor()).unwrap()), &dw_ref, 1e-4);
 
     // Central finite differences on a few probed elements of x and w.
     let loss_of = |xt: &Tensor, wt: &Tensor| -> f64 {
         let y = kernels::conv2d(xt, wt, c.p).unwrap();
-        (&y * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
+        (&y * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
     };
     let hstep = 1e-6;
     let (xs, ws) = (vec_of(&x), vec_of(&w));
@@ -188,30 +142,13 @@ fn check(c: Case, seed: u64) {
 }
 
 fn p(stride: usize, padding: usize, dilation: usize, groups: usize) -> ConvParams {
-    ConvParams {
-        stride,
-        padding,
-        dilation,
-        groups,
-    }
+    ConvParams { stride, padding, dilation, groups }
 }
 
 #[test]
 fn conv_3x3_odd_sizes_and_batches() {
-    for (i, &(n, h, w)) in [(1, 7, 9), (2, 5, 6), (3, 9, 7), (4, 6, 6)]
-        .iter()
-        .enumerate()
-    {
-        let c = Case {
-            n,
-            cin: 3,
-            h,
-            w,
-            cout: 5,
-            kh: 3,
-            kw: 3,
-            p: p(1, 1, 1, 1),
-        };
+    for (i, &(n, h, w)) in [(1, 7, 9), (2, 5, 6), (3, 9, 7), (4, 6, 6)].iter().enumerate() {
+        let c = Case { n, cin: 3, h, w, cout: 5, kh: 3, kw: 3, p: p(1, 1, 1, 1) };
         check(c, 10 + i as u64 * 7);
     }
 }
@@ -219,224 +156,53 @@ fn conv_3x3_odd_sizes_and_batches() {
 #[test]
 fn conv_stride2_mixed_parity() {
     for (i, &(h, w)) in [(8, 7), (7, 8), (9, 6), (7, 7)].iter().enumerate() {
-        let c = Case {
-            n: 2,
-            cin: 3,
-            h,
-            w,
-            cout: 4,
-            kh: 3,
-            kw: 3,
-            p: p(2, 1, 1, 1),
-        };
+        let c = Case { n: 2, cin: 3, h, w, cout: 4, kh: 3, kw: 3, p: p(2, 1, 1, 1) };
         check(c, 100 + i as u64 * 7);
     }
     // stride 2 with dilation 2
-    let c = Case {
-        n: 2,
-        cin: 2,
-        h: 11,
-        w: 8,
-        cout: 3,
-        kh: 3,
-        kw: 3,
-        p: p(2, 2, 2, 1),
-    };
+    let c = Case { n: 2, cin: 2, h: 11, w: 8, cout: 3, kh: 3, kw: 3, p: p(2, 2, 2, 1) };
     check(c, 150);
 }
 
 #[test]
 fn conv_dead_taps() {
     // Only some kernel taps ever touch the image: the GEMM runs over the live window only.
-    check(
-        Case {
-            n: 2,
-            cin: 3,
-            h: 8,
-            w: 8,
-            cout: 4,
-            kh: 3,
-            kw: 3,
-            p: p(1, 12, 12, 1),
-        },
-        250,
-    );
-    check(
-        Case {
-            n: 2,
-            cin: 2,
-            h: 5,
-            w: 9,
-            cout: 3,
-            kh: 3,
-            kw: 3,
-            p: p(1, 6, 6, 1),
-        },
-        251,
-    );
-    check(
-        Case {
-            n: 3,
-            cin: 2,
-            h: 4,
-            w: 6,
-            cout: 2,
-            kh: 5,
-            kw: 3,
-            p: p(1, 4, 2, 1),
-        },
-        252,
-    );
+    check(Case { n: 2, cin: 3, h: 8, w: 8, cout: 4, kh: 3, kw: 3, p: p(1, 12, 12, 1) }, 250);
+    check(Case { n: 2, cin: 2, h: 5, w: 9, cout: 3, kh: 3, kw: 3, p: p(1, 6, 6, 1) }, 251);
+    check(Case { n: 3, cin: 2, h: 4, w: 6, cout: 2, kh: 5, kw: 3, p: p(1, 4, 2, 1) }, 252);
     // No live tap at all (1×1, stride 2, pad 1 on a single row): output and gradients are zero.
-    check(
-        Case {
-            n: 2,
-            cin: 2,
-            h: 1,
-            w: 3,
-            cout: 2,
-            kh: 1,
-            kw: 1,
-            p: p(2, 1, 1, 1),
-        },
-        253,
-    );
+    check(Case { n: 2, cin: 2, h: 1, w: 3, cout: 2, kh: 1, kw: 1, p: p(2, 1, 1, 1) }, 253);
 }
 
 #[test]
 fn conv_dilation_18_small_map() {
-    let c = Case {
-        n: 2,
-        cin: 4,
-        h: 12,
-        w: 12,
-        cout: 3,
-        kh: 3,
-        kw: 3,
-        p: p(1, 18, 18, 1),
-    };
+    let c = Case { n: 2, cin: 4, h: 12, w: 12, cout: 3, kh: 3, kw: 3, p: p(1, 18, 18, 1) };
     check(c, 200);
-    let c = Case {
-        n: 1,
-        cin: 3,
-        h: 9,
-        w: 12,
-        cout: 2,
-        kh: 3,
-        kw: 3,
-        p: p(1, 12, 12, 1),
-    };
+    let c = Case { n: 1, cin: 3, h: 9, w: 12, cout: 2, kh: 3, kw: 3, p: p(1, 12, 12, 1) };
     check(c, 210);
 }
 
 #[test]
 fn conv_groups_and_depthwise() {
-    let c = Case {
-        n: 2,
-        cin: 4,
-        h: 7,
-        w: 6,
-        cout: 6,
-        kh: 3,
-        kw: 3,
-        p: p(1, 1, 1, 2),
-    };
+    let c = Case { n: 2, cin: 4, h: 7, w: 6, cout: 6, kh: 3, kw: 3, p: p(1, 1, 1, 2) };
     check(c, 300);
-    let c = Case {
-        n: 3,
-        cin: 4,
-        h: 9,
-        w: 8,
-        cout: 4,
-        kh: 3,
-        kw: 3,
-        p: p(1, 2, 2, 4),
-    };
+    let c = Case { n: 3, cin: 4, h: 9, w: 8, cout: 4, kh: 3, kw: 3, p: p(1, 2, 2, 4) };
     check(c, 310);
-    let c = Case {
-        n: 2,
-        cin: 6,
-        h: 8,
-        w: 7,
-        cout: 12,
-        kh: 3,
-        kw: 3,
-        p: p(2, 1, 1, 6),
-    };
+    let c = Case { n: 2, cin: 6, h: 8, w: 7, cout: 12, kh: 3, kw: 3, p: p(2, 1, 1, 6) };
     check(c, 320);
 }
 
 #[test]
 fn conv_1x1_and_7x7() {
     // pointwise fast path (batch 4 and odd batch 3)
-    check(
-        Case {
-            n: 4,
-            cin: 5,
-            h: 6,
-            w: 7,
-            cout: 3,
-            kh: 1,
-            kw: 1,
-            p: p(1, 0, 1, 1),
-        },
-        400,
-    );
-    check(
-        Case {
-            n: 3,
-            cin: 4,
-            h: 5,
-            w: 5,
-            cout: 6,
-            kh: 1,
-            kw: 1,
-            p: p(1, 0, 1, 2),
-        },
-        405,
-    );
+    check(Case { n: 4, cin: 5, h: 6, w: 7, cout: 3, kh: 1, kw: 1, p: p(1, 0, 1, 1) }, 400);
+    check(Case { n: 3, cin: 4, h: 5, w: 5, cout: 6, kh: 1, kw: 1, p: p(1, 0, 1, 2) }, 405);
     // 1×1 stride 2 (ResNet downsample), odd size
-    check(
-        Case {
-            n: 2,
-            cin: 4,
-            h: 9,
-            w: 8,
-            cout: 6,
-            kh: 1,
-            kw: 1,
-            p: p(2, 0, 1, 1),
-        },
-        410,
-    );
+    check(Case { n: 2, cin: 4, h: 9, w: 8, cout: 6, kh: 1, kw: 1, p: p(2, 0, 1, 1) }, 410);
     // 7×7 stride 2 pad 3 (ResNet stem)
-    check(
-        Case {
-            n: 2,
-            cin: 3,
-            h: 13,
-            w: 10,
-            cout: 4,
-            kh: 7,
-            kw: 7,
-            p: p(2, 3, 1, 1),
-        },
-        420,
-    );
+    check(Case { n: 2, cin: 3, h: 13, w: 10, cout: 4, kh: 7, kw: 7, p: p(2, 3, 1, 1) }, 420);
     // non-square kernel
-    check(
-        Case {
-            n: 2,
-            cin: 3,
-            h: 6,
-            w: 7,
-            cout: 2,
-            kh: 1,
-            kw: 3,
-            p: p(1, 1, 1, 1),
-        },
-        430,
-    );
+    check(Case { n: 2, cin: 3, h: 6, w: 7, cout: 2, kh: 1, kw: 3, p: p(1, 1, 1, 1) }, 430);
 }
 
 #[test]
@@ -454,71 +220,11 @@ fn conv_bad_shapes_are_errors() {
 #[test]
 fn conv_large_maps_take_the_per_image_paths() {
     // P ≥ 256 output pixels: per-image GEMMs (batch-parallel for n = 2 and 4, GEMM-parallel for n = 3).
-    check(
-        Case {
-            n: 2,
-            cin: 3,
-            h: 24,
-            w: 23,
-            cout: 4,
-            kh: 3,
-            kw: 3,
-            p: p(1, 1, 1, 1),
-        },
-        500,
-    );
-    check(
-        Case {
-            n: 3,
-            cin: 4,
-            h: 25,
-            w: 24,
-            cout: 6,
-            kh: 3,
-            kw: 3,
-            p: p(1, 1, 1, 2),
-        },
-        510,
-    );
-    check(
-        Case {
-            n: 4,
-            cin: 3,
-            h: 24,
-            w: 24,
-            cout: 2,
-            kh: 1,
-            kw: 1,
-            p: p(1, 0, 1, 1),
-        },
-        520,
-    );
-    check(
-        Case {
-            n: 2,
-            cin: 2,
-            h: 51,
-            w: 48,
-            cout: 3,
-            kh: 7,
-            kw: 7,
-            p: p(2, 3, 1, 1),
-        },
-        530,
-    );
-    check(
-        Case {
-            n: 1,
-            cin: 2,
-            h: 30,
-            w: 31,
-            cout: 3,
-            kh: 3,
-            kw: 3,
-            p: p(1, 2, 2, 1),
-        },
-        540,
-    );
+    check(Case { n: 2, cin: 3, h: 24, w: 23, cout: 4, kh: 3, kw: 3, p: p(1, 1, 1, 1) }, 500);
+    check(Case { n: 3, cin: 4, h: 25, w: 24, cout: 6, kh: 3, kw: 3, p: p(1, 1, 1, 2) }, 510);
+    check(Case { n: 4, cin: 3, h: 24, w: 24, cout: 2, kh: 1, kw: 1, p: p(1, 0, 1, 1) }, 520);
+    check(Case { n: 2, cin: 2, h: 51, w: 48, cout: 3, kh: 7, kw: 7, p: p(2, 3, 1, 1) }, 530);
+    check(Case { n: 1, cin: 2, h: 30, w: 31, cout: 3, kh: 3, kw: 3, p: p(1, 2, 2, 1) }, 540);
 }
 
 #[test]
@@ -530,16 +236,7 @@ fn conv_skips_gradients_of_untracked_inputs() {
     assert!(g.get(&x).is_none());
     let dw = vec_of(g.get(w.as_tensor()).unwrap());
     let (_, _, dw_ref) = naive(
-        &Case {
-            n: 2,
-            cin: 3,
-            h: 6,
-            w: 5,
-            cout: 4,
-            kh: 3,
-            kw: 3,
-            p: p(2, 1, 1, 1),
-        },
+        &Case { n: 2, cin: 3, h: 6, w: 5, cout: 4, kh: 3, kw: 3, p: p(2, 1, 1, 1) },
         &vec_of(&x),
         &vec_of(w.as_tensor()),
         &vec![1.0; 2 * 4 * 3 * 3],

@@ -9,47 +9,23 @@ use common::{assert_close, rand_t, rand_vec, vec_of};
 use core_seg::{kernels, ops};
 
 /// `sum(f(x)·r)` and its gradient w.r.t. each of `inputs` through Candle autograd.
-fn loss_and_grads(
-    inputs: &[&Tensor],
-    f: &dyn Fn(&[Tensor]) -> Tensor,
-    r: &Tensor,
-) -> (Vec<f64>, Vec<Vec<f64>>) {
-    let vars: Vec<Var> = inputs
-        .iter()
-        .map(|t| Var::from_tensor(t).unwrap())
-        .collect();
+fn loss_and_grads(inputs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> Tensor, r: &Tensor) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
     let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
     let y = f(&ts);
-    let g = (&y * r.to_dtype(y.dtype()).unwrap())
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let g = (&y * r.to_dtype(y.dtype()).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
     let grads = ts.iter().map(|t| vec_of(g.get(t).unwrap())).collect();
     (vec_of(&y), grads)
 }
 
 /// Central differences of `sum(f(x)·r)` on a few probed elements of input `which`.
-fn fd_check(
-    inputs: &[&Tensor],
-    which: usize,
-    f: &dyn Fn(&[Tensor]) -> Tensor,
-    r: &Tensor,
-    grad: &[f64],
-    seed: u64,
-) {
+fn fd_check(inputs: &[&Tensor], which: usize, f: &dyn Fn(&[Tensor]) -> Tensor, r: &Tensor, grad: &[f64], seed: u64) {
     let h = 1e-6;
     let base = vec_of(inputs[which]);
     let loss = |v: Vec<f64>| -> f64 {
         let mut ts: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
         ts[which] = Tensor::from_vec(v, inputs[which].dims(), &Device::Cpu).unwrap();
-        (&f(&ts) * r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
+        (&f(&ts) * r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
     };
     for pr in rand_vec(6, seed) {
         let i = ((pr.abs() * base.len() as f64) as usize).min(base.len() - 1);
@@ -80,10 +56,7 @@ fn compare(
     for (i, (a, b)) in g.iter().zip(&g_ref).enumerate() {
         assert_close(&format!("{name} grad {i}"), a, b, 1e-10);
     }
-    let in32: Vec<Tensor> = inputs
-        .iter()
-        .map(|t| t.to_dtype(DType::F32).unwrap())
-        .collect();
+    let in32: Vec<Tensor> = inputs.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
     let in32r: Vec<&Tensor> = in32.iter().collect();
     let (y32, g32) = loss_and_grads(&in32r, ours, r);
     assert_close(&format!("{name} f32 fwd"), &y32, &y_ref, 1e-4);
@@ -113,10 +86,7 @@ fn bn_reference(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> (Tensor,
 
 #[test]
 fn batch_norm_train_matches_composite() {
-    for (s, &(n, c, h, w)) in [(2, 3, 5, 7), (4, 5, 3, 3), (3, 2, 1, 1)]
-        .iter()
-        .enumerate()
-    {
+    for (s, &(n, c, h, w)) in [(2, 3, 5, 7), (4, 5, 3, 3), (3, 2, 1, 1)].iter().enumerate() {
         let seed = 1000 + 10 * s as u64;
         // Offset mean to exercise the shifted one-pass statistics.
         let x = rand_t(&[n, c, h, w], seed).affine(3.0, 5.0).unwrap();
@@ -131,11 +101,7 @@ fn batch_norm_train_matches_composite() {
         compare(
             &format!("bn {:?}", (n, c, h, w)),
             &[&x, &gamma, &beta],
-            &|t| {
-                kernels::batch_norm_train(&t[0], &t[1], &t[2], eps)
-                    .unwrap()
-                    .0
-            },
+            &|t| kernels::batch_norm_train(&t[0], &t[1], &t[2], eps).unwrap().0,
             &|t| bn_reference(&t[0], &t[1], &t[2], eps).0,
             &r,
             seed + 4,
@@ -148,10 +114,7 @@ fn batch_norm_train_matches_composite() {
 
 #[test]
 fn max_pool_matches_reference_and_first_max_on_ties() {
-    for (s, &(n, c, h, w)) in [(2, 3, 7, 9), (1, 2, 8, 8), (2, 1, 5, 4), (1, 1, 1, 2)]
-        .iter()
-        .enumerate()
-    {
+    for (s, &(n, c, h, w)) in [(2, 3, 7, 9), (1, 2, 8, 8), (2, 1, 5, 4), (1, 1, 1, 2)].iter().enumerate() {
         let seed = 2000 + 10 * s as u64;
         let x = rand_t(&[n, c, h, w], seed);
         let (oh, ow) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
@@ -160,14 +123,13 @@ fn max_pool_matches_reference_and_first_max_on_ties() {
             &format!("maxpool {:?}", (n, c, h, w)),
             &[&x],
             &|t| kernels::max_pool_3x3_s2_p1(&t[0]).unwrap(),
-            &|t| ops::max_pool_3x3_s2_p1(&t[0]).unwrap(),
+            &|t| ops::reference::max_pool_3x3_s2_p1(&t[0]).unwrap(),
             &r,
             seed + 2,
         );
     }
     // Constant input: every window's first in-image tap wins, gradient 1 there.
-    let x =
-        Var::from_tensor(&Tensor::zeros((1, 1, 4, 4), DType::F64, &Device::Cpu).unwrap()).unwrap();
+    let x = Var::from_tensor(&Tensor::zeros((1, 1, 4, 4), DType::F64, &Device::Cpu).unwrap()).unwrap();
     let y = kernels::max_pool_3x3_s2_p1(x.as_tensor()).unwrap();
     let g = y.sum_all().unwrap().backward().unwrap();
     let dx = vec_of(g.get(x.as_tensor()).unwrap());
@@ -196,7 +158,7 @@ fn resize_bilinear_matches_matmul_reference() {
                 &format!("resize {:?} -> {:?} align {align}", (n, c, h, w), (oh, ow)),
                 &[&x],
                 &|t| kernels::resize_bilinear(&t[0], (oh, ow), align).unwrap(),
-                &|t| ops::resize_bilinear(&t[0], (oh, ow), align).unwrap(),
+                &|t| ops::reference::resize_bilinear(&t[0], (oh, ow), align).unwrap(),
                 &r,
                 seed + 2,
             );
@@ -206,21 +168,12 @@ fn resize_bilinear_matches_matmul_reference() {
 
 #[test]
 fn softmax_cross_entropy_matches_reference() {
-    for (s, &(n, k, h, w)) in [(2, 5, 4, 6), (1, 21, 7, 5), (3, 2, 3, 3)]
-        .iter()
-        .enumerate()
-    {
+    for (s, &(n, k, h, w)) in [(2, 5, 4, 6), (1, 21, 7, 5), (3, 2, 3, 3)].iter().enumerate() {
         let seed = 4000 + 10 * s as u64;
         let logits = rand_t(&[n, k, h, w], seed).affine(4.0, 0.0).unwrap();
         let labels: Vec<u32> = rand_vec(n * h * w, seed + 1)
             .iter()
-            .map(|v| {
-                if *v > 0.7 {
-                    255
-                } else {
-                    ((v.abs() * k as f64) as u32).min(k as u32 - 1)
-                }
-            })
+            .map(|v| if *v > 0.7 { 255 } else { ((v.abs() * k as f64) as u32).min(k as u32 - 1) })
             .collect();
         let target = Tensor::from_vec(labels, (n, h, w), &Device::Cpu).unwrap();
         let r = rand_t(&[n, h, w], seed + 2);
@@ -230,7 +183,7 @@ fn softmax_cross_entropy_matches_reference() {
             &format!("softmax-ce {:?}", (n, k, h, w)),
             &[&logits],
             &move |t| kernels::softmax_cross_entropy(&t[0], &tg).unwrap(),
-            &move |t| ops::cross_entropy_per_pixel(&t[0], &tg2).unwrap().0,
+            &move |t| ops::reference::cross_entropy_per_pixel(&t[0], &tg2).unwrap().0,
             &r,
             seed + 3,
         );
@@ -243,10 +196,6 @@ fn softmax_cross_entropy_matches_reference() {
 #[test]
 fn is_supported_reports_cpu_float_tensors() {
     assert!(kernels::is_supported(&rand_t(&[2], 1)));
-    assert!(kernels::is_supported(
-        &rand_t(&[2], 1).to_dtype(DType::F32).unwrap()
-    ));
-    assert!(!kernels::is_supported(
-        &rand_t(&[2], 1).to_dtype(DType::BF16).unwrap()
-    ));
+    assert!(kernels::is_supported(&rand_t(&[2], 1).to_dtype(DType::F32).unwrap()));
+    assert!(!kernels::is_supported(&rand_t(&[2], 1).to_dtype(DType::BF16).unwrap()));
 }

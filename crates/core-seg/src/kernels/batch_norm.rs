@@ -27,12 +27,7 @@ struct Stats {
 /// Returns `(y, batch_mean [C], batch_var_biased [C])`; the statistics are detached, the caller updates its
 /// running estimates (PyTorch uses the unbiased `var·M/(M − 1)` there). Differentiable in x, γ and β.
 /// Errors if a channel has fewer than two values (PyTorch raises too).
-pub fn batch_norm_train(
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    eps: f64,
-) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
     require_cpu(OP, x)?;
     let dims = x.dims();
     if dims.len() < 2 || gamma.dims() != [dims[1]] || beta.dims() != [dims[1]] {
@@ -58,14 +53,7 @@ pub fn batch_norm_train(
         candle_core::bail!("{OP}: {m} value(s) per channel in training mode (x {dims:?})");
     }
     let saved = Arc::new(Mutex::new(None));
-    let y = x.contiguous()?.apply_op3(
-        &gamma.contiguous()?,
-        &beta.contiguous()?,
-        BnOp {
-            eps,
-            saved: saved.clone(),
-        },
-    )?;
+    let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BnOp { eps, saved: saved.clone() })?;
     let stats = saved
         .lock()
         .map_err(|_| candle_core::Error::Msg(format!("{OP}: poisoned stats")))?
@@ -89,13 +77,7 @@ fn ncs(l: &Layout) -> (usize, usize, usize) {
     (d[0], d[1], s)
 }
 
-fn forward<T: Float>(
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    eps: f64,
-    (n, c, s): (usize, usize, usize),
-) -> (Vec<T>, Stats) {
+fn forward<T: Float>(x: &[T], gamma: &[T], beta: &[T], eps: f64, (n, c, s): (usize, usize, usize)) -> (Vec<T>, Stats) {
     let m = (n * s) as f64;
     let (mean, var): (Vec<f64>, Vec<f64>) = (0..c)
         .into_par_iter()
@@ -116,18 +98,12 @@ fn forward<T: Float>(
         .unzip();
     let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(s.max(1))
-        .zip(x.par_chunks(s.max(1)))
-        .enumerate()
-        .for_each(|(plane, (yo, xi))| {
-            let ch = plane % c;
-            let scale = gamma[ch].to_f64() * invstd[ch];
-            let (sc, sh) = (
-                T::from_f64(scale),
-                T::from_f64(beta[ch].to_f64() - mean[ch] * scale),
-            );
-            yo.iter_mut().zip(xi).for_each(|(o, v)| *o = *v * sc + sh);
-        });
+    y.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1))).enumerate().for_each(|(plane, (yo, xi))| {
+        let ch = plane % c;
+        let scale = gamma[ch].to_f64() * invstd[ch];
+        let (sc, sh) = (T::from_f64(scale), T::from_f64(beta[ch].to_f64() - mean[ch] * scale));
+        yo.iter_mut().zip(xi).for_each(|(o, v)| *o = *v * sc + sh);
+    });
     (y, Stats { mean, var, invstd })
 }
 
@@ -191,11 +167,7 @@ impl CustomOp3 for BnOp {
             .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: backward before forward")))?;
         let numel = x.elem_count();
         let c = x.dims()[1];
-        let flat = x.contiguous()?.apply_op3_no_bwd(
-            &gamma.contiguous()?,
-            &dy.contiguous()?,
-            &BnBwdOp { stats },
-        )?;
+        let flat = x.contiguous()?.apply_op3_no_bwd(&gamma.contiguous()?, &dy.contiguous()?, &BnBwdOp { stats })?;
         let dx = flat.narrow(0, 0, numel)?.reshape(x.shape())?;
         let dgamma = flat.narrow(0, numel, c)?;
         let dbeta = flat.narrow(0, numel + c, c)?;
@@ -208,13 +180,7 @@ struct BnBwdOp {
     stats: Stats,
 }
 
-fn backward<T: Float>(
-    x: &[T],
-    gamma: &[T],
-    dy: &[T],
-    st: &Stats,
-    (n, c, s): (usize, usize, usize),
-) -> Vec<T> {
+fn backward<T: Float>(x: &[T], gamma: &[T], dy: &[T], st: &Stats, (n, c, s): (usize, usize, usize)) -> Vec<T> {
     let m = (n * s) as f64;
     let (dgamma, dbeta): (Vec<f64>, Vec<f64>) = (0..c)
         .into_par_iter()
@@ -234,10 +200,8 @@ fn backward<T: Float>(
         .unzip();
     let mut out = vec![T::zero(); x.len() + 2 * c];
     let (dx, rest) = out.split_at_mut(x.len());
-    dx.par_chunks_mut(s.max(1))
-        .zip(x.par_chunks(s.max(1)).zip(dy.par_chunks(s.max(1))))
-        .enumerate()
-        .for_each(|(plane, (d, (xi, gi)))| {
+    dx.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1)).zip(dy.par_chunks(s.max(1)))).enumerate().for_each(
+        |(plane, (d, (xi, gi)))| {
             let ch = plane % c;
             let (mu, is) = (st.mean[ch], st.invstd[ch]);
             // dx = k·(g − dβ/M − (x − μ)·is·dγ/M) = k·g + a·x + b
@@ -248,7 +212,8 @@ fn backward<T: Float>(
             for ((o, g), v) in d.iter_mut().zip(gi).zip(xi) {
                 *o = k * *g + a * *v + b;
             }
-        });
+        },
+    );
     for ch in 0..c {
         rest[ch] = T::from_f64(dgamma[ch]);
         rest[c + ch] = T::from_f64(dbeta[ch]);
@@ -275,24 +240,20 @@ impl CustomOp3 for BnBwdOp {
         }
         let dims = ncs(l1);
         let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(backward::<f32>(
-                    contiguous_slice(OP, s1, l1)?,
-                    contiguous_slice(OP, s2, l2)?,
-                    contiguous_slice(OP, s3, l3)?,
-                    &self.stats,
-                    dims,
-                ))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(backward::<f64>(
-                    contiguous_slice(OP, s1, l1)?,
-                    contiguous_slice(OP, s2, l2)?,
-                    contiguous_slice(OP, s3, l3)?,
-                    &self.stats,
-                    dims,
-                ))
-            }
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(backward::<f32>(
+                contiguous_slice(OP, s1, l1)?,
+                contiguous_slice(OP, s2, l2)?,
+                contiguous_slice(OP, s3, l3)?,
+                &self.stats,
+                dims,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(backward::<f64>(
+                contiguous_slice(OP, s1, l1)?,
+                contiguous_slice(OP, s2, l2)?,
+                contiguous_slice(OP, s3, l3)?,
+                &self.stats,
+                dims,
+            )),
             _ => return unsupported_dtype(OP, s1),
         };
         Ok((out, Shape::from(l1.shape().elem_count() + 2 * dims.1)))

@@ -29,23 +29,13 @@ pub struct ConvParams {
 
 impl Default for ConvParams {
     fn default() -> Self {
-        Self {
-            stride: 1,
-            padding: 0,
-            dilation: 1,
-            groups: 1,
-        }
+        Self { stride: 1, padding: 0, dilation: 1, groups: 1 }
     }
 }
 
 impl From<crate::nn::ConvConfig> for ConvParams {
     fn from(c: crate::nn::ConvConfig) -> Self {
-        Self {
-            stride: c.stride,
-            padding: c.padding,
-            dilation: c.dilation,
-            groups: c.groups,
-        }
+        Self { stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups }
     }
 }
 
@@ -64,56 +54,28 @@ pub fn conv2d(x: &Tensor, w: &Tensor, cfg: ConvParams) -> Result<Tensor> {
         );
     }
     Geom::new("kernels::conv2d", x.dims4()?, w.dims4()?, cfg)?;
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, Conv2dOp { cfg })
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp { cfg })
 }
 
 /// Gradient of [`conv2d`] with respect to its input, for output gradient `dy [N, Cout, oh, ow]`, weight `w`
 /// and input spatial size `(h, w)`. Not itself differentiable.
-pub fn conv2d_grad_input(
-    dy: &Tensor,
-    w: &Tensor,
-    input_hw: (usize, usize),
-    cfg: ConvParams,
-) -> Result<Tensor> {
+pub fn conv2d_grad_input(dy: &Tensor, w: &Tensor, input_hw: (usize, usize), cfg: ConvParams) -> Result<Tensor> {
     require_cpu("kernels::conv2d_grad_input", dy)?;
-    dy.contiguous()?.apply_op2_no_bwd(
-        &w.contiguous()?,
-        &GradInputOp {
-            cfg,
-            h: input_hw.0,
-            w: input_hw.1,
-        },
-    )
+    dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &GradInputOp { cfg, h: input_hw.0, w: input_hw.1 })
 }
 
 /// Gradient of [`conv2d`] with respect to its weight of spatial size `(kh, kw)`, for input `x` and
 /// output gradient `dy`. Not itself differentiable.
-pub fn conv2d_grad_weight(
-    x: &Tensor,
-    dy: &Tensor,
-    kernel_hw: (usize, usize),
-    cfg: ConvParams,
-) -> Result<Tensor> {
+pub fn conv2d_grad_weight(x: &Tensor, dy: &Tensor, kernel_hw: (usize, usize), cfg: ConvParams) -> Result<Tensor> {
     require_cpu("kernels::conv2d_grad_weight", x)?;
-    x.contiguous()?.apply_op2_no_bwd(
-        &dy.contiguous()?,
-        &GradWeightOp {
-            cfg,
-            kh: kernel_hw.0,
-            kw: kernel_hw.1,
-        },
-    )
+    x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &GradWeightOp { cfg, kh: kernel_hw.0, kw: kernel_hw.1 })
 }
 
 /// Checks that `dy` has the output shape `g` predicts.
 fn check_dy(op: &str, g: &Geom, dy: &Layout) -> Result<()> {
     let want = [g.n, g.cout, g.oh, g.ow];
     if dy.dims() != want {
-        candle_core::bail!(
-            "{op}: output gradient {:?} does not match the conv output {want:?}",
-            dy.dims()
-        );
+        candle_core::bail!("{op}: output gradient {:?} does not match the conv output {want:?}", dy.dims());
     }
     Ok(())
 }
@@ -127,19 +89,8 @@ impl CustomOp2 for Conv2dOp {
         "kernels-conv2d"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(
-            "kernels::conv2d",
-            l1.shape().dims4()?,
-            l2.shape().dims4()?,
-            self.cfg,
-        )?;
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new("kernels::conv2d", l1.shape().dims4()?, l2.shape().dims4()?, self.cfg)?;
         let out = match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward::<f32>(
                 &g,
@@ -156,27 +107,13 @@ impl CustomOp2 for Conv2dOp {
         Ok((out, Shape::from((g.n, g.cout, g.oh, g.ow))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (_, _, h, wd) = x.dims4()?;
         let (_, _, kh, kw) = w.dims4()?;
         let dy = dy.contiguous()?;
         // Skip gradients nobody can use: an input image or a frozen weight that no variable feeds.
-        let dx = if x.track_op() {
-            Some(conv2d_grad_input(&dy, w, (h, wd), self.cfg)?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            Some(conv2d_grad_weight(x, &dy, (kh, kw), self.cfg)?)
-        } else {
-            None
-        };
+        let dx = if x.track_op() { Some(conv2d_grad_input(&dy, w, (h, wd), self.cfg)?) } else { None };
+        let dw = if w.track_op() { Some(conv2d_grad_weight(x, &dy, (kh, kw), self.cfg)?) } else { None };
         Ok((dx, dw))
     }
 }
@@ -193,34 +130,19 @@ impl CustomOp2 for GradInputOp {
         "kernels-conv2d-grad-input"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         const OP: &str = "kernels::conv2d_grad_input";
         let (n, _, _, _) = l1.shape().dims4()?;
         let wt = l2.shape().dims4()?;
-        let g = Geom::new(
-            OP,
-            (n, wt.1 * self.cfg.groups, self.h, self.w),
-            wt,
-            self.cfg,
-        )?;
+        let g = Geom::new(OP, (n, wt.1 * self.cfg.groups, self.h, self.w), wt, self.cfg)?;
         check_dy(OP, &g, l1)?;
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(grad_input::<f32>(
-                &g,
-                contiguous_slice(OP, s1, l1)?,
-                contiguous_slice(OP, s2, l2)?,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(grad_input::<f64>(
-                &g,
-                contiguous_slice(OP, s1, l1)?,
-                contiguous_slice(OP, s2, l2)?,
-            )),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(grad_input::<f32>(&g, contiguous_slice(OP, s1, l1)?, contiguous_slice(OP, s2, l2)?))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(grad_input::<f64>(&g, contiguous_slice(OP, s1, l1)?, contiguous_slice(OP, s2, l2)?))
+            }
             _ => return unsupported_dtype(OP, s1),
         };
         Ok((out, Shape::from((g.n, g.cin, g.h, g.w))))
@@ -239,13 +161,7 @@ impl CustomOp2 for GradWeightOp {
         "kernels-conv2d-grad-weight"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         const OP: &str = "kernels::conv2d_grad_weight";
         let xd = l1.shape().dims4()?;
         let (_, cout, _, _) = l2.shape().dims4()?;
@@ -254,16 +170,12 @@ impl CustomOp2 for GradWeightOp {
         let g = Geom::new(OP, xd, wt, self.cfg)?;
         check_dy(OP, &g, l2)?;
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(grad_weight::<f32>(
-                &g,
-                contiguous_slice(OP, s1, l1)?,
-                contiguous_slice(OP, s2, l2)?,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(grad_weight::<f64>(
-                &g,
-                contiguous_slice(OP, s1, l1)?,
-                contiguous_slice(OP, s2, l2)?,
-            )),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(grad_weight::<f32>(&g, contiguous_slice(OP, s1, l1)?, contiguous_slice(OP, s2, l2)?))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(grad_weight::<f64>(&g, contiguous_slice(OP, s1, l1)?, contiguous_slice(OP, s2, l2)?))
+            }
             _ => return unsupported_dtype(OP, s1),
         };
         Ok((out, Shape::from(wt)))

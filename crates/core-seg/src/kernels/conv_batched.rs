@@ -85,69 +85,43 @@ pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T], y: &mut [T], nt: usi
         for grp in 0..g.groups {
             build_cols(g, x, grp, cols);
             let wg = View::rm(&w[grp * cout_g * kg..(grp + 1) * cout_g * kg], kg);
-            matmul(
-                cout_g,
-                np,
-                kg,
-                tmp,
-                np,
-                false,
-                wg,
-                View::rm(cols, np),
-                par_of(nt),
-            );
+            matmul(cout_g, np, kg, tmp, np, false, wg, View::rm(cols, np), par_of(nt));
             let tmp = &*tmp;
-            y.par_chunks_mut(g.out_len())
-                .enumerate()
-                .for_each(|(i, yi)| {
-                    for co in 0..cout_g {
-                        let dst = (grp * cout_g + co) * p;
-                        yi[dst..dst + p]
-                            .copy_from_slice(&tmp[co * np + i * p..co * np + (i + 1) * p]);
-                    }
-                });
+            y.par_chunks_mut(g.out_len()).enumerate().for_each(|(i, yi)| {
+                for co in 0..cout_g {
+                    let dst = (grp * cout_g + co) * p;
+                    yi[dst..dst + p].copy_from_slice(&tmp[co * np + i * p..co * np + (i + 1) * p]);
+                }
+            });
         }
     });
 }
 
 /// Input gradient into `dx [N, Cin, H, W]` (zero on entry).
 pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T], dx: &mut [T], nt: usize) {
-    let (np, p, kg, cin_g, cout_g, hw) =
-        (g.n * g.p(), g.p(), g.kg(), g.cin_g(), g.cout_g(), g.h * g.w);
+    let (np, p, kg, cin_g, cout_g, hw) = (g.n * g.p(), g.p(), g.kg(), g.cin_g(), g.cout_g(), g.h * g.w);
     T::with_scratch(kg * np + cout_g * np, |buf| {
         let (dcols, dyc) = buf.split_at_mut(kg * np);
         for grp in 0..g.groups {
             gather_dy(g, dy, grp, dyc);
             let wgt = View::rm_t(&w[grp * cout_g * kg..(grp + 1) * cout_g * kg], kg);
-            matmul(
-                kg,
-                np,
-                cout_g,
-                dcols,
-                np,
-                false,
-                wgt,
-                View::rm(dyc, np),
-                par_of(nt),
-            );
+            matmul(kg, np, cout_g, dcols, np, false, wgt, View::rm(dyc, np), par_of(nt));
             let dcols = &*dcols;
-            dx.par_chunks_mut(hw)
-                .enumerate()
-                .for_each(|(plane_idx, plane)| {
-                    let (i, ch) = (plane_idx / g.cin, plane_idx % g.cin);
-                    if ch / cin_g != grp {
-                        return;
+            dx.par_chunks_mut(hw).enumerate().for_each(|(plane_idx, plane)| {
+                let (i, ch) = (plane_idx / g.cin, plane_idx % g.cin);
+                if ch / cin_g != grp {
+                    return;
+                }
+                let c = ch - grp * cin_g;
+                for a in 0..g.nki {
+                    for b in 0..g.nkj {
+                        let k = (c * g.nki + a) * g.nkj + b;
+                        let (ki, kj) = (g.ki0 + a, g.kj0 + b);
+                        let row = &dcols[k * np + i * p..k * np + (i + 1) * p];
+                        scatter_row(g, row, (ki, kj), (0, g.oh), plane);
                     }
-                    let c = ch - grp * cin_g;
-                    for a in 0..g.nki {
-                        for b in 0..g.nkj {
-                            let k = (c * g.nki + a) * g.nkj + b;
-                            let (ki, kj) = (g.ki0 + a, g.kj0 + b);
-                            let row = &dcols[k * np + i * p..k * np + (i + 1) * p];
-                            scatter_row(g, row, (ki, kj), (0, g.oh), plane);
-                        }
-                    }
-                });
+                }
+            });
         }
     });
 }
@@ -161,17 +135,7 @@ pub(crate) fn grad_weight<T: Float>(g: &Geom, x: &[T], dy: &[T], dw: &mut [T], n
             build_cols(g, x, grp, cols);
             gather_dy(g, dy, grp, dyc);
             let dwg = &mut dw[grp * cout_g * kg..(grp + 1) * cout_g * kg];
-            matmul(
-                cout_g,
-                kg,
-                np,
-                dwg,
-                kg,
-                false,
-                View::rm(dyc, np),
-                View::rm_t(cols, np),
-                par_of(nt),
-            );
+            matmul(cout_g, kg, np, dwg, kg, false, View::rm(dyc, np), View::rm_t(cols, np), par_of(nt));
         }
     });
 }

@@ -73,11 +73,7 @@ pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
             .zip(x.par_chunks(g.in_len()))
             .for_each(|(o, xi)| forward_image(g, xi, w, o, Parallelism::None));
     } else {
-        let par = if nt > 1 {
-            Parallelism::Rayon(nt)
-        } else {
-            Parallelism::None
-        };
+        let par = if nt > 1 { Parallelism::Rayon(nt) } else { Parallelism::None };
         for (o, xi) in out.chunks_mut(g.out_len()).zip(x.chunks(g.in_len())) {
             forward_image(g, xi, w, o, par);
         }
@@ -122,11 +118,7 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
             .zip(dy.par_chunks(g.out_len()))
             .for_each(|(d, dyi)| grad_input_image(g, dyi, w, d, Parallelism::None));
     } else {
-        let par = if nt > 1 {
-            Parallelism::Rayon(nt)
-        } else {
-            Parallelism::None
-        };
+        let par = if nt > 1 { Parallelism::Rayon(nt) } else { Parallelism::None };
         for (d, dyi) in dx.chunks_mut(g.in_len()).zip(dy.chunks(g.out_len())) {
             grad_input_image(g, dyi, w, d, par);
         }
@@ -187,11 +179,7 @@ fn grad_weight_live<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
         }
         dw
     } else {
-        let par = if nt > 1 {
-            Parallelism::Rayon(nt)
-        } else {
-            Parallelism::None
-        };
+        let par = if nt > 1 { Parallelism::Rayon(nt) } else { Parallelism::None };
         let mut dw = vec![T::zero(); wlen];
         for (xi, dyi) in x.chunks(g.in_len()).zip(dy.chunks(g.out_len())) {
             grad_weight_image(g, xi, dyi, &mut dw, par);

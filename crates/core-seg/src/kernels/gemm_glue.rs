@@ -14,19 +14,11 @@ pub(crate) struct View<'a, T> {
 impl<'a, T> View<'a, T> {
     /// Row-major `[rows, cols]` with row stride `ld`.
     pub fn rm(data: &'a [T], ld: usize) -> Self {
-        Self {
-            data,
-            rs: ld,
-            cs: 1,
-        }
+        Self { data, rs: ld, cs: 1 }
     }
     /// The transpose of a row-major matrix with row stride `ld`.
     pub fn rm_t(data: &'a [T], ld: usize) -> Self {
-        Self {
-            data,
-            rs: 1,
-            cs: ld,
-        }
+        Self { data, rs: 1, cs: ld }
     }
     fn fits(&self, rows: usize, cols: usize) -> bool {
         rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()

@@ -50,14 +50,11 @@ impl Geom {
     ) -> Result<Self> {
         let (n, cin, h, w) = x;
         let (cout, cin_g, kh, kw) = wt;
-        let ConvParams {
-            stride,
-            padding: pad,
-            dilation: dil,
-            groups,
-        } = cfg;
+        let ConvParams { stride, padding: pad, dilation: dil, groups } = cfg;
         if stride == 0 || dil == 0 || groups == 0 || kh == 0 || kw == 0 {
-            candle_core::bail!("{op}: stride, dilation, groups and kernel size must be ≥ 1 (got {cfg:?}, weight {wt:?})");
+            candle_core::bail!(
+                "{op}: stride, dilation, groups and kernel size must be ≥ 1 (got {cfg:?}, weight {wt:?})"
+            );
         }
         if cin != cin_g * groups || cout % groups != 0 {
             candle_core::bail!(
@@ -74,25 +71,8 @@ impl Geom {
         }
         let oh = (h + 2 * pad - eh) / stride + 1;
         let ow = (w + 2 * pad - ew) / stride + 1;
-        let mut g = Self {
-            n,
-            cin,
-            h,
-            w,
-            cout,
-            kh,
-            kw,
-            stride,
-            pad,
-            dil,
-            groups,
-            oh,
-            ow,
-            ki0: 0,
-            nki: kh,
-            kj0: 0,
-            nkj: kw,
-        };
+        let mut g =
+            Self { n, cin, h, w, cout, kh, kw, stride, pad, dil, groups, oh, ow, ki0: 0, nki: kh, kj0: 0, nkj: kw };
         let g0 = g;
         let live = |len: usize, out: usize, k: usize| {
             let live: Vec<usize> = (0..k)
@@ -156,11 +136,7 @@ impl Geom {
 /// Splits a cols row index `k` into `(c, ki, kj)` (kernel indices within the full kernel).
 #[inline]
 pub(crate) fn split_k(g: &Geom, k: usize) -> (usize, usize, usize) {
-    (
-        k / (g.nki * g.nkj),
-        g.ki0 + (k / g.nkj) % g.nki,
-        g.kj0 + k % g.nkj,
-    )
+    (k / (g.nki * g.nkj), g.ki0 + (k / g.nkj) % g.nki, g.kj0 + k % g.nkj)
 }
 
 /// The weight `[Cout, Cin_g, kh, kw]` restricted to the live window, `[Cout, Cin_g, nki, nkj]` (borrowed when

@@ -82,11 +82,7 @@ impl_float!(f32, SCRATCH_F32);
 impl_float!(f64, SCRATCH_F64);
 
 /// The contiguous slice a layout views, or an error naming `op` if the layout is strided.
-pub(crate) fn contiguous_slice<'a, T: Float>(
-    op: &str,
-    s: &'a CpuStorage,
-    l: &Layout,
-) -> Result<&'a [T]> {
+pub(crate) fn contiguous_slice<'a, T: Float>(op: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     let data = s.as_slice::<T>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
@@ -103,6 +99,19 @@ pub(crate) fn unsupported_dtype<T>(op: &str, s: &CpuStorage) -> Result<T> {
 /// the kernels and the reference path (e.g. on CUDA).
 pub fn is_supported(t: &candle_core::Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+}
+
+static REFERENCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// True when `SEMISEG_REFERENCE_OPS=1`: every op and layer takes the composite Candle reference path
+/// (for checking the kernels), read once per process.
+pub fn reference_requested() -> bool {
+    *REFERENCE.get_or_init(|| std::env::var("SEMISEG_REFERENCE_OPS").is_ok_and(|v| v == "1"))
+}
+
+/// Whether the ops and layers use the kernels for `t` (supported tensor, reference path not requested).
+pub fn active_for(t: &candle_core::Tensor) -> bool {
+    is_supported(t) && !reference_requested()
 }
 
 /// Error for non-CPU tensors: the caller should take the reference path on GPU.

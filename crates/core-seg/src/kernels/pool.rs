@@ -20,9 +20,7 @@ pub fn max_pool_3x3_s2_p1(x: &Tensor) -> Result<Tensor> {
     if h == 0 || w == 0 {
         candle_core::bail!("{OP}: empty input {:?}", x.dims());
     }
-    x.contiguous()?.apply_op1(MaxPoolOp {
-        argmax: Mutex::new(None),
-    })
+    x.contiguous()?.apply_op1(MaxPoolOp { argmax: Mutex::new(None) })
 }
 
 fn out_hw(h: usize, w: usize) -> (usize, usize) {
@@ -38,32 +36,29 @@ fn forward<T: Float>(x: &[T], (h, w): (usize, usize)) -> (Vec<T>, Vec<u32>) {
     let planes = x.len() / (h * w);
     let mut y = vec![T::zero(); planes * oh * ow];
     let mut idx = vec![0u32; planes * oh * ow];
-    y.par_chunks_mut(oh * ow)
-        .zip(idx.par_chunks_mut(oh * ow))
-        .zip(x.par_chunks(h * w))
-        .for_each(|((yo, io), xi)| {
-            for i in 0..oh {
-                let (r0, r1) = ((2 * i).saturating_sub(1), (2 * i + 2).min(h));
-                for j in 0..ow {
-                    let (c0, c1) = ((2 * j).saturating_sub(1), (2 * j + 2).min(w));
-                    let mut best = r0 * w + c0;
-                    let mut m = xi[best];
-                    for r in r0..r1 {
-                        for c in c0..c1 {
-                            let v = xi[r * w + c];
-                            #[allow(clippy::eq_op)]
-                            let is_nan = v != v;
-                            if v > m || is_nan {
-                                m = v;
-                                best = r * w + c;
-                            }
+    y.par_chunks_mut(oh * ow).zip(idx.par_chunks_mut(oh * ow)).zip(x.par_chunks(h * w)).for_each(|((yo, io), xi)| {
+        for i in 0..oh {
+            let (r0, r1) = ((2 * i).saturating_sub(1), (2 * i + 2).min(h));
+            for j in 0..ow {
+                let (c0, c1) = ((2 * j).saturating_sub(1), (2 * j + 2).min(w));
+                let mut best = r0 * w + c0;
+                let mut m = xi[best];
+                for r in r0..r1 {
+                    for c in c0..c1 {
+                        let v = xi[r * w + c];
+                        #[allow(clippy::eq_op)]
+                        let is_nan = v != v;
+                        if v > m || is_nan {
+                            m = v;
+                            best = r * w + c;
                         }
                     }
-                    yo[i * ow + j] = m;
-                    io[i * ow + j] = best as u32;
                 }
+                yo[i * ow + j] = m;
+                io[i * ow + j] = best as u32;
             }
-        });
+        }
+    });
     (y, idx)
 }
 
@@ -103,9 +98,7 @@ impl CustomOp1 for MaxPoolOp {
             .clone()
             .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: backward before forward")))?;
         let (_, _, h, w) = x.dims4()?;
-        let dx = dy
-            .contiguous()?
-            .apply_op1_no_bwd(&MaxPoolBwdOp { argmax, h, w })?;
+        let dx = dy.contiguous()?.apply_op1_no_bwd(&MaxPoolBwdOp { argmax, h, w })?;
         Ok(Some(dx))
     }
 }
@@ -120,13 +113,11 @@ struct MaxPoolBwdOp {
 fn backward<T: Float>(dy: &[T], argmax: &[u32], (h, w): (usize, usize)) -> Vec<T> {
     let (oh, ow) = out_hw(h, w);
     let mut dx = vec![T::zero(); dy.len() / (oh * ow) * h * w];
-    dx.par_chunks_mut(h * w)
-        .zip(dy.par_chunks(oh * ow).zip(argmax.par_chunks(oh * ow)))
-        .for_each(|(d, (g, a))| {
-            for (gv, &ai) in g.iter().zip(a) {
-                d[ai as usize] += *gv;
-            }
-        });
+    dx.par_chunks_mut(h * w).zip(dy.par_chunks(oh * ow).zip(argmax.par_chunks(oh * ow))).for_each(|(d, (g, a))| {
+        for (gv, &ai) in g.iter().zip(a) {
+            d[ai as usize] += *gv;
+        }
+    });
     dx
 }
 
@@ -138,23 +129,12 @@ impl CustomOp1 for MaxPoolBwdOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, oh, ow) = l.shape().dims4()?;
         if (oh, ow) != out_hw(self.h, self.w) || self.argmax.len() != l.shape().elem_count() {
-            candle_core::bail!(
-                "{OP} backward: dy {:?} does not match the forward",
-                l.dims()
-            );
+            candle_core::bail!("{OP} backward: dy {:?} does not match the forward", l.dims());
         }
         let hw = (self.h, self.w);
         let dx = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(backward::<f32>(
-                contiguous_slice(OP, s, l)?,
-                &self.argmax,
-                hw,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(backward::<f64>(
-                contiguous_slice(OP, s, l)?,
-                &self.argmax,
-                hw,
-            )),
+            CpuStorage::F32(_) => CpuStorage::F32(backward::<f32>(contiguous_slice(OP, s, l)?, &self.argmax, hw)),
+            CpuStorage::F64(_) => CpuStorage::F64(backward::<f64>(contiguous_slice(OP, s, l)?, &self.argmax, hw)),
             _ => return unsupported_dtype(OP, s),
         };
         Ok((dx, Shape::from((n, c, self.h, self.w))))

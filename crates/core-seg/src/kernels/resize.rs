@@ -13,11 +13,7 @@ use super::{contiguous_slice, require_cpu, unsupported_dtype, Float};
 const OP: &str = "kernels::resize_bilinear";
 
 /// Bilinear resize of `x [N, C, H, W]` to `[N, C, oh, ow]`, differentiable in `x`.
-pub fn resize_bilinear(
-    x: &Tensor,
-    (oh, ow): (usize, usize),
-    align_corners: bool,
-) -> Result<Tensor> {
+pub fn resize_bilinear(x: &Tensor, (oh, ow): (usize, usize), align_corners: bool) -> Result<Tensor> {
     require_cpu(OP, x)?;
     let (_, _, h, w) = x.dims4()?;
     if oh == 0 || ow == 0 || h == 0 || w == 0 {
@@ -26,11 +22,7 @@ pub fn resize_bilinear(
     if (h, w) == (oh, ow) {
         return Ok(x.clone());
     }
-    x.contiguous()?.apply_op1(ResizeOp {
-        oh,
-        ow,
-        align_corners,
-    })
+    x.contiguous()?.apply_op1(ResizeOp { oh, ow, align_corners })
 }
 
 /// Taps `(i₀, i₁, λ)` for each output index along one axis.
@@ -55,9 +47,7 @@ fn taps(inp: usize, out: usize, align_corners: bool) -> Vec<(usize, usize, f64)>
 
 /// Typed taps: `(i₀, i₁, 1 − λ, λ)`.
 fn typed<T: Float>(t: &[(usize, usize, f64)]) -> Vec<(usize, usize, T, T)> {
-    t.iter()
-        .map(|&(a, b, l)| (a, b, T::from_f64(1.0 - l), T::from_f64(l)))
-        .collect()
+    t.iter().map(|&(a, b, l)| (a, b, T::from_f64(1.0 - l), T::from_f64(l))).collect()
 }
 
 fn forward<T: Float>(
@@ -69,16 +59,14 @@ fn forward<T: Float>(
     let (oh, ow) = (ty.len(), tx.len());
     let (ty, tx) = (typed::<T>(ty), typed::<T>(tx));
     let mut y = vec![T::zero(); x.len() / (h * w) * oh * ow];
-    y.par_chunks_mut(oh * ow)
-        .zip(x.par_chunks(h * w))
-        .for_each(|(yo, xi)| {
-            for (oy, &(y0, y1, wy0, wy1)) in ty.iter().enumerate() {
-                let (r0, r1) = (&xi[y0 * w..(y0 + 1) * w], &xi[y1 * w..(y1 + 1) * w]);
-                for (o, &(x0, x1, wx0, wx1)) in yo[oy * ow..(oy + 1) * ow].iter_mut().zip(&tx) {
-                    *o = wy0 * (wx0 * r0[x0] + wx1 * r0[x1]) + wy1 * (wx0 * r1[x0] + wx1 * r1[x1]);
-                }
+    y.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(yo, xi)| {
+        for (oy, &(y0, y1, wy0, wy1)) in ty.iter().enumerate() {
+            let (r0, r1) = (&xi[y0 * w..(y0 + 1) * w], &xi[y1 * w..(y1 + 1) * w]);
+            for (o, &(x0, x1, wx0, wx1)) in yo[oy * ow..(oy + 1) * ow].iter_mut().zip(&tx) {
+                *o = wy0 * (wx0 * r0[x0] + wx1 * r0[x1]) + wy1 * (wx0 * r1[x0] + wx1 * r1[x1]);
             }
-        });
+        }
+    });
     y
 }
 
@@ -91,19 +79,17 @@ fn backward<T: Float>(
     let (oh, ow) = (ty.len(), tx.len());
     let (ty, tx) = (typed::<T>(ty), typed::<T>(tx));
     let mut dx = vec![T::zero(); dy.len() / (oh * ow) * h * w];
-    dx.par_chunks_mut(h * w)
-        .zip(dy.par_chunks(oh * ow))
-        .for_each(|(d, g)| {
-            for (oy, &(y0, y1, wy0, wy1)) in ty.iter().enumerate() {
-                for (gv, &(x0, x1, wx0, wx1)) in g[oy * ow..(oy + 1) * ow].iter().zip(&tx) {
-                    let (a, b) = (wy0 * *gv, wy1 * *gv);
-                    d[y0 * w + x0] += wx0 * a;
-                    d[y0 * w + x1] += wx1 * a;
-                    d[y1 * w + x0] += wx0 * b;
-                    d[y1 * w + x1] += wx1 * b;
-                }
+    dx.par_chunks_mut(h * w).zip(dy.par_chunks(oh * ow)).for_each(|(d, g)| {
+        for (oy, &(y0, y1, wy0, wy1)) in ty.iter().enumerate() {
+            for (gv, &(x0, x1, wx0, wx1)) in g[oy * ow..(oy + 1) * ow].iter().zip(&tx) {
+                let (a, b) = (wy0 * *gv, wy1 * *gv);
+                d[y0 * w + x0] += wx0 * a;
+                d[y0 * w + x1] += wx1 * a;
+                d[y1 * w + x0] += wx0 * b;
+                d[y1 * w + x1] += wx1 * b;
             }
-        });
+        }
+    });
     dx
 }
 
@@ -123,18 +109,8 @@ impl CustomOp1 for ResizeOp {
         let ty = taps(h, self.oh, self.align_corners);
         let tx = taps(w, self.ow, self.align_corners);
         let y = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(
-                contiguous_slice(OP, s, l)?,
-                (h, w),
-                &ty,
-                &tx,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(
-                contiguous_slice(OP, s, l)?,
-                (h, w),
-                &ty,
-                &tx,
-            )),
+            CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(contiguous_slice(OP, s, l)?, (h, w), &ty, &tx)),
+            CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(contiguous_slice(OP, s, l)?, (h, w), &ty, &tx)),
             _ => return unsupported_dtype(OP, s),
         };
         Ok((y, Shape::from((n, c, self.oh, self.ow))))
@@ -142,11 +118,7 @@ impl CustomOp1 for ResizeOp {
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let (_, _, h, w) = x.dims4()?;
-        let dx = dy.contiguous()?.apply_op1_no_bwd(&ResizeBwdOp {
-            h,
-            w,
-            align_corners: self.align_corners,
-        })?;
+        let dx = dy.contiguous()?.apply_op1_no_bwd(&ResizeBwdOp { h, w, align_corners: self.align_corners })?;
         Ok(Some(dx))
     }
 }
@@ -169,12 +141,8 @@ impl CustomOp1 for ResizeBwdOp {
         let tx = taps(self.w, ow, self.align_corners);
         let hw = (self.h, self.w);
         let dx = match s {
-            CpuStorage::F32(_) => {
-                CpuStorage::F32(backward::<f32>(contiguous_slice(OP, s, l)?, hw, &ty, &tx))
-            }
-            CpuStorage::F64(_) => {
-                CpuStorage::F64(backward::<f64>(contiguous_slice(OP, s, l)?, hw, &ty, &tx))
-            }
+            CpuStorage::F32(_) => CpuStorage::F32(backward::<f32>(contiguous_slice(OP, s, l)?, hw, &ty, &tx)),
+            CpuStorage::F64(_) => CpuStorage::F64(backward::<f64>(contiguous_slice(OP, s, l)?, hw, &ty, &tx)),
             _ => return unsupported_dtype(OP, s),
         };
         Ok((dx, Shape::from((n, c, self.h, self.w))))

@@ -19,11 +19,7 @@ pub fn softmax_cross_entropy(logits: &Tensor, target: &Tensor) -> Result<Tensor>
     require_cpu(OP, logits)?;
     let (n, k, h, w) = logits.dims4()?;
     if k == 0 || h * w == 0 || target.dims() != [n, h, w] {
-        candle_core::bail!(
-            "{OP}: logits {:?} vs target {:?}",
-            logits.dims(),
-            target.dims()
-        );
+        candle_core::bail!("{OP}: logits {:?} vs target {:?}", logits.dims(), target.dims());
     }
     let t = target.to_dtype(DType::U32)?.contiguous()?;
     logits.contiguous()?.apply_op2(&t, SoftmaxCeOp)
@@ -59,30 +55,24 @@ fn check_labels(t: &[u32], k: usize) -> Result<()> {
 
 fn forward<T: Float>(z: &[T], t: &[u32], k: usize, s: usize) -> Vec<T> {
     let mut loss = vec![T::zero(); t.len()];
-    loss.par_chunks_mut(s)
-        .zip(z.par_chunks(k * s).zip(t.par_chunks(s)))
-        .for_each(|(l, (zi, ti))| {
-            T::with_scratch(2 * s, |buf| {
-                let (lse, sum) = buf.split_at_mut(s);
-                lse_image(zi, k, s, lse, sum);
-                for (p, (lo, &lab)) in l.iter_mut().zip(ti).enumerate() {
-                    if lab != IGNORE {
-                        *lo = lse[p] - zi[lab as usize * s + p];
-                    }
+    loss.par_chunks_mut(s).zip(z.par_chunks(k * s).zip(t.par_chunks(s))).for_each(|(l, (zi, ti))| {
+        T::with_scratch(2 * s, |buf| {
+            let (lse, sum) = buf.split_at_mut(s);
+            lse_image(zi, k, s, lse, sum);
+            for (p, (lo, &lab)) in l.iter_mut().zip(ti).enumerate() {
+                if lab != IGNORE {
+                    *lo = lse[p] - zi[lab as usize * s + p];
                 }
-            })
-        });
+            }
+        })
+    });
     loss
 }
 
 fn backward<T: Float>(z: &[T], t: &[u32], dl: &[T], k: usize, s: usize) -> Vec<T> {
     let mut dz = vec![T::zero(); z.len()];
-    dz.par_chunks_mut(k * s)
-        .zip(
-            z.par_chunks(k * s)
-                .zip(t.par_chunks(s).zip(dl.par_chunks(s))),
-        )
-        .for_each(|(d, (zi, (ti, gi)))| {
+    dz.par_chunks_mut(k * s).zip(z.par_chunks(k * s).zip(t.par_chunks(s).zip(dl.par_chunks(s)))).for_each(
+        |(d, (zi, (ti, gi)))| {
             T::with_scratch(2 * s, |buf| {
                 let (lse, sum) = buf.split_at_mut(s);
                 lse_image(zi, k, s, lse, sum);
@@ -102,7 +92,8 @@ fn backward<T: Float>(z: &[T], t: &[u32], dl: &[T], k: usize, s: usize) -> Vec<T
                     }
                 }
             })
-        });
+        },
+    );
     dz
 }
 
@@ -113,23 +104,13 @@ impl CustomOp2 for SoftmaxCeOp {
         "kernels-softmax-cross-entropy"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, k, h, w) = l1.shape().dims4()?;
         let t = contiguous_slice_u32(s2, l2)?;
         check_labels(t, k)?;
         let loss = match s1 {
-            CpuStorage::F32(_) => {
-                CpuStorage::F32(forward::<f32>(contiguous_slice(OP, s1, l1)?, t, k, h * w))
-            }
-            CpuStorage::F64(_) => {
-                CpuStorage::F64(forward::<f64>(contiguous_slice(OP, s1, l1)?, t, k, h * w))
-            }
+            CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(contiguous_slice(OP, s1, l1)?, t, k, h * w)),
+            CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(contiguous_slice(OP, s1, l1)?, t, k, h * w)),
             _ => return unsupported_dtype(OP, s1),
         };
         Ok((loss, Shape::from((n, h, w))))
@@ -142,10 +123,7 @@ impl CustomOp2 for SoftmaxCeOp {
         _res: &Tensor,
         dl: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dz =
-            logits
-                .contiguous()?
-                .apply_op3_no_bwd(target, &dl.contiguous()?, &SoftmaxCeBwdOp)?;
+        let dz = logits.contiguous()?.apply_op3_no_bwd(target, &dl.contiguous()?, &SoftmaxCeBwdOp)?;
         Ok((Some(dz), None))
     }
 }
@@ -177,11 +155,7 @@ impl CustomOp3 for SoftmaxCeBwdOp {
     ) -> Result<(CpuStorage, Shape)> {
         let (n, k, h, w) = l1.shape().dims4()?;
         if l3.dims() != [n, h, w] {
-            candle_core::bail!(
-                "{OP} backward: loss gradient {:?} vs logits {:?}",
-                l3.dims(),
-                l1.dims()
-            );
+            candle_core::bail!("{OP} backward: loss gradient {:?} vs logits {:?}", l3.dims(), l1.dims());
         }
         let t = contiguous_slice_u32(s2, l2)?;
         let dz = match (s1, s3) {

@@ -62,6 +62,11 @@ impl BatchNorm2d {
                     shape: x.dims().to_vec(),
                 });
             }
+            if crate::kernels::active_for(x) {
+                let (y, mean, var) = crate::kernels::batch_norm_train(x, &self.weight, &self.bias, self.cfg.eps)?;
+                self.update_running(&mean, &var, count)?;
+                return Ok(y);
+            }
             let mean = x.mean_keepdim((0, 2, 3))?;
             let centered = x.broadcast_sub(&mean)?;
             let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;

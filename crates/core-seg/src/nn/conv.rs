@@ -57,7 +57,11 @@ impl Conv2d {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = self.cfg;
-        let y = x.conv2d(&self.weight, c.padding, c.stride, c.dilation, c.groups)?;
+        let y = if crate::kernels::active_for(x) {
+            crate::kernels::conv2d(x, &self.weight, c.into())?
+        } else {
+            x.conv2d(&self.weight, c.padding, c.stride, c.dilation, c.groups)?
+        };
         match &self.bias {
             Some(b) => Ok(y.broadcast_add(&b.reshape((1, (), 1, 1))?)?),
             None => Ok(y),

@@ -8,7 +8,19 @@ use crate::Result;
 /// Per-pixel cross-entropy `ℓ_p = −log softmax(z_p)[y_p]` for logits `[N, K, H, W]` and targets `[N, H, W]`
 /// (u32/u8/i64). Returns the loss map `[N, H, W]` (0 where `y = 255`) and the valid-pixel mask `[N, H, W]`
 /// (1 where `y ≠ 255`) in the logits' dtype. Targets outside `0..K` other than 255 are an error.
+/// Uses the fused kernel on CPU ([`crate::kernels::softmax_cross_entropy`]).
 pub fn cross_entropy_per_pixel(logits: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor)> {
+    if crate::kernels::active_for(logits) {
+        let t = target.to_dtype(DType::U32)?;
+        let loss = crate::kernels::softmax_cross_entropy(logits, &t)?;
+        let valid = t.ne(IGNORE_INDEX)?.to_dtype(logits.dtype())?;
+        return Ok((loss, valid));
+    }
+    cross_entropy_per_pixel_reference(logits, target)
+}
+
+/// [`cross_entropy_per_pixel`] from Candle primitives (log-softmax, gather, mask).
+pub fn cross_entropy_per_pixel_reference(logits: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor)> {
     let (n, k, h, w) = logits.dims4()?;
     let t = target.to_dtype(DType::U32)?;
     if t.dims() != [n, h, w] {

@@ -19,3 +19,11 @@ pub use shuffle::{pixel_shuffle, pixel_unshuffle};
 
 /// The label value that marks pixels excluded from every loss.
 pub const IGNORE_INDEX: u32 = 255;
+
+/// The composite Candle implementations, kept for checking the kernels (`SEMISEG_REFERENCE_OPS=1` selects
+/// them everywhere).
+pub mod reference {
+    pub use super::loss::cross_entropy_per_pixel_reference as cross_entropy_per_pixel;
+    pub use super::pool::max_pool_3x3_s2_p1_reference as max_pool_3x3_s2_p1;
+    pub use super::resize::resize_bilinear_reference as resize_bilinear;
+}

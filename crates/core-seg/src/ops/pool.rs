@@ -9,7 +9,16 @@ use crate::Result;
 ///
 /// Built as the elementwise `maximum` of the nine strided views, so the gradient flows to the argmax
 /// (ties split it; harmless). Candle's own `max_pool2d` scales the gradient by 1/k².
+/// Uses the argmax kernel on CPU ([`crate::kernels::max_pool_3x3_s2_p1`]; gradient to the first maximum).
 pub fn max_pool_3x3_s2_p1(x: &Tensor) -> Result<Tensor> {
+    if crate::kernels::active_for(x) {
+        return Ok(crate::kernels::max_pool_3x3_s2_p1(x)?);
+    }
+    max_pool_3x3_s2_p1_reference(x)
+}
+
+/// [`max_pool_3x3_s2_p1`] as the maximum of nine strided views (Candle primitives).
+pub fn max_pool_3x3_s2_p1_reference(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (oh, ow) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
     // Pad to (2·oh + 2) × (2·ow + 2): one row/col on top/left, the rest on bottom/right.

@@ -39,7 +39,16 @@ fn matrix(inp: usize, out: usize, align_corners: bool, dtype: DType, dev: &Devic
 }
 
 /// Bilinear resize of `x [N, C, H, W]` to `[N, C, oh, ow]`, differentiable in `x`.
+/// Uses the direct kernel on CPU ([`crate::kernels::resize_bilinear`]).
 pub fn resize_bilinear(x: &Tensor, (oh, ow): (usize, usize), align_corners: bool) -> Result<Tensor> {
+    if crate::kernels::active_for(x) && x.dims4()?.2 > 0 && x.dims4()?.3 > 0 && oh > 0 && ow > 0 {
+        return Ok(crate::kernels::resize_bilinear(x, (oh, ow), align_corners)?);
+    }
+    resize_bilinear_reference(x, (oh, ow), align_corners)
+}
+
+/// [`resize_bilinear`] as two matrix products (Candle primitives).
+pub fn resize_bilinear_reference(x: &Tensor, (oh, ow): (usize, usize), align_corners: bool) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     if (h, w) == (oh, ow) {
         return Ok(x.clone());

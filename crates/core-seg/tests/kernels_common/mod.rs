@@ -24,12 +24,7 @@ pub fn rand_t(shape: &[usize], seed: u64) -> Tensor {
 }
 
 pub fn vec_of(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
 }
 
 /// max |a − b| / max(max |b|, 1e-300).
