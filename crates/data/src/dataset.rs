@@ -44,7 +44,7 @@ pub fn validate_mask(mask: &Mask, num_classes: usize, path: &Path) -> Result<()>
     if bad.is_empty() {
         Ok(())
     } else {
-        let msg = format!("label values outside {{0..{}, 255}}: {}", num_classes - 1, bad.join(", "));
+        let msg = format!("label values outside {{0..{}, 255}}: {}", num_classes.saturating_sub(1), bad.join(", "));
         Err(Error::invalid(path, msg))
     }
 }

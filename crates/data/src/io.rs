@@ -66,11 +66,19 @@ pub fn image_dimensions(path: &Path) -> Result<(usize, usize)> {
     Ok((w as usize, h as usize))
 }
 
+/// Largest mask accepted (pixels): 2^28, i.e. 16384×16384; larger headers are rejected before allocating.
+pub const MAX_MASK_PIXELS: u64 = 1 << 28;
+
 /// Decodes an index mask (8-bit paletted or grayscale PNG; 1/2/4-bit depths are unpacked, 16-bit is an error).
 pub fn decode_mask(bytes: &[u8], path: &Path) -> Result<DecodedMask> {
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(|e| Error::decode(path, e.to_string()))?;
+    let (hw, hh) = (reader.info().width as u64, reader.info().height as u64);
+    if hw * hh > MAX_MASK_PIXELS {
+        let msg = format!("mask header claims {hw}x{hh} pixels, more than the {MAX_MASK_PIXELS} allowed");
+        return Err(Error::decode(path, msg));
+    }
     let size = reader.output_buffer_size().ok_or_else(|| Error::decode(path, "image too large for this platform"))?;
     let mut buf = vec![0u8; size];
     let info = reader.next_frame(&mut buf).map_err(|e| Error::decode(path, e.to_string()))?;

@@ -115,3 +115,11 @@ fn voc_image_set_falls_back_to_segmentation_class_aug_grayscale() {
     let s = ds.sample(0).unwrap();
     assert_eq!(s.mask.unwrap(), m, "grayscale SBD mask read as raw indices");
 }
+
+#[test]
+fn huge_mask_header_from_fuzzing_is_an_error_not_an_abort() {
+    // Found by the fuzz target: a PNG whose IHDR claims 0x40380000×64 pixels made decoding allocate ~64 GB.
+    let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fuzz-huge-header.png"));
+    let err = read_mask(p).unwrap_err().to_string();
+    assert!(err.contains("fuzz-huge-header.png") && err.contains("more than"), "{err}");
+}

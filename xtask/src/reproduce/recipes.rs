@@ -74,7 +74,8 @@ pub fn all() -> Vec<Recipe> {
         },
         Recipe {
             name: "synthetic-gap",
-            description: "the label gap semi-supervised methods must close: supervised on 1/16 vs all labels, from scratch",
+            description:
+                "the label gap semi-supervised methods must close: supervised on 1/16 vs all labels, from scratch",
             dataset: "synthetic (embedded)",
             cpu_time: "≈ 20 min",
             base: SYNTHETIC,
