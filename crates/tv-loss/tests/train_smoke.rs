@@ -19,9 +19,11 @@ fn term(recs: &[(String, f64)], name: &str) -> f64 {
     recs.iter().find(|(n, _)| n == name).map(|(_, v)| *v).unwrap_or(f64::NAN)
 }
 
-/// Runs `steps` supervised steps (sparse labels, 5%) with an optional TV term; returns per-step
-/// `(loss, loss_x, loss_tv)` and the classifier weights.
-fn supervised_run(tv: Option<TvConfig>, steps: usize) -> Result<(Vec<(f64, f64, f64)>, Vec<f32>)> {
+/// Per-step `(loss, loss_x, loss_tv)` and the final classifier weights.
+type Run = (Vec<(f64, f64, f64)>, Vec<f32>);
+
+/// Runs `steps` supervised steps (sparse labels, 5%) with an optional TV term.
+fn supervised_run(tv: Option<TvConfig>, steps: usize) -> Result<Run> {
     let cfg = TrainConfig { iters: steps, lr: 0.01, seed: 7, ..Default::default() };
     let fw = Box::new(Supervised { criterion: Default::default() });
     let mut t = Trainer::new(&tiny_model(3), cfg, fw, DType::F32, &Device::Cpu)?;
