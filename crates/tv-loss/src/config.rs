@@ -58,6 +58,20 @@ pub enum TvAt {
     Decoder,
 }
 
+/// Implementation of the loss (`tv.kernel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TvKernel {
+    /// The fused CPU kernel where it applies (variant A, no curvilinear switch, f32/f64 on CPU), else the
+    /// composite.
+    #[default]
+    Auto,
+    /// Differentiable Candle primitives (the reference; any device and dtype).
+    Composite,
+    /// The fused CPU kernel ([`crate::fused`]); an error where it does not apply.
+    Fused,
+}
+
 /// The curvilinear-structure variant (§8, speculative, off by default).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -94,6 +108,7 @@ pub struct TvConfig {
     pub apply_to: ApplyTo,
     pub at: TvAt,
     pub curvilinear: CurvilinearConfig,
+    pub kernel: TvKernel,
 }
 
 impl Default for TvConfig {
@@ -108,6 +123,7 @@ impl Default for TvConfig {
             apply_to: ApplyTo::Auto,
             at: TvAt::Output,
             curvilinear: CurvilinearConfig::default(),
+            kernel: TvKernel::Auto,
         }
     }
 }

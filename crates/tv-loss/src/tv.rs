@@ -5,12 +5,24 @@
 use candle_core::{DType, Tensor};
 use core_seg::{bail_arg, Result};
 
-use crate::config::{TvConfig, TvNormalize, TvVariant};
+use crate::config::{TvConfig, TvKernel, TvNormalize, TvVariant};
 use crate::curvilinear::curvilinear_raw;
+use crate::fused::tv_loss_fused;
 
 /// `TV(softmax_K(z))` for logits `z [N,K,H,W]` (see [`tv_of_probs`]); the softmax is
 /// `candle_nn::ops::softmax(z, 1)`, so gradients flow through it to the logits.
+///
+/// `tv.kernel` picks the implementation: the fused CPU kernel ([`crate::fused`]) or this composite.
 pub fn tv_loss(logits: &Tensor, valid: Option<&Tensor>, cfg: &TvConfig) -> Result<Tensor> {
+    let fused_ok = cfg.variant == TvVariant::A
+        && !cfg.curvilinear.enabled
+        && logits.device().is_cpu()
+        && matches!(logits.dtype(), DType::F32 | DType::F64);
+    match cfg.kernel {
+        TvKernel::Fused => return tv_loss_fused(logits, valid, cfg),
+        TvKernel::Auto if fused_ok => return tv_loss_fused(logits, valid, cfg),
+        TvKernel::Auto | TvKernel::Composite => {}
+    }
     let p = candle_nn::ops::softmax(logits, 1)?;
     tv_of_probs(&p, valid, cfg)
 }

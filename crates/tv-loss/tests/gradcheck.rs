@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use core_seg::Result;
 use tv_loss::curvilinear::{along_structure, central_gradient, structure_directions};
-use tv_loss::{tv_loss, TvConfig, TvNormalize, TvVariant};
+use tv_loss::{tv_loss, TvConfig, TvKernel, TvNormalize, TvVariant};
 
 fn values(n: usize, seed: u64) -> Vec<f64> {
     let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
@@ -56,6 +56,7 @@ fn gradients_match_finite_differences_in_f64() -> Result<()> {
     let cases = [
         (TvVariant::A, 1e-6, TvNormalize::Mean),
         (TvVariant::A, 0.0, TvNormalize::Mean),
+        (TvVariant::A, 1e-6, TvNormalize::Sum),
         (TvVariant::B, 1e-6, TvNormalize::Mean),
         (TvVariant::C, 1e-6, TvNormalize::Mean),
         (TvVariant::B, 1e-3, TvNormalize::Sum),
@@ -63,15 +64,19 @@ fn gradients_match_finite_differences_in_f64() -> Result<()> {
     ];
     for (variant, eps, normalize) in cases {
         for (valid, tag) in [(None, "dense"), (Some(&padded), "padded")] {
-            let cfg = TvConfig { variant, eps: Some(eps), normalize, ..Default::default() };
-            let (norm_err, rel_err) = fd_errors(&cfg, 0.7, valid, 3)?;
-            println!(
-                "{variant:?} eps={eps:e} {normalize:?} {tag}: max rel err {rel_err:.3e} (normwise {norm_err:.3e})"
+            let kernels: &[TvKernel] =
+                if variant == TvVariant::A { &[TvKernel::Composite, TvKernel::Fused] } else { &[TvKernel::Composite] };
+            for &kernel in kernels {
+                let cfg = TvConfig { variant, eps: Some(eps), normalize, kernel, ..Default::default() };
+                let (norm_err, rel_err) = fd_errors(&cfg, 0.7, valid, 3)?;
+                println!(
+                "{variant:?} {kernel:?} eps={eps:e} {normalize:?} {tag}: max rel err {rel_err:.3e} (normwise {norm_err:.3e})"
             );
-            assert!(
-                rel_err < 1e-6 && norm_err < 1e-7,
-                "{variant:?} eps {eps} {tag}: max relative error {rel_err:e}, normwise {norm_err:e}"
-            );
+                assert!(
+                    rel_err < 1e-6 && norm_err < 1e-7,
+                    "{variant:?} {kernel:?} eps {eps} {tag}: max relative error {rel_err:e}, normwise {norm_err:e}"
+                );
+            }
         }
     }
     Ok(())

@@ -2,14 +2,17 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use core_seg::Result;
-use tv_loss::{tv_loss, tv_of_probs, ApplyTo, CurvilinearConfig, TvConfig, TvNormalize, TvVariant};
+use tv_loss::{
+    tv_loss, tv_loss_fused, tv_of_probs, ApplyTo, CurvilinearConfig, TvConfig, TvKernel, TvNormalize, TvVariant,
+};
 
 fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
+/// The composite reference (the fused kernel is compared against it in `fused_kernel_matches_composite`).
 fn cfg(variant: TvVariant, eps: f64, normalize: TvNormalize) -> TvConfig {
-    TvConfig { variant, eps: Some(eps), normalize, ..Default::default() }
+    TvConfig { variant, eps: Some(eps), normalize, kernel: TvKernel::Composite, ..Default::default() }
 }
 
 /// Deterministic pseudo-random values in [−2, 2) (no RNG dependency in the tests).
@@ -208,5 +211,57 @@ fn config_defaults_aliases_and_warmup() -> Result<()> {
     // Wrong valid-map shape is an error, not a panic.
     let z = random_logits((1, 2, 3, 3), 3)?;
     assert!(tv_loss(&z, Some(&Tensor::ones((1, 3, 4), DType::U8, &Device::Cpu)?), &d).is_err());
+    Ok(())
+}
+
+/// §13.4 (second half): the fused kernel's value and gradient equal the composite's to 1e-12 in f64 (dense and
+/// padded, ε = 0 and 1e-6, mean and sum), and it also passes the constant-map and step-edge checks.
+#[test]
+fn fused_kernel_matches_composite() -> Result<()> {
+    let (n, k, h, w) = (2, 4, 7, 6);
+    let mut valid = vec![1u8; n * h * w];
+    valid[n * h * w - 3..].fill(0);
+    valid[5] = 0;
+    let valid = Tensor::from_vec(valid, (n, h, w), &Device::Cpu)?;
+    let mut worst = (0f64, 0f64);
+    for seed in [1, 2] {
+        let z = Var::from_tensor(&random_logits((n, k, h, w), seed)?)?;
+        for eps in [0.0, 1e-6] {
+            for normalize in [TvNormalize::Mean, TvNormalize::Sum] {
+                for v in [None, Some(&valid)] {
+                    let c = cfg(TvVariant::A, eps, normalize);
+                    let lc = tv_loss(z.as_tensor(), v, &c)?;
+                    let lf = tv_loss_fused(z.as_tensor(), v, &c)?;
+                    let gc = lc.backward()?.get(&z).expect("g").clone();
+                    let gf = lf.backward()?.get(&z).expect("g").clone();
+                    let dv = (scalar(&lc)? - scalar(&lf)?).abs() / scalar(&lc)?;
+                    let dg = (gc - gf)?.abs()?.max_all()?.to_scalar::<f64>()?;
+                    worst = (worst.0.max(dv), worst.1.max(dg));
+                }
+            }
+        }
+    }
+    println!("fused vs composite (f64): max rel value diff {:.3e}, max grad diff {:.3e}", worst.0, worst.1);
+    assert!(worst.0 < 1e-12 && worst.1 < 1e-12, "{worst:?}");
+    // f32 input works and agrees to f32 precision.
+    let z32 = random_logits((n, k, h, w), 3)?.to_dtype(DType::F32)?;
+    let c = cfg(TvVariant::A, 0.0, TvNormalize::Mean);
+    let (a, b) = (scalar(&tv_loss(&z32, Some(&valid), &c)?)?, scalar(&tv_loss_fused(&z32, Some(&valid), &c)?)?);
+    assert!((a - b).abs() < 1e-5 * a, "{a} vs {b}");
+    // Hand values and constant map through the fused path.
+    let step: Vec<usize> = (0..20).map(|p| if p % 5 < 2 { 0 } else { 2 }).collect();
+    let logits = (one_hot(&step, 3, 4, 5)? * 40.0)?;
+    let raw = scalar(&tv_loss_fused(&logits, None, &cfg(TvVariant::A, 0.0, TvNormalize::Sum))?)?;
+    assert!((raw - 8.0).abs() < 1e-12, "{raw}");
+    let zc = Var::from_tensor(
+        &Tensor::from_vec(vec![0.5f64, -1.0, 2.0], (1, 3, 1, 1), &Device::Cpu)?
+            .broadcast_as((2, 3, 4, 5))?
+            .contiguous()?,
+    )?;
+    let l = tv_loss_fused(zc.as_tensor(), None, &cfg(TvVariant::A, 0.0, TvNormalize::Mean))?;
+    assert_eq!(scalar(&l)?, 0.0);
+    assert_eq!(l.backward()?.get(&zc).expect("g").abs()?.max_all()?.to_scalar::<f64>()?, 0.0);
+    // Not applicable → error, not a silent fallback.
+    assert!(tv_loss_fused(&z32, None, &cfg(TvVariant::B, 1e-6, TvNormalize::Mean)).is_err());
     Ok(())
 }
