@@ -53,6 +53,6 @@ pub mod tv;
 
 pub use config::{ApplyTo, CurvilinearConfig, TvAt, TvConfig, TvKernel, TvNormalize, TvVariant};
 pub use fused::tv_loss_fused;
-pub use mrf::{mrf_labels, mrf_smooth, select_beta, MrfConfig, MrfSolver};
-pub use term::{build, TvTerm};
+pub use mrf::{mrf_labels, mrf_smooth, rgb_from_normalized, select_beta, MrfConfig, MrfSolver};
+pub use term::{build, class_histogram, TvTerm};
 pub use tv::{tv_loss, tv_of_probs};

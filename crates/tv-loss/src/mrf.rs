@@ -214,6 +214,19 @@ pub fn mrf_smooth(probs: &Tensor, image: Option<&Tensor>, cfg: &MrfConfig) -> Re
     Ok(Tensor::from_vec(out, (n, k, h, w), probs.device())?.to_dtype(probs.dtype())?)
 }
 
+/// The RGB image in [0, 1] that the contrast weights need, from a network input normalised as
+/// `(x − mean) / std` (pass `data::augment::{MEAN, STD}`): `clamp(x·std + mean, 0, 1)`.
+pub fn rgb_from_normalized(image: &Tensor, mean: [f32; 3], std: [f32; 3]) -> Result<Tensor> {
+    let (_, c, _, _) = image.dims4()?;
+    if c != 3 {
+        bail_arg!("mrf: expected an RGB image [N,3,H,W], got {:?}", image.dims());
+    }
+    let col = |v: [f32; 3]| -> Result<Tensor> {
+        Ok(Tensor::from_vec(v.to_vec(), (1, 3, 1, 1), image.device())?.to_dtype(image.dtype())?)
+    };
+    Ok(image.broadcast_mul(&col(std)?)?.broadcast_add(&col(mean)?)?.clamp(0.0, 1.0)?)
+}
+
 /// Labels `[N,H,W]` (u32) after [`mrf_smooth`].
 pub fn mrf_labels(probs: &Tensor, image: Option<&Tensor>, cfg: &MrfConfig) -> Result<Tensor> {
     Ok(mrf_smooth(probs, image, cfg)?.argmax(1)?)

@@ -130,6 +130,26 @@ impl AuxTerm for TvTerm {
     }
 }
 
+/// Fraction of valid pixels predicted as each class (`argmax_K z`) — a too large λ collapses P to a constant map,
+/// visible here as one class near 1 (spec §4: log it). `valid [N,H,W]` or `None`.
+pub fn class_histogram(logits: &Tensor, valid: Option<&Tensor>) -> Result<Vec<f64>> {
+    let (n, k, h, w) = logits.dims4()?;
+    let pred: Vec<u32> = logits.argmax(1)?.flatten_all()?.to_vec1()?;
+    let v: Vec<u8> = match valid {
+        Some(v) if v.dims() == [n, h, w] => v.to_dtype(DType::U8)?.flatten_all()?.to_vec1()?,
+        Some(v) => bail_arg!("class_histogram: valid {:?} vs logits {:?}", v.dims(), logits.dims()),
+        None => vec![1; n * h * w],
+    };
+    let mut hist = vec![0.0; k];
+    for (&c, &ok) in pred.iter().zip(&v) {
+        if ok != 0 {
+            hist[c as usize] += 1.0;
+        }
+    }
+    let total: f64 = hist.iter().sum();
+    Ok(hist.into_iter().map(|x| if total > 0.0 { x / total } else { 0.0 }).collect())
+}
+
 /// The TV term for a config (what `xtask` registers through `Trainer::add_aux_term`).
 pub fn build(cfg: &TvConfig) -> Result<Box<dyn AuxTerm>> {
     Ok(Box::new(TvTerm::new(*cfg)?))

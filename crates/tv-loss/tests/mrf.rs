@@ -2,7 +2,7 @@
 
 use candle_core::{Device, Tensor};
 use core_seg::Result;
-use tv_loss::{mrf_labels, mrf_smooth, select_beta, MrfConfig, MrfSolver};
+use tv_loss::{mrf_labels, mrf_smooth, rgb_from_normalized, select_beta, MrfConfig, MrfSolver};
 
 /// 5×5, K = 2: P = (0.9, 0.1) everywhere except the centre (0.4, 0.6).
 fn isolated_centre() -> Result<Tensor> {
@@ -96,5 +96,17 @@ fn beta_is_selected_from_the_grid() -> Result<()> {
     let (beta, score) = select_beta(&c, |b| Ok(-(b - 1.0_f64).powi(2)))?;
     assert_eq!((beta, score), (1.0, 0.0));
     assert!(select_beta(&MrfConfig { beta_grid: vec![], ..c }, |_| Ok(0.0)).is_err());
+    Ok(())
+}
+
+#[test]
+fn normalised_input_is_mapped_back_to_rgb() -> Result<()> {
+    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+    let rgb = Tensor::from_vec(vec![0.0f32, 0.5, 1.0, 0.25, 0.75, 0.1], (1, 3, 1, 2), &Device::Cpu)?;
+    let m = Tensor::from_vec(mean.to_vec(), (1, 3, 1, 1), &Device::Cpu)?;
+    let s = Tensor::from_vec(std.to_vec(), (1, 3, 1, 1), &Device::Cpu)?;
+    let normalised = rgb.broadcast_sub(&m)?.broadcast_div(&s)?;
+    let back = rgb_from_normalized(&normalised, mean, std)?;
+    assert!((back - rgb)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-6);
     Ok(())
 }

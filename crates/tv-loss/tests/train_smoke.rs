@@ -129,3 +129,23 @@ fn decoder_logits_reproduce_the_model_output() -> Result<()> {
     assert_eq!(v.dims(), &[2, 8, 8]);
     Ok(())
 }
+
+/// §13.8 on the toy data: with sparse masks the supervised CE is the mean over the labelled pixels only, and at
+/// r = 100% it equals the dense CE. The class histogram of a prediction sums to 1 over valid pixels.
+#[test]
+fn sparse_ce_is_the_labelled_pixel_mean_and_histogram_sums_to_one() -> Result<()> {
+    let b = toy::toy_batch(&[3, 4], 32, DType::F64, &Device::Cpu)?;
+    let z = Tensor::randn(0f64, 1.0, (2, 3, 32, 32), &Device::Cpu)?;
+    let dense = core_seg::ops::cross_entropy_ignore(&z, &b.mask)?.to_scalar::<f64>()?;
+    let full = toy::sparsify_masks(&b.mask, 1.0, 0)?;
+    assert_eq!(core_seg::ops::cross_entropy_ignore(&z, &full)?.to_scalar::<f64>()?, dense);
+    let sparse = toy::sparsify_masks(&b.mask, 0.05, 0)?;
+    let (ce, lab) = core_seg::ops::cross_entropy_per_pixel(&z, &sparse)?;
+    let by_hand = ce.sum_all()?.to_scalar::<f64>()? / lab.sum_all()?.to_scalar::<f64>()?;
+    let l = core_seg::ops::cross_entropy_ignore(&z, &sparse)?.to_scalar::<f64>()?;
+    assert!((l - by_hand).abs() < 1e-12 && (l - dense).abs() > 1e-6, "{l} {by_hand} {dense}");
+    let hist = tv_loss::class_histogram(&z, Some(&b.valid))?;
+    assert_eq!(hist.len(), 3);
+    assert!((hist.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    Ok(())
+}
