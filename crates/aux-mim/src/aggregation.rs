@@ -28,7 +28,7 @@ pub fn cosine(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Weighted prototypes `Σ_p w(p)·F(p) / Σ_p w(p)` → `[N, C]` (0 where the weights sum to 0), and the weight
 /// sums `[N]`.
 pub fn prototypes(feat: &Tensor, w: &Tensor) -> Result<(Tensor, Tensor)> {
-    let (n, c, h, wd) = feat.dims4()?;
+    let (n, _, h, wd) = feat.dims4()?;
     if w.dims() != [n, h, wd] {
         core_seg::bail_arg!("prototypes: features {:?} vs weights {:?}", feat.dims(), w.dims());
     }
@@ -36,7 +36,6 @@ pub fn prototypes(feat: &Tensor, w: &Tensor) -> Result<(Tensor, Tensor)> {
     let num = feat.broadcast_mul(&w.unsqueeze(1)?)?.sum((2, 3))?; // [N, C]
     let sums = w.sum((1, 2))?; // [N]
     let proto = num.broadcast_div(&sums.maximum(1e-12)?.unsqueeze(1)?)?;
-    let _ = c;
     Ok((proto, sums))
 }
 

@@ -42,7 +42,7 @@ fn two_images() -> (Vec<Vec<u32>>, Vec<Vec<u8>>, Vec<f32>) {
         *c = 0.5;
     }
     let r0 = region_labels(&l0, &v0, Some((&conf, 0.95)));
-    let r1 = region_labels(&l1, &vec![1u8; S * S], None);
+    let r1 = region_labels(&l1, &[1u8; S * S], None);
     (vec![r0, r1], vec![v0, vec![1u8; S * S]], conf)
 }
 
@@ -263,7 +263,7 @@ fn plain_equals_classwise_on_single_class_crops() -> Result<()> {
     // Inputs: plain Vis = (1 − M)·valid equals class-wise Vis = R·(1 − M) when R is the whole crop.
     let reg = region_labels(&[2u32; 64], &[1u8; 64], None);
     let m: Vec<u8> = (0..64).map(|p| (p % 3 == 0) as u8).collect();
-    let cw = classwise_samples(&mut SegRng::new(1), &[reg], (8, 8), Masks::Shared(&[m.clone()]), 3, 8)?;
+    let cw = classwise_samples(&mut SegRng::new(1), &[reg], (8, 8), Masks::Shared(std::slice::from_ref(&m)), 3, 8)?;
     let pl = plain_samples(&mut SegRng::new(1), &[vec![1u8; 64]], &[m], 8)?;
     assert_eq!((&cw[0].vis, &cw[0].msk), (&pl[0].vis, &pl[0].msk));
     Ok(())
