@@ -95,41 +95,74 @@ pub fn classwise_samples(
     kmax: usize,
     n_max: usize,
 ) -> Result<Vec<Sample>> {
-    let mut all = Vec::new();
+    // Candidates (image, class, mask) are counted in one pass per mask; pixel maps are built only for the
+    // samples that survive both caps.
+    let mut kept: Vec<(usize, u32, Vec<u8>)> = Vec::new();
     for (b, reg) in regions.iter().enumerate() {
         if reg.len() != hw.0 * hw.1 {
             core_seg::bail_arg!("classwise_samples: region {b} has {} pixels, expected {}", reg.len(), hw.0 * hw.1);
         }
-        let mut classes: Vec<u32> = reg.iter().copied().filter(|&c| c != IGNORE_INDEX).collect();
-        classes.sort_unstable();
-        classes.dedup();
-        let mut eligible = Vec::new();
-        for c in classes {
-            let m = match &masks {
-                Masks::Shared(ms) => match ms.get(b) {
-                    Some(m) if m.len() == reg.len() => m.clone(),
+        // (class, |R|, |Vis|, |Msk|, mask) of each present class, ascending.
+        let mut eligible: Vec<(u32, usize, Vec<u8>)> = Vec::new();
+        match &masks {
+            Masks::Shared(ms) => {
+                let m = match ms.get(b) {
+                    Some(m) if m.len() == reg.len() => m,
                     _ => core_seg::bail_arg!("classwise_samples: no {}-pixel mask for image {b}", reg.len()),
-                },
-                Masks::PerClass(cfg) => image_mask(rng, hw, cfg)?,
-            };
-            let inside = |p: usize| reg[p] == c;
-            let vis: Vec<u8> = (0..reg.len()).map(|p| u8::from(inside(p) && m[p] == 0)).collect();
-            let msk: Vec<u8> = (0..reg.len()).map(|p| u8::from(inside(p) && m[p] != 0)).collect();
-            let area = reg.iter().filter(|&&r| r == c).count();
-            if vis.contains(&1) && msk.contains(&1) {
-                eligible.push((area as f64, Sample { row: b, class: Some(c), vis, msk }));
+                };
+                let mut counts = std::collections::BTreeMap::<u32, [usize; 2]>::new();
+                for (&c, &mv) in reg.iter().zip(m.iter()) {
+                    if c != IGNORE_INDEX {
+                        counts.entry(c).or_default()[usize::from(mv != 0)] += 1;
+                    }
+                }
+                for (c, [vis, msk]) in counts {
+                    if vis > 0 && msk > 0 {
+                        eligible.push((c, vis + msk, m.clone()));
+                    }
+                }
+            }
+            Masks::PerClass(cfg) => {
+                let mut classes: Vec<u32> = reg.iter().copied().filter(|&c| c != IGNORE_INDEX).collect();
+                classes.sort_unstable();
+                classes.dedup();
+                for c in classes {
+                    let m = image_mask(rng, hw, cfg)?;
+                    let mut cnt = [0usize; 2];
+                    for (&r, &mv) in reg.iter().zip(m.iter()) {
+                        if r == c {
+                            cnt[usize::from(mv != 0)] += 1;
+                        }
+                    }
+                    if cnt[0] > 0 && cnt[1] > 0 {
+                        eligible.push((c, cnt[0] + cnt[1], m));
+                    }
+                }
             }
         }
         if eligible.len() > kmax {
-            let w: Vec<f64> = eligible.iter().map(|e| e.0).collect();
+            let w: Vec<f64> = eligible.iter().map(|e| e.1 as f64).collect();
             let keep = weighted_without_replacement(rng, &w, kmax);
-            let mut slots: Vec<Option<Sample>> = eligible.into_iter().map(|e| Some(e.1)).collect();
-            all.extend(keep.into_iter().filter_map(|i| slots[i].take()));
+            let mut slots: Vec<Option<(u32, usize, Vec<u8>)>> = eligible.into_iter().map(Some).collect();
+            kept.extend(keep.into_iter().filter_map(|i| slots[i].take()).map(|(c, _, m)| (b, c, m)));
         } else {
-            all.extend(eligible.into_iter().map(|e| e.1));
+            kept.extend(eligible.into_iter().map(|(c, _, m)| (b, c, m)));
         }
     }
-    Ok(cap_samples(rng, all, n_max))
+    // The per-step cap on lightweight placeholders, then the pixel maps.
+    let placeholders: Vec<Sample> =
+        (0..kept.len()).map(|i| Sample { row: i, class: None, vis: Vec::new(), msk: Vec::new() }).collect();
+    let chosen = cap_samples(rng, placeholders, n_max);
+    let mut slots: Vec<Option<(usize, u32, Vec<u8>)>> = kept.into_iter().map(Some).collect();
+    let mut out = Vec::with_capacity(chosen.len());
+    for ph in chosen {
+        let Some((b, c, m)) = slots[ph.row].take() else { continue };
+        let reg = &regions[b];
+        let vis = reg.iter().zip(&m).map(|(&r, &mv)| u8::from(r == c && mv == 0)).collect();
+        let msk = reg.iter().zip(&m).map(|(&r, &mv)| u8::from(r == c && mv != 0)).collect();
+        out.push(Sample { row: b, class: Some(c), vis, msk });
+    }
+    Ok(out)
 }
 
 /// Plain-MIM samples: one per image, `Vis = (1 − M)·valid`, `Msk = M·valid`; at most `n_max`.
