@@ -311,6 +311,9 @@ impl MimConfig {
         if self.kmax == 0 && self.mode == MimMode::Classwise {
             return bad("mim.kmax must be ≥ 1".into());
         }
+        if self.mode != MimMode::Off && self.sources.is_empty() {
+            return bad("mim.sources is empty: name unlabeled and/or labeled".into());
+        }
         if self.n_max == Some(0) {
             return bad("mim.n_max must be ≥ 1 (leave it out for B_u)".into());
         }

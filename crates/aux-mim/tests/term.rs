@@ -300,7 +300,10 @@ fn config_parses_with_spec_defaults() -> Result<()> {
     assert!(toml::from_str::<MimConfig>("[mask]\nsize = 3").is_err());
     assert!(MimConfig::default().validate().is_err(), "warm-up without iters_per_epoch");
     assert!(MimConfig { mask: MaskConfig { ratio: 1.5, ..Default::default() }, ..toy_mim() }.validate().is_err());
+    assert!(MimConfig { sources: vec![], ..toy_mim() }.validate().is_err());
+    assert!(MimConfig { kmax: 0, ..toy_mim() }.validate().is_err());
     assert!(toy_mim().validate().is_ok());
+    assert!(MimConfig::off().validate().is_ok(), "off needs no iters_per_epoch");
     // Ramp: λ(t) = λ·min(1, t/(E_w·iters_per_epoch)).
     let r = MimConfig { warmup_epochs: 2.0, iters_per_epoch: Some(5), ..Default::default() };
     assert_eq!((r.ramp(0), r.ramp(5), r.ramp(10), r.ramp(50)), (0.0, 0.5, 1.0, 1.0));
