@@ -1,0 +1,148 @@
+//! Toy dataset helpers, copied from `core-seg/tests/toy` (tests of one crate cannot import another's).
+#![allow(dead_code)]
+
+use candle_core::{DType, Device, Tensor};
+use core_seg::batch::{BatchSource, LabeledBatch, TrainBatch};
+use core_seg::model::{DeepLabConfig, Depth, Stem};
+use core_seg::rng::SegRng;
+use core_seg::Result;
+
+/// ResNet-18, deep stem, width 8, OS 8, narrow decoder: ~0.2 M parameters.
+pub fn tiny_model(nclass: usize) -> DeepLabConfig {
+    DeepLabConfig {
+        backbone: Depth::Resnet18,
+        stem: Stem::Deep,
+        base_width: 8,
+        output_stride: 8,
+        dilations: Some([1, 2, 3]),
+        aspp_channels: Some(16),
+        reduce_channels: 8,
+        fuse_channels: 16,
+        nclass,
+    }
+}
+
+/// A `size × size` image with a bright square (class 1) and a dark-striped disc (class 2) on a noisy
+/// mid-grey background (class 0); a one-pixel ring of 255 around the square.
+pub fn toy_sample(seed: u64, size: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut rng = SegRng::new(seed);
+    let mut img = vec![0f32; 3 * size * size];
+    let mut mask = vec![0u32; size * size];
+    let s = size as i64;
+    let (sx, sy, sw) = (rng.int_inclusive(0, s / 2), rng.int_inclusive(0, s / 2), rng.int_inclusive(s / 6, s / 3));
+    let (cx, cy, r) =
+        (rng.int_inclusive(s / 4, 3 * s / 4), rng.int_inclusive(s / 4, 3 * s / 4), rng.int_inclusive(s / 8, s / 5));
+    for y in 0..s {
+        for x in 0..s {
+            let p = (y * s + x) as usize;
+            let mut v = [0.0f32, 0.0, 0.0];
+            let noise = (rng.normal() * 0.3) as f32;
+            let in_disc = (x - cx).pow(2) + (y - cy).pow(2) <= r * r;
+            let in_sq = x >= sx && x < sx + sw && y >= sy && y < sy + sw;
+            if in_disc {
+                mask[p] = 2;
+                v = if (x + y) % 4 < 2 { [-1.5, 1.0, -1.0] } else { [1.0, -1.5, 1.0] };
+            } else if in_sq {
+                mask[p] = 1;
+                v = [1.5, 1.5, -0.5];
+            }
+            let on_ring = !in_disc && !in_sq && x >= sx - 1 && x <= sx + sw && y >= sy - 1 && y <= sy + sw;
+            if on_ring {
+                mask[p] = 255;
+            }
+            for c in 0..3 {
+                img[c * size * size + p] = v[c] + noise;
+            }
+        }
+    }
+    (img, mask)
+}
+
+/// Stacks samples `ids` into a labelled batch.
+pub fn toy_batch(ids: &[u64], size: usize, dtype: DType, dev: &Device) -> Result<LabeledBatch> {
+    let (mut imgs, mut masks) = (Vec::new(), Vec::new());
+    for &i in ids {
+        let (im, m) = toy_sample(i, size);
+        imgs.extend(im);
+        masks.extend(m);
+    }
+    let b = ids.len();
+    Ok(LabeledBatch {
+        image: Tensor::from_vec(imgs, (b, 3, size, size), dev)?.to_dtype(dtype)?,
+        mask: Tensor::from_vec(masks, (b, size, size), dev)?,
+        valid: Tensor::ones((b, size, size), DType::U8, dev)?,
+    })
+}
+
+/// Batches drawn by iteration: sample ids `it·B .. it·B + B` modulo `n_train`, shuffled per pass by seed.
+pub struct ToySource {
+    pub n_train: u64,
+    pub batch: usize,
+    pub size: usize,
+    pub dtype: DType,
+}
+
+impl BatchSource for ToySource {
+    fn batch(&mut self, iter: usize) -> Result<TrainBatch> {
+        let ids: Vec<u64> = (0..self.batch).map(|j| ((iter * self.batch + j) as u64) % self.n_train).collect();
+        Ok(TrainBatch { labeled: toy_batch(&ids, self.size, self.dtype, &Device::Cpu)?, unlabeled: None, mix: None })
+    }
+}
+
+/// An unlabelled batch built from toy samples: weak = clean image, strong views = image plus noise, a
+/// padded right-most column (ignore 255), CutMix boxes over a fixed rectangle chosen by `seed`.
+pub fn toy_unlabeled(ids: &[u64], size: usize, seed: u64, dev: &Device) -> Result<core_seg::batch::UnlabeledBatch> {
+    let l = toy_batch(ids, size, DType::F32, dev)?;
+    let b = ids.len();
+    let mut rng = SegRng::new(seed);
+    let noise = |rng: &mut SegRng| -> Result<Tensor> {
+        let v: Vec<f32> = (0..b * 3 * size * size).map(|_| (rng.normal() * 0.5) as f32).collect();
+        Ok((Tensor::from_vec(v, (b, 3, size, size), dev)? + &l.image)?)
+    };
+    let mut ign = vec![0u32; b * size * size];
+    for r in 0..b * size {
+        ign[r * size + size - 1] = 255;
+    }
+    let boxm = |rng: &mut SegRng| -> Result<Tensor> {
+        let (x0, y0) = (rng.below(size as u64 / 2) as usize, rng.below(size as u64 / 2) as usize);
+        let mut m = vec![0u8; b * size * size];
+        for i in 0..b {
+            for y in y0..y0 + size / 3 {
+                for x in x0..x0 + size / 3 {
+                    m[i * size * size + y * size + x] = 1;
+                }
+            }
+        }
+        Ok(Tensor::from_vec(m, (b, size, size), dev)?)
+    };
+    let ign = Tensor::from_vec(ign, (b, size, size), dev)?;
+    Ok(core_seg::batch::UnlabeledBatch {
+        weak: l.image.clone(),
+        strong1: noise(&mut rng)?,
+        strong2: noise(&mut rng)?,
+        ignore: ign.clone(),
+        box1: boxm(&mut rng)?,
+        box2: boxm(&mut rng)?,
+        valid: ign.ne(255u32)?.to_dtype(DType::U8)?,
+    })
+}
+
+/// Labelled + unlabelled + mix batches for semi-supervised frameworks.
+pub struct ToySemiSource {
+    pub batch: usize,
+    pub size: usize,
+}
+
+impl BatchSource for ToySemiSource {
+    fn batch(&mut self, iter: usize) -> Result<TrainBatch> {
+        let dev = Device::Cpu;
+        let b = self.batch as u64;
+        let lab: Vec<u64> = (0..b).map(|j| (iter as u64 * b + j) % 8).collect();
+        let unl: Vec<u64> = (0..b).map(|j| 100 + (iter as u64 * b + j) % 32).collect();
+        Ok(TrainBatch {
+            labeled: toy_batch(&lab, self.size, DType::F32, &dev)?,
+            unlabeled: Some(toy_unlabeled(&unl, self.size, 2 * iter as u64, &dev)?),
+            mix: Some(toy_unlabeled(&unl, self.size, 2 * iter as u64 + 1, &dev)?),
+        })
+    }
+}
