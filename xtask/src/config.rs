@@ -78,6 +78,15 @@ pub struct RunConfig {
     pub scale_lr_with_batch: bool,
     #[serde(default = "default_ref_batch")]
     pub lr_reference_batch: usize,
+    /// Unsupervised total-variation loss term (crate `tv-loss`).
+    #[serde(default)]
+    pub tv: Option<tv_loss::TvConfig>,
+    /// Potts-MRF post-processing for `cargo xtask eval --postprocess mrf` (crate `tv-loss`).
+    #[serde(default)]
+    pub mrf: Option<tv_loss::MrfConfig>,
+    /// Class-wise masked image modelling, feature aggregation, MIM in semantic space (crate `aux-mim`).
+    #[serde(default)]
+    pub mim: Option<aux_mim::MimConfig>,
 }
 
 fn default_ref_batch() -> usize {
@@ -148,6 +157,11 @@ mod tests {
         assert_eq!((cs.eval.mode, cs.eval.window), (core_seg::eval::EvalMode::SlidingWindow, 801));
         let syn = RunConfig::load(&dir.join("synthetic.toml"))?;
         assert_eq!(syn.data.dataset, DatasetKind::Synthetic);
+        for method_cfg in
+            ["tv-synthetic.toml", "tv-voc.toml", "mim-synthetic.toml", "mim-voc.toml", "mim-cityscapes.toml"]
+        {
+            RunConfig::load(&dir.join(method_cfg))?;
+        }
         Ok(())
     }
 }

@@ -80,6 +80,7 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
     let mut t = Trainer::new(&cfg.model, tcfg, frameworks::build(&cfg.semi), DType::F32, &device)?;
     t.out_dir = Some(a.out.clone());
     t.run_config = serde_json::to_value(&cfg)?;
+    add_method_terms(&mut t, &cfg, source.steps_per_epoch)?;
     if let Some(p) = &cfg.pretrained {
         let r = weights::load_safetensors(&t.store, p, false)?;
         tracing::info!(loaded = r.loaded.len(), missing = r.missing.len(), unexpected = ?r.unexpected, "pretrained {}", p.display());
@@ -106,6 +107,20 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
     Ok(RunResult { final_report, best_miou, observer: obs, class_names })
 }
 
+/// Registers the configured method terms (TV, MIM) on the trainer; they compose with any framework.
+fn add_method_terms(t: &mut Trainer, cfg: &RunConfig, steps_per_epoch: usize) -> anyhow::Result<()> {
+    if let Some(tv) = cfg.tv.as_ref().filter(|tv| tv.enabled) {
+        t.add_aux_term(|_vb| tv_loss::build(tv))?;
+    }
+    if let Some(mim) = cfg.mim.as_ref().filter(|m| m.mode != aux_mim::MimMode::Off) {
+        let mut mim = mim.clone();
+        mim.iters_per_epoch = Some(steps_per_epoch);
+        let (semi, model) = (cfg.semi.clone(), cfg.model.clone());
+        t.add_aux_term(move |vb| aux_mim::build_with_semi(&mim, &semi, &model, vb))?;
+    }
+    Ok(())
+}
+
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let cfg = RunConfig::load(&a.config)?;
     let r = run_training(&cfg, &a)?;
@@ -123,6 +138,66 @@ pub struct EvalArgs {
     checkpoint: PathBuf,
     #[arg(long)]
     data_root: Option<PathBuf>,
+    /// `mrf`: Potts-MRF smoothing of the predicted probabilities (the TV paper's baseline; config `[mrf]`).
+    /// Without `--mrf-beta`, β is chosen from `mrf.beta_grid` by validation mIoU.
+    #[arg(long, value_parser = ["none", "mrf"], default_value = "none")]
+    postprocess: String,
+    #[arg(long)]
+    mrf_beta: Option<f64>,
+}
+
+/// Validation mIoU with MRF post-processing of the probabilities.
+pub fn evaluate_mrf(
+    model: &DeepLabV3Plus,
+    val: &Dataset,
+    cfg: &RunConfig,
+    mrf: &tv_loss::MrfConfig,
+    device: &Device,
+) -> anyhow::Result<EvalReport> {
+    let mut cm = core_seg::metrics::ConfusionMatrix::new(cfg.model.nclass);
+    for s in data::val_samples(val.clone(), device.clone(), 4) {
+        let s = s?;
+        let probs = core_seg::eval::predict_probs(&s.image, &cfg.eval, &|x: &Tensor| model.forward_t(x, Mode::Eval))?;
+        let rgb = tv_loss::rgb_from_normalized(&s.image, data::augment::MEAN, data::augment::STD)?;
+        let labels: Vec<u32> = tv_loss::mrf_labels(&probs, Some(&rgb), mrf)?.flatten_all()?.to_vec1()?;
+        cm.update(&labels, &s.mask.flatten_all()?.to_vec1::<u32>()?)?;
+    }
+    Ok(EvalReport {
+        miou: 100.0 * cm.miou(cfg.eval.miou_skip_empty),
+        iou: cm.iou().iter().map(|v| 100.0 * v).collect(),
+        pixel_accuracy: 100.0 * cm.pixel_accuracy(),
+        confusion: cm,
+    })
+}
+
+/// MRF evaluation with β given or chosen on the validation set; returns (β, report).
+pub fn evaluate_mrf_tuned(
+    model: &DeepLabV3Plus,
+    val: &Dataset,
+    cfg: &RunConfig,
+    beta: Option<f64>,
+    device: &Device,
+) -> anyhow::Result<(f64, EvalReport)> {
+    let mut mrf = cfg.mrf.clone().unwrap_or_default();
+    let beta = match beta {
+        Some(b) => b,
+        None => {
+            let mut err = None;
+            let pick = tv_loss::select_beta(&mrf.clone(), |b| {
+                let m = tv_loss::MrfConfig { beta: b, ..mrf.clone() };
+                evaluate_mrf(model, val, cfg, &m, device).map(|r| r.miou).or_else(|e| {
+                    err.get_or_insert(e);
+                    Ok(f64::NEG_INFINITY)
+                })
+            })?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+            pick.0
+        }
+    };
+    mrf.beta = beta;
+    Ok((beta, evaluate_mrf(model, val, cfg, &mrf, device)?))
 }
 
 fn load_model(cfg: &RunConfig, weights_path: &Path, device: &Device) -> anyhow::Result<DeepLabV3Plus> {
@@ -137,7 +212,13 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let device = Device::Cpu;
     let model = load_model(&cfg, &a.checkpoint, &device)?;
     let d = datasets::build(&cfg, a.data_root.as_ref(), false)?;
-    let r = evaluate_model(&model, &d.val, &cfg, &device)?;
+    let r = if a.postprocess == "mrf" {
+        let (beta, r) = evaluate_mrf_tuned(&model, &d.val, &cfg, a.mrf_beta, &device)?;
+        println!("MRF post-processing, β = {beta}");
+        r
+    } else {
+        evaluate_model(&model, &d.val, &cfg, &device)?
+    };
     println!("{}", iou_table(&r, &d.val.class_names()));
     Ok(())
 }

@@ -96,6 +96,15 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
             let rec_path = run_dir.join("run.json");
             let rec = match std::fs::read(&rec_path).ok().filter(|_| a.resume) {
                 Some(bytes) => serde_json::from_slice::<RunRecord>(&bytes)?,
+                None if row.mrf_of.is_some() => {
+                    let src =
+                        dir.join(row.mrf_of.unwrap_or_default()).join(format!("seed{seed}")).join("latest.safetensors");
+                    eprintln!("[{}] {} seed {seed} (MRF on {})", recipe.name, row.method, src.display());
+                    let rec = mrf_record(&cfg, &src, a.data_root.as_ref())?;
+                    std::fs::create_dir_all(&run_dir)?;
+                    std::fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
+                    rec
+                }
                 None => {
                     eprintln!("[{}] {} seed {seed}", recipe.name, row.method);
                     let args = TrainArgs {
@@ -124,7 +133,9 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
         let val = crate::datasets::build(&cfg0, a.data_root.as_ref(), false)?.val;
         let class_names = val.class_names();
         let g = grid.get_or_insert_with(|| Grid::new(&val, 4));
-        g.predict(row.method, &cfg0, &dir.join(row.method).join("seed0").join("latest.safetensors"))?;
+        if row.mrf_of.is_none() {
+            g.predict(row.method, &cfg0, &dir.join(row.method).join("seed0").join("latest.safetensors"))?;
+        }
         rows.push(ResultRow::from_runs(
             row.method,
             &runs.iter().map(|(s, r)| (*s, r.miou, r.per_class.clone())).collect::<Vec<_>>(),
@@ -193,4 +204,17 @@ impl Grid {
         self.preds.push((method.to_string(), out));
         Ok(())
     }
+}
+
+/// Evaluates another row's checkpoint with MRF post-processing (β chosen on validation).
+fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&PathBuf>) -> anyhow::Result<RunRecord> {
+    use candle_core::{DType, Device};
+    let dev = Device::Cpu;
+    let store = core_seg::nn::ParamStore::new(0);
+    let model = core_seg::model::DeepLabV3Plus::new(&cfg.model, store.var_builder(DType::F32, &dev))?;
+    core_seg::model::weights::load_safetensors(&store, weights, true)?;
+    let val = crate::datasets::build(cfg, data_root, false)?.val;
+    let (beta, r) = crate::train_cmd::evaluate_mrf_tuned(&model, &val, cfg, None, &dev)?;
+    eprintln!("MRF β = {beta}: mIoU {:.2}", r.miou);
+    Ok(RunRecord { miou: r.miou, per_class: r.iou, curve: Vec::new(), losses: Vec::new() })
 }

@@ -7,6 +7,12 @@ pub struct RowSpec {
     pub method: &'static str,
     /// TOML merged over the base config (tables merge key by key).
     pub patch: &'static str,
+    /// Instead of training: evaluate the named row's checkpoints with Potts-MRF post-processing.
+    pub mrf_of: Option<&'static str>,
+}
+
+const fn row(method: &'static str, patch: &'static str) -> RowSpec {
+    RowSpec { method, patch, mrf_of: None }
 }
 
 /// A reproducible experiment.
@@ -30,12 +36,38 @@ pub struct Recipe {
 const SYNTHETIC: &str = include_str!("../../../configs/synthetic.toml");
 const VOC: &str = include_str!("../../../configs/voc.toml");
 const CITYSCAPES: &str = include_str!("../../../configs/cityscapes.toml");
+const TV_SYNTHETIC: &str = include_str!("../../../configs/tv-synthetic.toml");
+const TV_VOC: &str = include_str!("../../../configs/tv-voc.toml");
+const MIM_SYNTHETIC: &str = include_str!("../../../configs/mim-synthetic.toml");
+const MIM_VOC: &str = include_str!("../../../configs/mim-voc.toml");
+const MIM_CITYSCAPES: &str = include_str!("../../../configs/mim-cityscapes.toml");
+
+/// TV-paper rows: supervised, supervised + MRF (same checkpoints), supervised + TV, UniMatch + TV.
+fn tv_rows() -> Vec<RowSpec> {
+    vec![
+        row("supervised", "[semi]\nmethod = \"supervised\"\n[tv]\nenabled = false\n"),
+        RowSpec { method: "supervised+mrf", patch: "[semi]\nmethod = \"supervised\"\n", mrf_of: Some("supervised") },
+        row("supervised+tv", "[semi]\nmethod = \"supervised\"\n[tv]\nenabled = true\n"),
+        row("unimatch+tv", "[semi]\nmethod = \"unimatch\"\n[tv]\nenabled = true\n"),
+    ]
+}
+
+/// S4MIM ablation rows (mim.md §9).
+fn mim_rows() -> Vec<RowSpec> {
+    vec![
+        row("unimatch", "[mim]\nmode = \"off\"\n[mim.fa]\nmode = \"off\"\n[mim.sem]\nmode = \"off\"\n"),
+        row("unimatch+plain-mim", "[mim]\nmode = \"plain\"\n[mim.fa]\nmode = \"off\"\n[mim.sem]\nmode = \"off\"\n"),
+        row("unimatch+classwise-mim", "[mim.fa]\nmode = \"off\"\n[mim.sem]\nmode = \"off\"\n"),
+        row("unimatch+classwise-mim+fa", "[mim.sem]\nmode = \"off\"\n"),
+        row("unimatch+s4mim", ""),
+    ]
+}
 
 fn frameworks() -> Vec<RowSpec> {
     vec![
-        RowSpec { method: "supervised", patch: "[semi]\nmethod = \"supervised\"\n" },
-        RowSpec { method: "fixmatch", patch: "[semi]\nmethod = \"fixmatch\"\n" },
-        RowSpec { method: "unimatch", patch: "[semi]\nmethod = \"unimatch\"\n" },
+        row("supervised", "[semi]\nmethod = \"supervised\"\n"),
+        row("fixmatch", "[semi]\nmethod = \"fixmatch\"\n"),
+        row("unimatch", "[semi]\nmethod = \"unimatch\"\n"),
     ]
 }
 
@@ -65,8 +97,8 @@ pub fn all() -> Vec<Recipe> {
                      [loader]\nbatch_size = 2\nbatch_size_u = 2\n[model]\nbase_width = 8\naspp_channels = 8\n\
                      reduce_channels = 8\nfuse_channels = 8\n",
             rows: vec![
-                RowSpec { method: "supervised", patch: "[semi]\nmethod = \"supervised\"\n" },
-                RowSpec { method: "unimatch", patch: "[semi]\nmethod = \"unimatch\"\n" },
+                row("supervised", "[semi]\nmethod = \"supervised\"\n"),
+                row("unimatch", "[semi]\nmethod = \"unimatch\"\n"),
             ],
             seeds: 2,
             reference: &[],
@@ -81,11 +113,8 @@ pub fn all() -> Vec<Recipe> {
             base: SYNTHETIC,
             budget: "[train]\neval_every = 250\n",
             rows: vec![
-                RowSpec { method: "supervised", patch: "[semi]\nmethod = \"supervised\"\n" },
-                RowSpec {
-                    method: "supervised-all-labels",
-                    patch: "[semi]\nmethod = \"supervised\"\n[data.synthetic]\nnum_labeled = 2000\n",
-                },
+                row("supervised", "[semi]\nmethod = \"supervised\"\n"),
+                row("supervised-all-labels", "[semi]\nmethod = \"supervised\"\n[data.synthetic]\nnum_labeled = 2000\n"),
             ],
             seeds: 1,
             reference: &[],
@@ -100,12 +129,72 @@ pub fn all() -> Vec<Recipe> {
             budget: "",
             rows: {
                 let mut r = frameworks();
-                r.push(RowSpec { method: "mean_teacher", patch: "[semi]\nmethod = \"mean_teacher\"\n" });
+                r.push(row("mean_teacher", "[semi]\nmethod = \"mean_teacher\"\n"));
                 r
             },
             seeds: 3,
             reference: &[],
             reference_source: "",
+        },
+        Recipe {
+            name: "tv-synthetic",
+            description: "TV loss, 1% labelled pixels per image: supervised, + MRF, + TV, UniMatch + TV (3 seeds)",
+            dataset: "synthetic (embedded)",
+            cpu_time: "≈ 1.5 h",
+            base: TV_SYNTHETIC,
+            budget: "",
+            rows: tv_rows(),
+            seeds: 3,
+            reference: &[],
+            reference_source: "",
+        },
+        Recipe {
+            name: "mim-synthetic",
+            description: "S4MIM ablation on UniMatch, 1/16 labels: + plain MIM, + class-wise MIM, + FA, + semantic MIM",
+            dataset: "synthetic (embedded)",
+            cpu_time: "≈ 3 h",
+            base: MIM_SYNTHETIC,
+            budget: "",
+            rows: mim_rows(),
+            seeds: 3,
+            reference: &[],
+            reference_source: "",
+        },
+        Recipe {
+            name: "tv-voc",
+            description: "TV loss on VOC with sparse pixel labels (rows as tv-synthetic)",
+            dataset: "PASCAL VOC 2012 + SBD",
+            cpu_time: "GPU days (not a CPU recipe)",
+            base: TV_VOC,
+            budget: "",
+            rows: tv_rows(),
+            seeds: 1,
+            reference: &[],
+            reference_source: "",
+        },
+        Recipe {
+            name: "mim-voc",
+            description: "S4MIM on UniMatch, VOC classic split (92 by default; 92…1464 via data.split), R-101",
+            dataset: "PASCAL VOC 2012 + SBD",
+            cpu_time: "≈ 20 h per run on 4 GPUs",
+            base: MIM_VOC,
+            budget: "",
+            rows: vec![row("unimatch", "[mim]\nmode = \"off\"\n[mim.fa]\nmode = \"off\"\n[mim.sem]\nmode = \"off\"\n"), row("unimatch+s4mim", "")],
+            seeds: 1,
+            reference: &[("unimatch", 75.2)],
+            reference_source: "UniMatch README / unimatch.md §8 (VOC classic 92, R-101; re-run mean 75.0). No verified S4MIM number exists",
+        },
+        Recipe {
+            name: "mim-cityscapes",
+            description: "S4MIM on UniMatch, Cityscapes 1/16, R-101, crop 801",
+            dataset: "Cityscapes",
+            cpu_time: "GPU days (not a CPU recipe)",
+            base: MIM_CITYSCAPES,
+            budget: "",
+            rows: vec![row("unimatch", "[mim]\nmode = \"off\"\n[mim.fa]\nmode = \"off\"\n[mim.sem]\nmode = \"off\"\n"), row("unimatch+s4mim", "")],
+            seeds: 1,
+            reference: &[("unimatch", 76.6)],
+            reference_source: "UniMatch README / unimatch.md §8 (Cityscapes 1/16, R-101). No verified S4MIM number exists",
         },
         Recipe {
             name: "unimatch-voc",
@@ -115,8 +204,8 @@ pub fn all() -> Vec<Recipe> {
             base: VOC,
             budget: "",
             rows: vec![
-                RowSpec { method: "supervised", patch: "[semi]\nmethod = \"supervised\"\n" },
-                RowSpec { method: "unimatch", patch: "[semi]\nmethod = \"unimatch\"\n" },
+                row("supervised", "[semi]\nmethod = \"supervised\"\n"),
+                row("unimatch", "[semi]\nmethod = \"unimatch\"\n"),
             ],
             seeds: 1,
             reference: &[("supervised", 45.1), ("unimatch", 75.2)],
@@ -130,8 +219,8 @@ pub fn all() -> Vec<Recipe> {
             base: CITYSCAPES,
             budget: "",
             rows: vec![
-                RowSpec { method: "supervised", patch: "[semi]\nmethod = \"supervised\"\n" },
-                RowSpec { method: "unimatch", patch: "[semi]\nmethod = \"unimatch\"\n" },
+                row("supervised", "[semi]\nmethod = \"supervised\"\n"),
+                row("unimatch", "[semi]\nmethod = \"unimatch\"\n"),
             ],
             seeds: 1,
             reference: &[("supervised", 66.3), ("unimatch", 76.6)],
@@ -158,7 +247,9 @@ mod tests {
                 assert_eq!(cfg.train.seed, 3);
                 let method = serde_json::to_value(cfg.semi.method)?;
                 let m = method.as_str().unwrap_or_default();
-                assert!(row.method == m || row.method.starts_with(&format!("{m}-")), "{} / {}", r.name, row.method);
+                let label_ok =
+                    row.method == m || [format!("{m}-"), format!("{m}+")].iter().any(|p| row.method.starts_with(p));
+                assert!(label_ok, "{} / {}", r.name, row.method);
             }
         }
         assert!(find("quick").is_some() && find("nope").is_none());
