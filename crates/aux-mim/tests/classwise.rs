@@ -1,7 +1,7 @@
 //! Class-wise inputs, eligibility, caps and the masked L1 loss (mim.md §13.2–4, 8).
 
 mod support;
-mod toy;
+use core_seg::testing as toy;
 
 use aux_mim::classwise::{
     build_inputs, cap_samples, classwise_samples, masked_rec_loss, plain_samples, region_labels,

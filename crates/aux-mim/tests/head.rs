@@ -1,6 +1,6 @@
 //! PixelShuffle and the reconstruction head (mim.md §13.5).
 
-mod toy;
+use core_seg::testing as toy;
 
 use aux_mim::classwise::masked_rec_loss;
 use aux_mim::head::RecHead;

@@ -1,7 +1,7 @@
 //! MIM in semantic space (mim.md §13.7) and hand-computed values.
 
 mod support;
-mod toy;
+use core_seg::testing as toy;
 
 use aux_mim::semantic::{mask_features, mask_images, s2_masked_logits, sem_loss};
 use aux_mim::{FaConfig, FaMode, MaskConfig, MimConfig, MimMode, MimTerm, SemConfig, SemMode};

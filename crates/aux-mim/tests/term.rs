@@ -2,7 +2,7 @@
 //! with plain UniMatch, BN handling, configuration parsing (mim.md §9, §11, §13.9–10).
 
 mod support;
-mod toy;
+use core_seg::testing as toy;
 
 use aux_mim::term::{restore_bn, snapshot_bn};
 use aux_mim::{

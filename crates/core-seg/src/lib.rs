@@ -20,6 +20,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod rng;
+pub mod testing;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -1,6 +1,6 @@
 //! UniMatch / FixMatch / mean-teacher pieces on tiny hand-computed tensors (unimatch.md §10.5–6, 14, 15).
 
-mod toy;
+use core_seg::testing as toy;
 
 use candle_core::{DType, Device, Tensor};
 use core_seg::batch::BatchSource;

@@ -1,6 +1,6 @@
 //! The training loop end to end on a tiny in-test dataset: learning, resume, non-finite loss.
 
-mod toy;
+use core_seg::testing as toy;
 
 use candle_core::{DType, Device, Tensor};
 use core_seg::batch::{BatchSource, TrainBatch};

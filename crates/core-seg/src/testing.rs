@@ -1,11 +1,12 @@
-//! Toy dataset helpers, copied from `core-seg/tests/toy` (tests of one crate cannot import another's).
-#![allow(dead_code)]
+//! Toy data for tests, examples and the tests of downstream crates: a tiny procedural 3-class dataset
+//! (square, striped disc, background with a 255 ring), labelled/unlabelled batch sources, and a CPU-sized
+//! DeepLabV3+ config.
 
+use crate::batch::{BatchSource, LabeledBatch, TrainBatch};
+use crate::model::{DeepLabConfig, Depth, Stem};
+use crate::rng::SegRng;
+use crate::Result;
 use candle_core::{DType, Device, Tensor};
-use core_seg::batch::{BatchSource, LabeledBatch, TrainBatch};
-use core_seg::model::{DeepLabConfig, Depth, Stem};
-use core_seg::rng::SegRng;
-use core_seg::Result;
 
 /// ResNet-18, deep stem, width 8, OS 8, narrow decoder: ~0.2 M parameters.
 pub fn tiny_model(nclass: usize) -> DeepLabConfig {
@@ -91,7 +92,7 @@ impl BatchSource for ToySource {
 
 /// An unlabelled batch built from toy samples: weak = clean image, strong views = image plus noise, a
 /// padded right-most column (ignore 255), CutMix boxes over a fixed rectangle chosen by `seed`.
-pub fn toy_unlabeled(ids: &[u64], size: usize, seed: u64, dev: &Device) -> Result<core_seg::batch::UnlabeledBatch> {
+pub fn toy_unlabeled(ids: &[u64], size: usize, seed: u64, dev: &Device) -> Result<crate::batch::UnlabeledBatch> {
     let l = toy_batch(ids, size, DType::F32, dev)?;
     let b = ids.len();
     let mut rng = SegRng::new(seed);
@@ -116,7 +117,7 @@ pub fn toy_unlabeled(ids: &[u64], size: usize, seed: u64, dev: &Device) -> Resul
         Ok(Tensor::from_vec(m, (b, size, size), dev)?)
     };
     let ign = Tensor::from_vec(ign, (b, size, size), dev)?;
-    Ok(core_seg::batch::UnlabeledBatch {
+    Ok(crate::batch::UnlabeledBatch {
         weak: l.image.clone(),
         strong1: noise(&mut rng)?,
         strong2: noise(&mut rng)?,
