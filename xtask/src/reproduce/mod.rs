@@ -40,6 +40,9 @@ pub struct ReproduceArgs {
     pub tolerance: f64,
     #[arg(long)]
     pub quiet: bool,
+    /// Override every run's iteration budget (the recipe's otherwise).
+    #[arg(long)]
+    pub iters: Option<usize>,
 }
 
 /// Per-run record written beside each run's checkpoints (lets `--resume` skip finished runs).
@@ -91,6 +94,10 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
             let mut cfg = row_config(&recipe, row, seed)?;
             if let Some(p) = &a.pretrained {
                 cfg.pretrained = Some(p.clone());
+            }
+            if let Some(n) = a.iters {
+                cfg.train.iters = n;
+                cfg.epochs = None;
             }
             let run_dir = dir.join(row.method).join(format!("seed{seed}"));
             let rec_path = run_dir.join("run.json");
