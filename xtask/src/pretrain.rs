@@ -70,6 +70,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         seed: Some(a.seed),
         iters: None,
         quiet: a.quiet,
+        skip_bad: false,
     };
     let r = run_training(&cfg, &args)?;
     let ck = core_seg::train::load_checkpoint(&run_dir.join("latest.safetensors"), &candle_core::Device::Cpu)?;

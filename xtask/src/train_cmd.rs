@@ -37,6 +37,9 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Skip (and list) unreadable or invalid samples instead of refusing to start (= `data.skip_bad`).
+    #[arg(long)]
+    pub skip_bad: bool,
 }
 
 /// Result of one finished run.
@@ -67,6 +70,7 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
         cfg.train.seed = s;
     }
     crate::pretrain::resolve(&mut cfg)?;
+    cfg.data.skip_bad |= a.skip_bad;
     let semi = cfg.semi.method != Method::Supervised;
     let d = datasets::build(&cfg, a.data_root.as_ref(), semi)?;
     let class_names = d.val.class_names();

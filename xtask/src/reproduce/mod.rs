@@ -122,6 +122,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
                         seed: Some(seed),
                         iters: None,
                         quiet: a.quiet,
+                        skip_bad: false,
                     };
                     let r = run_training(&cfg, &args)?;
                     let rec = RunRecord {
