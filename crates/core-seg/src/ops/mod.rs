@@ -2,7 +2,7 @@
 //!
 //! Each op here is built from differentiable Candle primitives (or is a custom op with a hand-written
 //! backward), checked against f64 finite differences and against PyTorch fixtures. Never call Candle's
-//! `max_pool2d`, `upsample_bilinear2d` or `softmax_last_dim` on a trainable path: their gradients are wrong
+//! 2-D max pooling, bilinear upsampling or last-dim softmax ops on a trainable path: their gradients are wrong
 //! or missing.
 
 mod dropout;

@@ -8,7 +8,7 @@ use crate::Result;
 /// (PyTorch `nn.MaxPool2d(3, 2, 1)`). Output size `⌊(H − 1)/2⌋ + 1`.
 ///
 /// Built as the elementwise `maximum` of the nine strided views, so the gradient flows to the argmax
-/// (ties split it; harmless). Candle's own `max_pool2d` scales the gradient by 1/k².
+/// (ties split it; harmless). Candle's own 2-D max pooling scales the gradient by 1/k².
 /// Uses the argmax kernel on CPU ([`crate::kernels::max_pool_3x3_s2_p1`]; gradient to the first maximum).
 pub fn max_pool_3x3_s2_p1(x: &Tensor) -> Result<Tensor> {
     if crate::kernels::active_for(x) {
