@@ -87,7 +87,10 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut curves = Vec::new();
     let mut configs = Vec::new();
-    let mut grid: Option<Grid> = None;
+    // The validation set is the same for every row: build (and pre-flight check) it once.
+    let val = crate::datasets::build(&probe, a.data_root.as_ref(), false)?.val;
+    let class_names = val.class_names();
+    let mut grid = Grid::new(&val, 4);
     for row in &recipe.rows {
         let mut runs = Vec::new();
         for seed in 0..seeds as u64 {
@@ -138,16 +141,13 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
             runs.push((seed, rec));
         }
         let cfg0 = row_config(&recipe, row, 0)?;
-        let val = crate::datasets::build(&cfg0, a.data_root.as_ref(), false)?.val;
-        let class_names = val.class_names();
-        let g = grid.get_or_insert_with(|| Grid::new(&val, 4));
         if row.mrf_of.is_none() {
-            g.predict(row.method, &cfg0, &dir.join(row.method).join("seed0").join("latest.safetensors"))?;
+            grid.predict(row.method, &cfg0, &dir.join(row.method).join("seed0").join("latest.safetensors"))?;
         }
         rows.push(ResultRow::from_runs(
             row.method,
             &runs.iter().map(|(s, r)| (*s, r.miou, r.per_class.clone())).collect::<Vec<_>>(),
-            class_names,
+            class_names.clone(),
         ));
         curves.push((
             row.method.to_string(),
@@ -159,9 +159,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
     let elapsed = started.elapsed().as_secs_f64();
-    if let Some(g) = &grid {
-        crate::plots::qualitative_grid(&dir.join("qualitative.png"), &g.images, &g.gts, &g.preds, &g.palette)?;
-    }
+    crate::plots::qualitative_grid(&dir.join("qualitative.png"), &grid.images, &grid.gts, &grid.preds, &grid.palette)?;
     report::write(&dir, &recipe, &results, &configs, &curves, elapsed)?;
     println!("{}", results.table());
     println!("{:.1} min; report: {}", elapsed / 60.0, dir.join("report.md").display());
