@@ -66,11 +66,16 @@ def main():
     torch.set_num_threads(int(os.environ.get("RAYON_NUM_THREADS", physical_cores())))
     torch.manual_seed(0)
     depth = int(case["backbone"].replace("resnet", ""))
-    model = DeepLabV3Plus(depth, 64, None, 48, 256, 21)
+    if case.get("cpu_sized"):  # configs/synthetic.toml: width 16, OS 8, ASPP 64 at rates 2/4/6, 6 classes
+        nclass = 6
+        model = DeepLabV3Plus(depth, 16, 64, 24, 64, nclass, os=8, rates=(2, 4, 6))
+    else:
+        nclass = 21
+        model = DeepLabV3Plus(depth, 64, None, 48, 256, nclass)
     b, s = case["batch"], case["size"]
     g = torch.Generator().manual_seed(1)
     img = lambda: torch.randn(b, 3, s, s, generator=g)  # noqa: E731
-    x, y = img(), torch.randint(0, 21, (b, s, s), generator=g)
+    x, y = img(), torch.randint(0, nclass, (b, s, s), generator=g)
     box = (torch.arange(s).view(1, 1, s) < s // 2).expand(b, s, s)
     u = {k: img() for k in ("w", "s1", "s2")}
     m = {k: img() for k in ("w", "s1", "s2")}

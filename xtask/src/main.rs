@@ -48,6 +48,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    core_seg::kernels::configure_cpu_pools();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

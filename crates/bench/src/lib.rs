@@ -23,6 +23,9 @@ pub struct Case {
     pub batch: usize,
     /// supervised | unimatch | eval
     pub kind: String,
+    /// The CPU-sized model of the synthetic recipes (width 16, OS 8, 6 classes) instead of the paper's.
+    #[serde(default)]
+    pub cpu_sized: bool,
 }
 
 /// The standard cases (`step-r18-128-b4` is the headline).
@@ -33,20 +36,40 @@ pub fn cases() -> Vec<Case> {
         size,
         batch,
         kind: kind.into(),
+        cpu_sized: false,
     };
+    let synth = |name: &str, kind: &str| Case { cpu_sized: true, ..c(name, Depth::Resnet18, 64, 8, kind) };
     vec![
         c("step-r18-128-b4", Depth::Resnet18, 128, 4, "supervised"),
         c("step-r50-128-b4", Depth::Resnet50, 128, 4, "supervised"),
         c("unimatch-r18-128-b4", Depth::Resnet18, 128, 4, "unimatch"),
         c("step-r18-321-b2", Depth::Resnet18, 321, 2, "supervised"),
         c("eval-r18-321-b1", Depth::Resnet18, 321, 1, "eval"),
+        synth("step-synth-64-b8", "supervised"),
+        synth("unimatch-synth-64-b8", "unimatch"),
     ]
 }
 
-/// The model every case uses: DeepLabV3+ (UniMatch layout, deep stem, OS 16), 21 classes.
-pub fn model_config(backbone: Depth) -> DeepLabConfig {
-    DeepLabConfig { backbone, nclass: 21, ..Default::default() }
+/// The model of a case: DeepLabV3+ (UniMatch layout, deep stem, OS 16, 21 classes), or the CPU-sized model of
+/// `configs/synthetic.toml` (width 16, OS 8, ASPP rates 2/4/6, 6 classes).
+pub fn model_config(case: &Case) -> DeepLabConfig {
+    if case.cpu_sized {
+        return DeepLabConfig {
+            backbone: case.backbone,
+            base_width: 16,
+            output_stride: 8,
+            dilations: Some([2, 4, 6]),
+            aspp_channels: Some(64),
+            reduce_channels: 24,
+            fuse_channels: 64,
+            nclass: SYNTH_CLASSES,
+            ..Default::default()
+        };
+    }
+    DeepLabConfig { backbone: case.backbone, nclass: 21, ..Default::default() }
 }
+
+const SYNTH_CLASSES: usize = 6;
 
 /// A fixed random batch (labelled, unlabelled and mix) of the case's shape.
 pub struct RandomSource {
@@ -54,7 +77,7 @@ pub struct RandomSource {
 }
 
 impl RandomSource {
-    pub fn new(b: usize, s: usize, semi: bool) -> core_seg::Result<Self> {
+    pub fn new(b: usize, s: usize, nclass: usize, semi: bool) -> core_seg::Result<Self> {
         let dev = Device::Cpu;
         let mut rng = SegRng::new(1);
         let mut img = |rng: &mut SegRng| -> core_seg::Result<Tensor> {
@@ -63,7 +86,11 @@ impl RandomSource {
         };
         let labeled = LabeledBatch {
             image: img(&mut rng)?,
-            mask: Tensor::from_vec((0..b * s * s).map(|_| rng.below(21) as u32).collect::<Vec<_>>(), (b, s, s), &dev)?,
+            mask: Tensor::from_vec(
+                (0..b * s * s).map(|_| rng.below(nclass as u64) as u32).collect::<Vec<_>>(),
+                (b, s, s),
+                &dev,
+            )?,
             valid: Tensor::ones((b, s, s), DType::U8, &dev)?,
         };
         let unl = |rng: &mut SegRng,
@@ -119,11 +146,12 @@ pub fn peak_rss_mib() -> f64 {
 /// Runs `warmup + steps` iterations of the case and returns the mean time of the timed ones.
 pub fn run_case(case: &Case, warmup: usize, steps: usize) -> core_seg::Result<Timing> {
     let semi = case.kind == "unimatch";
-    let mut src = RandomSource::new(case.batch, case.size, semi)?;
+    let nclass = model_config(case).nclass;
+    let mut src = RandomSource::new(case.batch, case.size, nclass, semi)?;
     let method = if semi { Method::Unimatch } else { Method::Supervised };
     let fw = frameworks::build(&SemiConfig { method, ..Default::default() });
     let cfg = TrainConfig { iters: warmup + steps, lr: 0.01, ..Default::default() };
-    let mut t = Trainer::new(&model_config(case.backbone), cfg, fw, DType::F32, &Device::Cpu)?;
+    let mut t = Trainer::new(&model_config(case), cfg, fw, DType::F32, &Device::Cpu)?;
     let mut times = Vec::new();
     for i in 0..warmup + steps {
         let t0 = std::time::Instant::now();

@@ -129,3 +129,22 @@ pub(crate) fn require_cpu(op: &str, t: &candle_core::Tensor) -> Result<()> {
 pub(crate) fn num_threads() -> usize {
     rayon::current_num_threads().max(1)
 }
+
+/// Spin iterations of Candle's element-wise worker pool after each job before it parks (`CANDLE_BARRIER_POOL_SPIN_LIMIT`).
+///
+/// Candle 0.11 runs large element-wise ops on its own barrier pool, whose idle workers spin 25 000 iterations
+/// before parking. The convolutions, batch norm and GEMMs of this crate run on rayon's pool, so on a small
+/// machine those spinning workers steal the cores rayon needs: on 2 cores the CPU-sized UniMatch step took
+/// 2.1× longer with Candle's default than with a short spin while other processes shared the CPU (`cargo
+/// xtask bench --cases unimatch-synth-64-b8`).
+pub const CANDLE_POOL_SPIN_LIMIT: u32 = 100;
+
+/// Configures Candle's CPU thread pools for training with these kernels: sets `CANDLE_BARRIER_POOL_SPIN_LIMIT`
+/// to [`CANDLE_POOL_SPIN_LIMIT`] unless the user set it. Call it at program start, before any tensor op and
+/// before spawning threads (Candle reads the variable once, when its pool starts).
+pub fn configure_cpu_pools() {
+    const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    if std::env::var_os(VAR).is_none() {
+        std::env::set_var(VAR, CANDLE_POOL_SPIN_LIMIT.to_string());
+    }
+}
