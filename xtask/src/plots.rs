@@ -71,7 +71,7 @@ pub fn learning_curves(path: &Path, curves: &Curves) -> anyhow::Result<()> {
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(52)
-        .build_cartesian_2d(0.0..max_it * 1.02, 0.0..100.0)?;
+        .build_cartesian_2d(0.0..max_it * 1.02, miou_range(curves))?;
     ch.configure_mesh().x_desc("iteration").y_desc("mIoU %").draw()?;
     for (i, (name, runs)) in curves.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
@@ -89,7 +89,18 @@ pub fn learning_curves(path: &Path, curves: &Curves) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The mIoU axis: the data's range with a 2-point margin (differences of a point stay visible), within 0..100.
+fn miou_range(curves: &Curves) -> std::ops::Range<f64> {
+    let all = curves.iter().flat_map(|c| c.1.iter().flat_map(|r| r.0.iter().map(|p| p.1)));
+    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return 0.0..100.0;
+    }
+    (lo - 2.0).floor().max(0.0)..(hi + 2.0).ceil().min(100.0)
+}
+
 /// Grid rows = samples; columns = image, ground truth, then one prediction per method (palette colours).
+/// Tiles smaller than 128 px are enlarged by an integer factor (nearest neighbour) so they stay readable.
 pub fn qualitative_grid(
     path: &Path,
     images: &[data::RgbImage],
@@ -98,7 +109,9 @@ pub fn qualitative_grid(
     palette: &[[u8; 3]; 256],
 ) -> anyhow::Result<()> {
     let Some(first) = images.first() else { return Ok(()) };
-    let (w, h, gap) = (first.width, first.height, 4);
+    let (sw, sh) = (first.width, first.height);
+    let zoom = (128 / sw.max(sh).max(1)).max(1);
+    let (w, h, gap) = (sw * zoom, sh * zoom, 4);
     let cols = 2 + preds.len();
     let (gw, gh) = (cols * (w + gap), images.len() * (h + gap));
     let mut buf = vec![255u8; gw * gh * 3];
@@ -106,7 +119,7 @@ pub fn qualitative_grid(
         for y in 0..h {
             for x in 0..w {
                 let o = ((row * (h + gap) + y) * gw + col * (w + gap) + x) * 3;
-                buf[o..o + 3].copy_from_slice(&px(y * w + x));
+                buf[o..o + 3].copy_from_slice(&px((y / zoom) * sw + x / zoom));
             }
         }
     };

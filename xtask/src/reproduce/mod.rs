@@ -40,6 +40,10 @@ pub struct ReproduceArgs {
     pub tolerance: f64,
     #[arg(long)]
     pub quiet: bool,
+    /// Run only these rows (comma-separated row names; an unknown name lists them); the report lists the rest
+    /// as not run.
+    #[arg(long)]
+    pub rows: Option<String>,
     /// Override every run's iteration budget (the recipe's otherwise).
     #[arg(long)]
     pub iters: Option<usize>,
@@ -62,6 +66,17 @@ pub fn list() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The recipe's rows, or those `--rows` names (an unknown name is an error listing the recipe's rows).
+pub fn select_rows(recipe: &recipes::Recipe, wanted: Option<&str>) -> anyhow::Result<Vec<recipes::RowSpec>> {
+    let Some(wanted) = wanted else { return Ok(recipe.rows.clone()) };
+    let names: Vec<&str> = wanted.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    let known: Vec<&str> = recipe.rows.iter().map(|r| r.method).collect();
+    if let Some(bad) = names.iter().find(|n| !known.contains(n)) {
+        bail!("recipe {} has no row `{bad}`; its rows: {}", recipe.name, known.join(", "));
+    }
+    Ok(recipe.rows.iter().filter(|r| names.contains(&r.method)).cloned().collect())
+}
+
 /// The effective config of one row and seed.
 pub fn row_config(recipe: &recipes::Recipe, row: &recipes::RowSpec, seed: u64) -> anyhow::Result<RunConfig> {
     let t = merge::merged(recipe.base, &[recipe.budget, row.patch])?;
@@ -81,6 +96,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
         // Fail at once, before any work, when the dataset is absent.
         crate::datasets::data_root(&probe, a.data_root.as_ref())?;
     }
+    let selected = select_rows(&recipe, a.rows.as_deref())?;
     let seeds = a.seeds.unwrap_or(recipe.seeds).max(1);
     let dir = a.out.join(recipe.name);
     let started = std::time::Instant::now();
@@ -91,7 +107,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     let val = crate::datasets::build(&probe, a.data_root.as_ref(), false)?.val;
     let class_names = val.class_names();
     let mut grid = Grid::new(&val, 4);
-    for row in &recipe.rows {
+    for row in &selected {
         let mut runs = Vec::new();
         for seed in 0..seeds as u64 {
             let mut cfg = row_config(&recipe, row, seed)?;

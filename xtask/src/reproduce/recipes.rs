@@ -255,4 +255,16 @@ mod tests {
         assert!(find("quick").is_some() && find("nope").is_none());
         Ok(())
     }
+
+    /// `--rows` keeps the named rows in recipe order and rejects a name the recipe lacks, listing its rows.
+    #[test]
+    fn row_selection() -> anyhow::Result<()> {
+        let r = find("tv-synthetic").ok_or_else(|| anyhow::anyhow!("tv-synthetic missing"))?;
+        let sel = super::super::select_rows(&r, Some("supervised+tv, supervised"))?;
+        assert_eq!(sel.iter().map(|r| r.method).collect::<Vec<_>>(), ["supervised", "supervised+tv"]);
+        assert_eq!(super::super::select_rows(&r, None)?.len(), r.rows.len());
+        let err = super::super::select_rows(&r, Some("supervised,nope")).err().map(|e| e.to_string());
+        assert!(err.as_deref().is_some_and(|e| e.contains("`nope`") && e.contains("unimatch+tv")), "{err:?}");
+        Ok(())
+    }
 }

@@ -124,6 +124,11 @@ pub fn write(
     );
     s.push_str("## Results (best-evaluation mIoU, %)\n\n");
     s.push_str(&res.table());
+    let not_run: Vec<&str> =
+        recipe.rows.iter().map(|r| r.method).filter(|m| !res.rows.iter().any(|r| r.method == *m)).collect();
+    if !not_run.is_empty() {
+        let _ = writeln!(s, "\nRows of this recipe not run for this table (`--rows`): {}.", not_run.join(", "));
+    }
     if !recipe.reference.is_empty() {
         let _ = writeln!(
             s,
