@@ -48,6 +48,9 @@ pub struct DataSection {
     /// Skip (and list) unreadable or invalid samples instead of refusing to start.
     #[serde(default)]
     pub skip_bad: bool,
+    /// Sparse pixel labels on the labelled training images (`[data.sparse] mode, ratio, seed`); absent = dense.
+    #[serde(default)]
+    pub sparse: Option<data::sparse::SparseConfig>,
 }
 
 /// One training run.

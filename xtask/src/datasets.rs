@@ -73,8 +73,18 @@ fn checked(mut ds: FileDataset, labelled: bool, skip_bad: bool) -> anyhow::Resul
     Ok(Dataset::Files(ds))
 }
 
-/// Builds the run's datasets; file datasets are validated first (pre-flight).
+/// Builds the run's datasets; file datasets are validated first (pre-flight). With `[data.sparse]` the labelled
+/// training masks keep only that fraction of their pixels (validation stays dense).
 pub fn build(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyhow::Result<RunData> {
+    let mut run = build_dense(cfg, cli_root, semi)?;
+    if let Some(sp) = &cfg.data.sparse {
+        sp.validate()?;
+        run.labeled = Dataset::Sparse(Box::new(run.labeled), sp.clone());
+    }
+    Ok(run)
+}
+
+fn build_dense(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyhow::Result<RunData> {
     let d = &cfg.data;
     if d.dataset == DatasetKind::Synthetic {
         let s = &d.synthetic;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::io::{self, Mask, RgbImage};
 use crate::palette::{self, IGNORE};
+use crate::sparse::SparseConfig;
 use crate::splits::{self, SplitEntry};
 use crate::synthetic::SyntheticDataset;
 
@@ -185,6 +186,8 @@ pub enum Dataset {
     Files(FileDataset),
     /// In-memory synthetic scenes.
     Synthetic(SyntheticDataset),
+    /// Another dataset whose masks keep only a fraction of their labelled pixels ([`crate::sparse`]).
+    Sparse(Box<Dataset>, SparseConfig),
 }
 
 impl Dataset {
@@ -193,6 +196,7 @@ impl Dataset {
         match self {
             Dataset::Files(f) => f.entries.len(),
             Dataset::Synthetic(s) => s.len(),
+            Dataset::Sparse(d, _) => d.len(),
         }
     }
 
@@ -206,6 +210,13 @@ impl Dataset {
         match self {
             Dataset::Files(f) => f.load(i, true),
             Dataset::Synthetic(s) => s.sample(i),
+            Dataset::Sparse(d, cfg) => {
+                let mut r = d.sample(i)?;
+                if let Some(m) = r.mask.as_mut() {
+                    cfg.apply(&r.id, &mut m.data);
+                }
+                Ok(r)
+            }
         }
     }
 
@@ -214,6 +225,7 @@ impl Dataset {
         match self {
             Dataset::Files(f) => f.load(i, false),
             Dataset::Synthetic(s) => s.sample(i).map(|r| RawSample { mask: None, ..r }),
+            Dataset::Sparse(d, _) => d.image_only(i),
         }
     }
 
@@ -222,26 +234,32 @@ impl Dataset {
         match self {
             Dataset::Files(f) => f.num_classes,
             Dataset::Synthetic(s) => s.config().num_classes,
+            Dataset::Sparse(d, _) => d.num_classes(),
         }
     }
 
     /// Class names (K entries).
     pub fn class_names(&self) -> Vec<String> {
-        let kind = match self {
-            Dataset::Files(f) => f.kind,
-            Dataset::Synthetic(_) => DatasetKind::Synthetic,
-        };
-        match kind {
+        match self.kind() {
             DatasetKind::Voc => palette::VOC_CLASSES.iter().map(|s| s.to_string()).collect(),
             DatasetKind::Cityscapes => palette::cityscapes_classes(),
             DatasetKind::Synthetic => crate::synthetic::class_names(self.num_classes()),
         }
     }
 
+    /// The label convention.
+    pub fn kind(&self) -> DatasetKind {
+        match self {
+            Dataset::Files(f) => f.kind,
+            Dataset::Synthetic(_) => DatasetKind::Synthetic,
+            Dataset::Sparse(d, _) => d.kind(),
+        }
+    }
+
     /// 256-entry palette for coloured masks.
     pub fn palette(&self) -> [[u8; 3]; 256] {
-        match self {
-            Dataset::Files(f) if f.kind == DatasetKind::Cityscapes => palette::cityscapes_palette(),
+        match self.kind() {
+            DatasetKind::Cityscapes => palette::cityscapes_palette(),
             _ => palette::voc_palette(),
         }
     }

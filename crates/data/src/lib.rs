@@ -12,6 +12,7 @@ pub mod io;
 pub mod loader;
 pub mod palette;
 pub mod prefetch;
+pub mod sparse;
 pub mod splits;
 pub mod synthetic;
 

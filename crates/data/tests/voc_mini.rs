@@ -99,6 +99,27 @@ fn file_dataset_loads_voc_mini_image_set_with_matching_sizes() {
 }
 
 #[test]
+fn sparse_voc_masks_keep_one_percent_of_labelled_pixels_and_dense_images() {
+    let root = shared().join("voc-mini");
+    let text = std::fs::read_to_string(root.join("ImageSets/Segmentation/train.txt")).unwrap();
+    let entries = data::splits::parse_image_set(&text, Path::new("train.txt")).unwrap();
+    let dense = Dataset::Files(FileDataset::new(DatasetKind::Voc, &root, entries, 21));
+    let cfg = data::sparse::SparseConfig { ratio: 0.01, ..Default::default() };
+    let sparse = Dataset::Sparse(Box::new(dense.clone()), cfg);
+    assert_eq!((sparse.len(), sparse.kind()), (dense.len(), DatasetKind::Voc));
+    for i in 0..dense.len() {
+        let (d, s) = (dense.sample(i).unwrap(), sparse.sample(i).unwrap());
+        assert_eq!(d.image, s.image);
+        let (dm, sm) = (d.mask.unwrap(), s.mask.unwrap());
+        let n = dm.data.iter().filter(|&&v| v != 255).count();
+        let kept: Vec<usize> = (0..sm.data.len()).filter(|&j| sm.data[j] != 255).collect();
+        assert_eq!(kept.len(), ((0.01 * n as f64).round() as usize).max(1), "{}", d.id);
+        assert!(kept.iter().all(|&j| sm.data[j] == dm.data[j]), "kept pixels keep their class");
+        assert_eq!(sparse.sample(i).unwrap().mask.unwrap(), sm, "drawn once per image");
+    }
+}
+
+#[test]
 fn voc_image_set_falls_back_to_segmentation_class_aug_grayscale() {
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path();

@@ -256,6 +256,17 @@ mod tests {
         Ok(())
     }
 
+    /// tv-voc trains on sparse labels (1% of each image's labelled pixels); validation is dense.
+    #[test]
+    fn tv_voc_rows_are_sparse() -> anyhow::Result<()> {
+        let r = find("tv-voc").ok_or_else(|| anyhow::anyhow!("tv-voc missing"))?;
+        for row in &r.rows {
+            let sp = super::super::row_config(&r, row, 0)?.data.sparse;
+            assert_eq!(sp.map(|s| s.ratio), Some(0.01), "{}", row.method);
+        }
+        Ok(())
+    }
+
     /// `--rows` keeps the named rows in recipe order and rejects a name the recipe lacks, listing its rows.
     #[test]
     fn row_selection() -> anyhow::Result<()> {

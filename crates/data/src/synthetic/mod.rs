@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::RawSample;
 use crate::error::{Error, Result};
+use crate::sparse::sparsify;
 pub use scene::generate;
 pub use write::{write_voc_layout, WriteOptions};
 
@@ -47,7 +48,8 @@ pub struct SynthConfig {
     pub blur_sigma: [f64; 2],
     /// Distance of the class mean colours from mid-grey (smaller = more overlap).
     pub class_color_spread: f64,
-    /// Fraction of labelled pixels kept per image (1 = dense; else the rest become 255).
+    /// Fraction of labelled pixels kept per image (1 = dense; else `max(1, round(r·n))` uniformly, the rest 255;
+    /// the synthetic shorthand of `[data.sparse]`).
     pub label_fraction: f64,
 }
 
@@ -103,16 +105,6 @@ pub fn class_names(k: usize) -> Vec<String> {
         v.push(format!("{s:?}-{t:?}").to_lowercase());
     }
     v
-}
-
-/// Keeps exactly `round(fraction · n)` of the `n` labelled (≠ 255) pixels, chosen at random; others → 255.
-pub fn sparsify(mask: &mut [u8], fraction: f64, rng: &mut SegRng) {
-    let mut labelled: Vec<usize> = (0..mask.len()).filter(|&i| mask[i] != 255).collect();
-    let keep = (fraction * labelled.len() as f64).round() as usize;
-    rng.shuffle(&mut labelled);
-    for &i in &labelled[keep.min(labelled.len())..] {
-        mask[i] = 255;
-    }
 }
 
 /// An in-memory synthetic dataset: sample `i` is generated on demand from `(seed, i)`.
