@@ -30,7 +30,7 @@ pub fn manual_step(
         None => labeled.image.clone(),
     };
     let out = model.forward_full(&x, Mode::Train, None)?;
-    Ok(StepTensors { labeled, unlabeled, out, n_labeled, pseudo, conf_thresh: tau })
+    Ok(StepTensors { labeled, unlabeled, out, n_labeled, pseudo, conf_thresh: tau, strong: None })
 }
 
 /// Constant maps `[B,S,S]`.
