@@ -102,8 +102,16 @@ impl ReconDecoder {
 
     /// `[z0, u1, …, u_S]` of the feature map `f [N, C_in, h, w]`.
     pub fn features(&self, f: &Tensor, mode: Mode) -> Result<Vec<Tensor>> {
+        self.features_to(f, mode, self.stages.len())
+    }
+
+    /// `[z0, u1, …, u_last]`: the layers up to `last` (0 = z0) only.
+    pub fn features_to(&self, f: &Tensor, mode: Mode, last: usize) -> Result<Vec<Tensor>> {
+        if last > self.stages.len() {
+            core_seg::bail_arg!("ReconDecoder: layer {last} of {} stages", self.stages.len());
+        }
         let mut out = vec![self.reduce.forward(f, mode)?];
-        for st in &self.stages {
+        for st in &self.stages[..last] {
             let prev = &out[out.len() - 1];
             let (_, _, h, w) = prev.dims4()?;
             let up = resize_bilinear(prev, (2 * h, 2 * w), true)?;
