@@ -318,4 +318,40 @@ mod tests {
         assert!(find("quick").is_some() && find("nope").is_none());
         Ok(())
     }
+
+    /// Every row of `recon-synthetic` (4 bases × base / + recon / + fgbg) trains one step on the toy model with the
+    /// row's framework and [recon] table, and logs `loss_recon` exactly when the branch is on.
+    #[test]
+    fn recon_recipe_rows_train_a_step_on_the_toy_model() -> anyhow::Result<()> {
+        use candle_core::{DType, Device};
+        use core_seg::batch::BatchSource;
+        use core_seg::frameworks::{self, Method};
+        use core_seg::testing::{tiny_model, ToySemiSource, ToySource};
+        use core_seg::train::{TrainConfig, Trainer};
+        let r = find("recon-synthetic").expect("recipe");
+        assert_eq!(r.rows.len(), 12);
+        for name in ["recon-voc", "recon-cityscapes"] {
+            assert_eq!(find(name).map(|r| r.rows.len()), Some(12));
+        }
+        for row in &r.rows {
+            let mut cfg = super::super::row_config(&r, row, 0)?;
+            cfg.model = tiny_model(3);
+            cfg.semi.conf_thresh = 0.0;
+            let tcfg = TrainConfig { iters: 1, ..cfg.train.clone() };
+            let mut t = Trainer::new(&cfg.model, tcfg, frameworks::build(&cfg.semi), DType::F32, &Device::Cpu)?;
+            crate::train_cmd::add_method_terms(&mut t, &cfg, 1)?;
+            let mut src: Box<dyn BatchSource> = match cfg.semi.method {
+                Method::Supervised => Box::new(ToySource { n_train: 4, batch: 2, size: 32, dtype: DType::F32 }),
+                _ => Box::new(ToySemiSource { batch: 2, size: 32 }),
+            };
+            let rec = t.step(src.as_mut())?;
+            let recon = rec.terms.iter().find(|(n, _)| n == "loss_recon").map(|x| x.1);
+            let enabled = cfg.recon.as_ref().is_some_and(|c| c.enabled);
+            assert_eq!(recon.is_some(), enabled, "{}", row.method);
+            assert!(rec.loss.is_finite() && recon.is_none_or(|v| v > 0.0 && v.is_finite()), "{}", row.method);
+            let has_r = t.store.named_vars().iter().any(|(n, _)| n.starts_with("recon."));
+            assert_eq!(has_r, enabled, "{}", row.method);
+        }
+        Ok(())
+    }
 }
