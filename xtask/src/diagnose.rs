@@ -107,14 +107,7 @@ impl Nets {
 }
 
 fn load(a: &ReconChannelsArgs, device: &Device) -> anyhow::Result<(RunConfig, Nets)> {
-    let cfg: RunConfig = match &a.config {
-        Some(p) => RunConfig::load(p)?,
-        None => {
-            let ck = core_seg::train::load_checkpoint(&a.checkpoint, device)
-                .with_context(|| "no --config given, and the checkpoint holds no run config")?;
-            serde_json::from_value(ck.state.config).context("checkpoint's stored config")?
-        }
-    };
+    let cfg = crate::train_cmd::config_of(a.config.as_deref(), &a.checkpoint, device)?;
     let mut rc = cfg.recon.clone().unwrap_or_default();
     if let Some(l) = &a.layer {
         rc.diagnose.layer = l.clone();

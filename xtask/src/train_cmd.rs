@@ -265,16 +265,21 @@ pub struct PredictArgs {
     out: PathBuf,
 }
 
+/// The run config: `--config` when given, else the one a `train` checkpoint stores.
+pub fn config_of(config: Option<&Path>, checkpoint: &Path, device: &Device) -> anyhow::Result<RunConfig> {
+    match config {
+        Some(p) => RunConfig::load(p),
+        None => {
+            let ck = core_seg::train::load_checkpoint(checkpoint, device)
+                .with_context(|| "no --config given, and the checkpoint holds no run config")?;
+            serde_json::from_value(ck.state.config).context("checkpoint's stored config")
+        }
+    }
+}
+
 pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     let device = Device::Cpu;
-    let cfg = match &a.config {
-        Some(p) => RunConfig::load(p)?,
-        None => {
-            let ck = core_seg::train::load_checkpoint(&a.checkpoint, &device)
-                .with_context(|| "no --config given, and the checkpoint holds no run config")?;
-            serde_json::from_value(ck.state.config).context("checkpoint's stored config")?
-        }
-    };
+    let cfg = config_of(a.config.as_deref(), &a.checkpoint, &device)?;
     let model = load_model(&cfg, &a.checkpoint, &device)?;
     let palette = if cfg.data.dataset == data::DatasetKind::Cityscapes {
         data::palette::cityscapes_palette()
