@@ -176,7 +176,8 @@ impl AuxTerm for ReconTerm {
         "recon"
     }
 
-    /// `λ_rec(t)·L_rec`, logged as `loss_recon`; stats `recon_psnr` (dB, valid pixels, [0, 1] scale).
+    /// `λ_rec(t)·L_rec`, logged as `loss_recon`; stats `recon_loss` (unweighted `L_rec`), `recon_psnr` (dB, valid
+    /// pixels, [0, 1] scale) and, in the disentangled modes, `recon_fg_fraction` (`Σ V·m / Σ V`).
     fn losses(
         &mut self,
         _model: &DeepLabV3Plus,
@@ -184,7 +185,15 @@ impl AuxTerm for ReconTerm {
         ctx: &mut StepCtx,
     ) -> Result<Vec<(String, Tensor)>> {
         let r = self.loss(step)?;
-        self.stats = vec![("recon_psnr".to_string(), psnr(&r.x_hat, &r.target, &r.valid)?)];
+        let scalar = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
+        self.stats = vec![
+            ("recon_loss".to_string(), scalar(&r.loss)?),
+            ("recon_psnr".to_string(), psnr(&r.x_hat, &r.target, &r.valid)?),
+        ];
+        if let Some(m) = &r.fg {
+            let fg = scalar(&(m * &r.valid)?.sum_all()?)? / scalar(&r.valid.sum_all()?)?.max(1.0);
+            self.stats.push(("recon_fg_fraction".to_string(), fg));
+        }
         Ok(vec![("loss_recon".to_string(), (r.loss * self.cfg.weight_at(ctx.iter))?)])
     }
 

@@ -77,6 +77,10 @@ fn three_steps_of_every_base_in_every_mode() -> Result<()> {
                 assert!(l > 0.0, "{method:?} {mode:?}: loss_recon {l}");
                 let psnr = value(rec, "recon_psnr").unwrap_or(f64::NAN);
                 assert!(psnr.is_finite(), "{method:?} {mode:?}: psnr {psnr}");
+                assert_eq!(value(rec, "recon_loss"), Some(l), "λ = 1: logged L_rec = the weighted term");
+                let fg = value(rec, "recon_fg_fraction");
+                assert_eq!(fg.is_some(), mode != ReconMode::Plain);
+                assert!(fg.is_none_or(|f| (0.0..=1.0).contains(&f)), "{fg:?}");
             }
             assert!(!r.recon_vars.is_empty());
         }
