@@ -132,10 +132,19 @@ fn load(a: &ReconChannelsArgs, device: &Device) -> anyhow::Result<(RunConfig, Ne
     if !report.missing.is_empty() {
         bail!("{}: missing model weights {:?}", a.checkpoint.display(), report.missing);
     }
-    let seed = a.seed.unwrap_or(cfg.train.seed);
-    let random =
-        ReconDecoder::new(&g, aux_recon::var_builder(&ParamStore::new(0), seed, DType::F32, device).pp(PREFIX))?;
+    let (random, _) = random_init_decoder(&g, a.seed.unwrap_or(cfg.train.seed), device)?;
     Ok((cfg, Nets { model, trained, random, layer, input: rc.input }))
+}
+
+/// R as a run with `seed` initialised it (its own stream, [`aux_recon::var_builder`]), and the store holding it.
+pub fn random_init_decoder(
+    g: &aux_recon::Geometry,
+    seed: u64,
+    device: &Device,
+) -> anyhow::Result<(ReconDecoder, ParamStore)> {
+    let store = ParamStore::new(0);
+    let r = ReconDecoder::new(g, aux_recon::var_builder(&store, seed, DType::F32, device).pp(PREFIX))?;
+    Ok((r, store))
 }
 
 pub fn recon_channels(a: ReconChannelsArgs) -> anyhow::Result<()> {
@@ -239,4 +248,36 @@ fn grid_rows(
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The random-initialisation control is exactly the decoder a training run with the same seed starts from.
+    #[test]
+    fn random_init_control_equals_the_runs_initial_decoder() -> anyhow::Result<()> {
+        let mut cfg: RunConfig = toml::from_str(include_str!("../../configs/recon-synthetic.toml"))?;
+        cfg.model = core_seg::testing::tiny_model(3);
+        cfg.train.seed = 17;
+        let t_cfg = core_seg::train::TrainConfig { iters: 1, ..cfg.train.clone() };
+        let fw = core_seg::frameworks::build(&cfg.semi);
+        let mut t = core_seg::train::Trainer::new(&cfg.model, t_cfg, fw, DType::F32, &Device::Cpu)?;
+        crate::train_cmd::add_method_terms(&mut t, &cfg, 1)?;
+        let g = cfg.recon.clone().unwrap_or_default().geometry(&cfg.model)?;
+        let (_, store) = random_init_decoder(&g, 17, &Device::Cpu)?;
+        let values = |s: &ParamStore| -> anyhow::Result<Vec<(String, Vec<f32>)>> {
+            let mut v = Vec::new();
+            for (n, var) in s.named_vars().into_iter().filter(|(n, _)| n.starts_with("recon.")) {
+                v.push((n, var.as_tensor().flatten_all()?.to_vec1::<f32>()?));
+            }
+            Ok(v)
+        };
+        let (run, control) = (values(&t.store)?, values(&store)?);
+        assert!(!run.is_empty());
+        assert_eq!(run, control);
+        let (_, other) = random_init_decoder(&g, 18, &Device::Cpu)?;
+        assert_ne!(values(&other)?, control);
+        Ok(())
+    }
 }
