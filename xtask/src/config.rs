@@ -90,6 +90,9 @@ pub struct RunConfig {
     /// Class-wise masked image modelling, feature aggregation, MIM in semantic space (crate `aux-mim`).
     #[serde(default)]
     pub mim: Option<aux_mim::MimConfig>,
+    /// Image reconstruction as an auxiliary task, plain or object/background-disentangled (crate `aux-recon`).
+    #[serde(default)]
+    pub recon: Option<aux_recon::ReconConfig>,
 }
 
 fn default_ref_batch() -> usize {
@@ -121,6 +124,9 @@ impl RunConfig {
         }
         if !(0.0..=1.0).contains(&self.semi.conf_thresh) {
             bail!("semi.conf_thresh must be in [0, 1]");
+        }
+        if let Some(r) = &self.recon {
+            r.geometry(&self.model)?;
         }
         Ok(())
     }
@@ -160,11 +166,35 @@ mod tests {
         assert_eq!((cs.eval.mode, cs.eval.window), (core_seg::eval::EvalMode::SlidingWindow, 801));
         let syn = RunConfig::load(&dir.join("synthetic.toml"))?;
         assert_eq!(syn.data.dataset, DatasetKind::Synthetic);
-        for method_cfg in
-            ["tv-synthetic.toml", "tv-voc.toml", "mim-synthetic.toml", "mim-voc.toml", "mim-cityscapes.toml"]
-        {
+        for method_cfg in [
+            "tv-synthetic.toml",
+            "tv-voc.toml",
+            "mim-synthetic.toml",
+            "mim-voc.toml",
+            "mim-cityscapes.toml",
+            "recon-synthetic.toml",
+            "recon-voc.toml",
+            "recon-cityscapes.toml",
+        ] {
             RunConfig::load(&dir.join(method_cfg))?;
         }
+        let cs = RunConfig::load(&dir.join("recon-cityscapes.toml"))?.recon.unwrap_or_default();
+        assert_eq!(cs.foreground(19), (11..=18).collect::<Vec<u32>>());
         Ok(())
+    }
+
+    #[test]
+    fn recon_errors_name_the_key_and_the_file() {
+        for (text, key) in [
+            ("[recon]\nenabeld = true\n", "enabeld"),
+            ("[recon]\nweight = -2.0\n", "recon.weight"),
+            ("[recon]\nfg_classes = [0, 9]\n", "recon.fg_classes"),
+            ("[recon.diagnose]\nlayer = \"u7\"\n", "recon.diagnose.layer"),
+        ] {
+            let toml_text = format!("[data]\ndataset = \"synthetic\"\n[model]\nnclass = 6\n{text}");
+            let err = RunConfig::from_toml(&toml_text, Path::new("r.toml")).err().map(|e| format!("{e:#}"));
+            let err = err.unwrap_or_default();
+            assert!(err.contains(key) && err.contains("r.toml"), "{text}: {err}");
+        }
     }
 }

@@ -4,6 +4,7 @@ mod bench;
 mod config;
 mod data_cmd;
 mod datasets;
+mod diagnose;
 mod forward;
 mod plots;
 mod pretrain;
@@ -40,6 +41,8 @@ enum Command {
     List,
     /// Run a recipe: every row × seed, results table, results.json, report.md with figures.
     Reproduce(reproduce::ReproduceArgs),
+    /// Diagnostics of trained checkpoints (`diagnose recon-channels --checkpoint FILE`).
+    Diagnose(diagnose::DiagnoseArgs),
     /// Whole-step benchmarks (ms/step, peak RSS), optionally against PyTorch on the same CPU.
     Bench(bench::BenchArgs),
     /// Runs one benchmark case in this process (used by `bench`).
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Command::PretrainSynthetic(a) => pretrain::run(a),
         Command::List => reproduce::list(),
         Command::Reproduce(a) => reproduce::reproduce(a),
+        Command::Diagnose(a) => diagnose::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchCase(a) => bench::run_case(a),
     }

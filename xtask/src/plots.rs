@@ -133,3 +133,57 @@ pub fn qualitative_grid(
     data::io::write_rgb(path, &data::RgbImage { width: gw, height: gh, data: buf })?;
     Ok(())
 }
+
+/// One row of a channel grid: the image, one channel's activation map (same size, any scale), a class mask.
+pub struct GridRow {
+    pub image: data::RgbImage,
+    pub heat: Vec<f32>,
+    pub mask: Vec<bool>,
+    pub caption: String,
+}
+
+/// Black → red → yellow → white for `t ∈ [0, 1]`.
+fn heat_color(t: f64) -> RGBColor {
+    let t = t.clamp(0.0, 1.0);
+    let ch = |x: f64| (x.clamp(0.0, 1.0) * 255.0) as u8;
+    RGBColor(ch(3.0 * t), ch(3.0 * t - 1.0), ch(3.0 * t - 2.0))
+}
+
+/// Rows = channels: image | activation heat map (min–max of the row) | class mask, each with its caption above.
+pub fn channel_grid(path: &Path, rows: &[GridRow], title: &str) -> anyhow::Result<()> {
+    register_font();
+    let Some(first) = rows.first() else { return Ok(()) };
+    let (w, h) = (first.image.width, first.image.height);
+    let scale = (160 / w.max(h)).max(1);
+    let (cw, ch, gap, cap, head) = (w * scale, h * scale, 8, 20, 30);
+    let size = ((3 * (cw + gap) + gap) as u32, (head + rows.len() * (ch + cap + gap)) as u32);
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE)?;
+    root.draw_text(title, &("sans-serif", 18).into_font().color(&BLACK), (gap as i32, 6))?;
+    for (r, row) in rows.iter().enumerate() {
+        if row.image.width != w || row.image.height != h || row.heat.len() != w * h || row.mask.len() != w * h {
+            anyhow::bail!("channel grid: row {r} does not match the first image's {w}x{h}");
+        }
+        let y0 = head + r * (ch + cap + gap);
+        root.draw_text(&row.caption, &("sans-serif", 14).into_font().color(&BLACK), (gap as i32, y0 as i32))?;
+        let (lo, hi) = row.heat.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let span = (hi - lo).max(1e-12) as f64;
+        for y in 0..ch {
+            for x in 0..cw {
+                let i = (y / scale) * w + x / scale;
+                let px = &row.image.data[3 * i..3 * i + 3];
+                let cols = [
+                    RGBColor(px[0], px[1], px[2]),
+                    heat_color((row.heat[i] - lo) as f64 / span),
+                    if row.mask[i] { WHITE } else { BLACK },
+                ];
+                for (c, col) in cols.iter().enumerate() {
+                    let (gx, gy) = (gap + c * (cw + gap) + x, y0 + cap + y);
+                    root.draw_pixel((gx as i32, gy as i32), col)?;
+                }
+            }
+        }
+    }
+    root.present().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -111,8 +111,8 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
     Ok(RunResult { final_report, best_miou, observer: obs, class_names })
 }
 
-/// Registers the configured method terms (TV, MIM) on the trainer; they compose with any framework.
-fn add_method_terms(t: &mut Trainer, cfg: &RunConfig, steps_per_epoch: usize) -> anyhow::Result<()> {
+/// Registers the configured method terms (TV, MIM, reconstruction) on the trainer; they compose with any framework.
+pub(crate) fn add_method_terms(t: &mut Trainer, cfg: &RunConfig, steps_per_epoch: usize) -> anyhow::Result<()> {
     if let Some(tv) = cfg.tv.as_ref().filter(|tv| tv.enabled) {
         t.add_aux_term(|_vb| tv_loss::build(tv))?;
     }
@@ -121,6 +121,15 @@ fn add_method_terms(t: &mut Trainer, cfg: &RunConfig, steps_per_epoch: usize) ->
         mim.iters_per_epoch = Some(steps_per_epoch);
         let (semi, model) = (cfg.semi.clone(), cfg.model.clone());
         t.add_aux_term(move |vb| aux_mim::build_with_semi(&mim, &semi, &model, vb))?;
+    }
+    if let Some(recon) = cfg.recon.as_ref().filter(|r| r.enabled) {
+        // R draws its initial weights from its own stream of the run seed (`aux_recon::var_builder`).
+        let (recon, semi, model, store, seed) =
+            (recon.clone(), cfg.semi.clone(), cfg.model.clone(), t.store.clone(), t.cfg.seed);
+        t.add_aux_term(move |vb| {
+            let vb = aux_recon::var_builder(&store, seed, vb.dtype(), vb.device());
+            aux_recon::build(&recon, Some(&semi), &model, vb)
+        })?;
     }
     Ok(())
 }
@@ -204,10 +213,26 @@ pub fn evaluate_mrf_tuned(
     Ok((beta, evaluate_mrf(model, val, cfg, &mrf, device)?))
 }
 
-fn load_model(cfg: &RunConfig, weights_path: &Path, device: &Device) -> anyhow::Result<DeepLabV3Plus> {
+/// Prefixes of training-only branches saved in checkpoints for resume; inference ignores them.
+pub const TRAINING_ONLY_PREFIXES: [&str; 2] = ["recon.", "mim_head."];
+
+/// Loads a checkpoint for inference: every model variable must be set; the only extra keys allowed are those of
+/// training-only branches ([`TRAINING_ONLY_PREFIXES`]).
+pub fn load_inference_weights(store: &ParamStore, path: &Path) -> anyhow::Result<()> {
+    let r = weights::load_safetensors(store, path, false)?;
+    let unexpected: Vec<&String> =
+        r.unexpected.iter().filter(|k| !TRAINING_ONLY_PREFIXES.iter().any(|p| k.starts_with(p))).collect();
+    if !r.missing.is_empty() || !unexpected.is_empty() {
+        bail!("{}: strict load: missing {:?}, unexpected {:?}", path.display(), r.missing, unexpected);
+    }
+    Ok(())
+}
+
+/// The model of `cfg` with the weights of `weights_path` (eval use).
+pub fn load_model(cfg: &RunConfig, weights_path: &Path, device: &Device) -> anyhow::Result<DeepLabV3Plus> {
     let store = ParamStore::new(0);
     let model = DeepLabV3Plus::new(&cfg.model, store.var_builder(DType::F32, device))?;
-    weights::load_safetensors(&store, weights_path, true)?;
+    load_inference_weights(&store, weights_path)?;
     Ok(model)
 }
 
@@ -240,16 +265,21 @@ pub struct PredictArgs {
     out: PathBuf,
 }
 
+/// The run config: `--config` when given, else the one a `train` checkpoint stores.
+pub fn config_of(config: Option<&Path>, checkpoint: &Path, device: &Device) -> anyhow::Result<RunConfig> {
+    match config {
+        Some(p) => RunConfig::load(p),
+        None => {
+            let ck = core_seg::train::load_checkpoint(checkpoint, device)
+                .with_context(|| "no --config given, and the checkpoint holds no run config")?;
+            serde_json::from_value(ck.state.config).context("checkpoint's stored config")
+        }
+    }
+}
+
 pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
     let device = Device::Cpu;
-    let cfg = match &a.config {
-        Some(p) => RunConfig::load(p)?,
-        None => {
-            let ck = core_seg::train::load_checkpoint(&a.checkpoint, &device)
-                .with_context(|| "no --config given, and the checkpoint holds no run config")?;
-            serde_json::from_value(ck.state.config).context("checkpoint's stored config")?
-        }
-    };
+    let cfg = config_of(a.config.as_deref(), &a.checkpoint, &device)?;
     let model = load_model(&cfg, &a.checkpoint, &device)?;
     let palette = if cfg.data.dataset == data::DatasetKind::Cityscapes {
         data::palette::cityscapes_palette()

@@ -1,6 +1,6 @@
 //! Toy data for tests, examples and the tests of downstream crates: a tiny procedural 3-class dataset
-//! (square, striped disc, background with a 255 ring), labelled/unlabelled batch sources, and a CPU-sized
-//! DeepLabV3+ config.
+//! (square, striped disc, background with a 255 ring), labelled/unlabelled batch sources, a CPU-sized
+//! DeepLabV3+ config, and hand-built step tensors for auxiliary terms.
 
 use crate::batch::{BatchSource, LabeledBatch, TrainBatch};
 use crate::model::{DeepLabConfig, Depth, Stem};
@@ -146,4 +146,22 @@ impl BatchSource for ToySemiSource {
             mix: Some(toy_unlabeled(&unl, self.size, 2 * iter as u64 + 1, &dev)?),
         })
     }
+}
+
+/// A step's tensors built by hand for an auxiliary term: the clean train-mode forward on `cat(x_l, x_w)` (`x_l`
+/// alone without unlabelled data) and the given pseudo-labels; no strong pass.
+pub fn manual_step(
+    model: &crate::model::DeepLabV3Plus,
+    labeled: LabeledBatch,
+    unlabeled: Option<crate::batch::UnlabeledBatch>,
+    pseudo: Option<crate::frameworks::Pseudo>,
+    tau: f64,
+) -> Result<crate::frameworks::StepTensors> {
+    let n_labeled = labeled.image.dim(0)?;
+    let x = match &unlabeled {
+        Some(u) => Tensor::cat(&[&labeled.image, &u.weak], 0)?,
+        None => labeled.image.clone(),
+    };
+    let out = model.forward_full(&x, crate::nn::Mode::Train, None)?;
+    Ok(crate::frameworks::StepTensors { labeled, unlabeled, out, n_labeled, pseudo, conf_thresh: tau, strong: None })
 }

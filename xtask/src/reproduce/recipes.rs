@@ -41,6 +41,9 @@ const TV_VOC: &str = include_str!("../../../configs/tv-voc.toml");
 const MIM_SYNTHETIC: &str = include_str!("../../../configs/mim-synthetic.toml");
 const MIM_VOC: &str = include_str!("../../../configs/mim-voc.toml");
 const MIM_CITYSCAPES: &str = include_str!("../../../configs/mim-cityscapes.toml");
+const RECON_SYNTHETIC: &str = include_str!("../../../configs/recon-synthetic.toml");
+const RECON_VOC: &str = include_str!("../../../configs/recon-voc.toml");
+const RECON_CITYSCAPES: &str = include_str!("../../../configs/recon-cityscapes.toml");
 
 /// TV-paper rows: supervised, supervised + MRF (same checkpoints), supervised + TV, UniMatch + TV.
 fn tv_rows() -> Vec<RowSpec> {
@@ -61,6 +64,27 @@ fn mim_rows() -> Vec<RowSpec> {
         row("unimatch+classwise-mim+fa", "[mim.sem]\nmode = \"off\"\n"),
         row("unimatch+s4mim", ""),
     ]
+}
+
+/// Reconstruction rows (recon.md §8): for each base, the base alone, + recon (plain), + disentangled recon (fgbg).
+macro_rules! recon_rows {
+    ($($base:literal),*) => {
+        vec![$(
+            row($base, concat!("[semi]\nmethod = \"", $base, "\"\n[recon]\nenabled = false\n")),
+            row(
+                concat!($base, "+recon"),
+                concat!("[semi]\nmethod = \"", $base, "\"\n[recon]\nenabled = true\nmode = \"plain\"\n"),
+            ),
+            row(
+                concat!($base, "+recon-fgbg"),
+                concat!("[semi]\nmethod = \"", $base, "\"\n[recon]\nenabled = true\nmode = \"fgbg\"\n"),
+            ),
+        )*]
+    };
+}
+
+fn recon_rows() -> Vec<RowSpec> {
+    recon_rows!("supervised", "mean_teacher", "fixmatch", "unimatch")
 }
 
 fn frameworks() -> Vec<RowSpec> {
@@ -161,6 +185,19 @@ pub fn all() -> Vec<Recipe> {
             reference_source: "",
         },
         Recipe {
+            name: "recon-synthetic",
+            description: "image reconstruction as an auxiliary task, 1/16 labels: base, + recon, + fgbg recon for \
+                          supervised, mean teacher, FixMatch, UniMatch (3 seeds, 300 iterations)",
+            dataset: "synthetic (embedded)",
+            cpu_time: "≈ 2 h",
+            base: RECON_SYNTHETIC,
+            budget: "",
+            rows: recon_rows(),
+            seeds: 3,
+            reference: &[],
+            reference_source: "",
+        },
+        Recipe {
             name: "tv-voc",
             description: "TV loss on VOC with sparse pixel labels (rows as tv-synthetic)",
             dataset: "PASCAL VOC 2012 + SBD",
@@ -195,6 +232,32 @@ pub fn all() -> Vec<Recipe> {
             seeds: 1,
             reference: &[("unimatch", 76.6)],
             reference_source: "UniMatch README / unimatch.md §8 (Cityscapes 1/16, R-101). No verified S4MIM number exists",
+        },
+        Recipe {
+            name: "recon-voc",
+            description: "reconstruction on each base (base, + recon, + fgbg), VOC classic 183 (366 via data.split), R-101",
+            dataset: "PASCAL VOC 2012 + SBD",
+            cpu_time: "≈ 20 h per run on 4 GPUs",
+            base: RECON_VOC,
+            budget: "",
+            rows: recon_rows(),
+            seeds: 1,
+            reference: &[("supervised", 55.3), ("unimatch", 77.2)],
+            reference_source: "UniMatch README / recon.md §9 (VOC classic 183, R-101). No paper number for the \
+                               reconstruction branch exists",
+        },
+        Recipe {
+            name: "recon-cityscapes",
+            description: "reconstruction on each base (base, + recon, + fgbg), Cityscapes 1/16, R-101, crop 801",
+            dataset: "Cityscapes",
+            cpu_time: "GPU days (not a CPU recipe)",
+            base: RECON_CITYSCAPES,
+            budget: "",
+            rows: recon_rows(),
+            seeds: 1,
+            reference: &[("supervised", 66.3), ("unimatch", 76.6)],
+            reference_source: "UniMatch README / recon.md §9 (Cityscapes 1/16, R-101). No paper number for the \
+                               reconstruction branch exists",
         },
         Recipe {
             name: "unimatch-voc",
@@ -276,6 +339,42 @@ mod tests {
         assert_eq!(super::super::select_rows(&r, None)?.len(), r.rows.len());
         let err = super::super::select_rows(&r, Some("supervised,nope")).err().map(|e| e.to_string());
         assert!(err.as_deref().is_some_and(|e| e.contains("`nope`") && e.contains("unimatch+tv")), "{err:?}");
+        Ok(())
+    }
+
+    /// Every row of `recon-synthetic` (4 bases × base / + recon / + fgbg) trains one step on the toy model with the
+    /// row's framework and [recon] table, and logs `loss_recon` exactly when the branch is on.
+    #[test]
+    fn recon_recipe_rows_train_a_step_on_the_toy_model() -> anyhow::Result<()> {
+        use candle_core::{DType, Device};
+        use core_seg::batch::BatchSource;
+        use core_seg::frameworks::{self, Method};
+        use core_seg::testing::{tiny_model, ToySemiSource, ToySource};
+        use core_seg::train::{TrainConfig, Trainer};
+        let r = find("recon-synthetic").expect("recipe");
+        assert_eq!(r.rows.len(), 12);
+        for name in ["recon-voc", "recon-cityscapes"] {
+            assert_eq!(find(name).map(|r| r.rows.len()), Some(12));
+        }
+        for row in &r.rows {
+            let mut cfg = super::super::row_config(&r, row, 0)?;
+            cfg.model = tiny_model(3);
+            cfg.semi.conf_thresh = 0.0;
+            let tcfg = TrainConfig { iters: 1, ..cfg.train.clone() };
+            let mut t = Trainer::new(&cfg.model, tcfg, frameworks::build(&cfg.semi), DType::F32, &Device::Cpu)?;
+            crate::train_cmd::add_method_terms(&mut t, &cfg, 1)?;
+            let mut src: Box<dyn BatchSource> = match cfg.semi.method {
+                Method::Supervised => Box::new(ToySource { n_train: 4, batch: 2, size: 32, dtype: DType::F32 }),
+                _ => Box::new(ToySemiSource { batch: 2, size: 32 }),
+            };
+            let rec = t.step(src.as_mut())?;
+            let recon = rec.terms.iter().find(|(n, _)| n == "loss_recon").map(|x| x.1);
+            let enabled = cfg.recon.as_ref().is_some_and(|c| c.enabled);
+            assert_eq!(recon.is_some(), enabled, "{}", row.method);
+            assert!(rec.loss.is_finite() && recon.is_none_or(|v| v > 0.0 && v.is_finite()), "{}", row.method);
+            let has_r = t.store.named_vars().iter().any(|(n, _)| n.starts_with("recon."));
+            assert_eq!(has_r, enabled, "{}", row.method);
+        }
         Ok(())
     }
 }

@@ -24,6 +24,19 @@ pub struct Pseudo {
     pub ignore: Tensor,
 }
 
+/// The strong views' gradient pass (FixMatch, mean teacher: one view; UniMatch: `cat(x_s1, x_s2)`).
+#[derive(Debug, Clone)]
+pub struct StrongPass {
+    /// `[N_s, 3, H, W]`: the CutMixed strong views the student was trained on.
+    pub images: Tensor,
+    /// `[N_s, H, W]` u8 valid map of the CutMixed views (the mix partner's inside the box).
+    pub valid: Tensor,
+    /// The pasted pseudo-labels supervising them.
+    pub pseudo: Pseudo,
+    /// The train-mode output on `images`.
+    pub out: SegOutput,
+}
+
 /// What one step computed, for auxiliary terms.
 #[derive(Debug, Clone)]
 pub struct StepTensors {
@@ -34,6 +47,8 @@ pub struct StepTensors {
     pub n_labeled: usize,
     pub pseudo: Option<Pseudo>,
     pub conf_thresh: f64,
+    /// The strong views' pass (semi-supervised frameworks).
+    pub strong: Option<StrongPass>,
 }
 
 /// A loss term added to any framework.
@@ -42,4 +57,8 @@ pub trait AuxTerm {
     /// Weighted loss terms `(name, λ·L)`; names are logged as `train/loss_<name>`.
     fn losses(&mut self, model: &DeepLabV3Plus, step: &StepTensors, ctx: &mut StepCtx)
         -> Result<Vec<(String, Tensor)>>;
+    /// Scalars to log from the last [`AuxTerm::losses`] call (not part of the loss, e.g. a PSNR).
+    fn stats(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
 }

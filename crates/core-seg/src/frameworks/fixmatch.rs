@@ -4,8 +4,9 @@
 use candle_core::Tensor;
 
 use super::aux::Pseudo;
+use super::aux::StrongPass;
 use super::unimatch::{mix_prediction, unlabeled_parts};
-use super::{cutmix_images, paste_pseudo, pseudo_label, semi_step_losses, unsup_loss, SemiConfig};
+use super::{cutmix_images, paste_pseudo, paste_valid, pseudo_label, semi_step_losses, unsup_loss, SemiConfig};
 use crate::batch::TrainBatch;
 use crate::model::DeepLabV3Plus;
 use crate::nn::Mode;
@@ -41,14 +42,15 @@ pub(super) fn fixmatch_step(
         Some(pl) => pl,
         None => pseudo_label(&out.logits.narrow(0, nl, bu)?)?,
     };
-    let p_s = model.forward_t(&x_s, Mode::Train)?;
+    let out_s = model.forward_full(&x_s, Mode::Train, None)?;
     let weak = Pseudo { label: y_w, conf: conf_w, ignore: u.ignore.clone() };
     let s1 = paste_pseudo(&u.box1, &Pseudo { label: y_m, conf: conf_m, ignore: mix.ignore.clone() }, &weak)?;
     let tau = cfg.conf_thresh;
     let lx = cfg.criterion.loss(&p_x, &batch.labeled.mask)?;
-    let ls = unsup_loss(&p_s, &s1.label, &s1.conf, &s1.ignore, tau)?;
+    let ls = unsup_loss(&out_s.logits, &s1.label, &s1.conf, &s1.ignore, tau)?;
     let total = ((&lx + &ls)? * cfg.w_out)?;
-    semi_step_losses(batch, out, weak, tau, total, vec![("loss_x", &lx), ("loss_s", &ls)])
+    let strong = StrongPass { images: x_s, valid: paste_valid(&u.box1, mix, u)?, pseudo: s1, out: out_s };
+    semi_step_losses(batch, out, weak, tau, total, vec![("loss_x", &lx), ("loss_s", &ls)], strong)
 }
 
 impl Framework for FixMatch {

@@ -11,7 +11,7 @@ mod fixmatch;
 mod mean_teacher;
 mod unimatch;
 
-pub use aux::{AuxTerm, Pseudo, StepTensors};
+pub use aux::{AuxTerm, Pseudo, StepTensors, StrongPass};
 pub use fixmatch::FixMatch;
 pub use mean_teacher::{ema_update, MeanTeacher};
 pub use unimatch::{combine as combine_unimatch, UniMatch};
@@ -127,6 +127,15 @@ pub fn cutmix_images(boxes: &Tensor, mixed_view: &Tensor, view: &Tensor) -> Resu
     Ok(b.where_cond(mixed_view, view)?)
 }
 
+/// Valid map of a CutMixed view: the mix partner's inside the box.
+pub fn paste_valid(
+    boxes: &Tensor,
+    mix: &crate::batch::UnlabeledBatch,
+    u: &crate::batch::UnlabeledBatch,
+) -> Result<Tensor> {
+    paste_box(boxes, &mix.valid, &u.valid)
+}
+
 /// Pseudo-label triple `(label, conf, ignore)` with the mix partner's values pasted inside the box.
 pub fn paste_pseudo(boxes: &Tensor, mix: &Pseudo, weak: &Pseudo) -> Result<Pseudo> {
     Ok(Pseudo {
@@ -144,6 +153,7 @@ pub(crate) fn semi_step_losses(
     tau: f64,
     total: Tensor,
     terms: Vec<(&str, &Tensor)>,
+    strong: StrongPass,
 ) -> Result<crate::train::StepLosses> {
     let stats = vec![("mask_ratio".to_string(), mask_ratio(&weak.conf, &weak.ignore, tau)?)];
     let terms = terms.into_iter().map(|(n, t)| (n.to_string(), t.detach())).collect();
@@ -154,6 +164,7 @@ pub(crate) fn semi_step_losses(
         out,
         pseudo: Some(weak),
         conf_thresh: tau,
+        strong: Some(strong),
     };
     Ok(crate::train::StepLosses { total, terms, stats, tensors: Some(tensors) })
 }

@@ -6,8 +6,10 @@
 
 use candle_core::Tensor;
 
-use super::aux::Pseudo;
-use super::{cutmix_images, paste_pseudo, pseudo_label, semi_step_losses, unsup_loss, FpOn, MixPredBn, SemiConfig};
+use super::aux::{Pseudo, StrongPass};
+use super::{
+    cutmix_images, paste_pseudo, paste_valid, pseudo_label, semi_step_losses, unsup_loss, FpOn, MixPredBn, SemiConfig,
+};
 use crate::batch::{TrainBatch, UnlabeledBatch};
 use crate::model::DeepLabV3Plus;
 use crate::nn::Mode;
@@ -64,7 +66,9 @@ impl Framework for UniMatch {
         };
         let out = model.forward_full(&Tensor::cat(&[&batch.labeled.image, &u.weak], 0)?, Mode::Train, fp)?;
         let p_x = out.logits.narrow(0, 0, nl)?;
-        let p_s = model.forward_t(&Tensor::cat(&[&x_s1, &x_s2], 0)?, Mode::Train)?;
+        let x_s = Tensor::cat(&[&x_s1, &x_s2], 0)?;
+        let out_s = model.forward_full(&x_s, Mode::Train, None)?;
+        let p_s = &out_s.logits;
         // (d) pseudo-labels from the train-mode weak prediction, pasted with the mix ones inside the boxes.
         let (conf_w, y_w) = pseudo_label(&out.logits.narrow(0, nl, bu)?)?;
         let weak = Pseudo { label: y_w, conf: conf_w, ignore: u.ignore.clone() };
@@ -81,6 +85,14 @@ impl Framework for UniMatch {
         };
         let total = combine(cfg, &lx, &ls1, &ls2, &lfp)?;
         let ls = ((&ls1 + &ls2)? * 0.5)?;
-        semi_step_losses(batch, out, weak, tau, total, vec![("loss_x", &lx), ("loss_s", &ls), ("loss_w_fp", &lfp)])
+        let valid = Tensor::cat(&[paste_valid(&u.box1, mix, u)?, paste_valid(&u.box2, mix, u)?], 0)?;
+        let pseudo = Pseudo {
+            label: Tensor::cat(&[&s1.label, &s2.label], 0)?,
+            conf: Tensor::cat(&[&s1.conf, &s2.conf], 0)?,
+            ignore: Tensor::cat(&[&s1.ignore, &s2.ignore], 0)?,
+        };
+        let strong = StrongPass { images: x_s, valid, pseudo, out: out_s };
+        let terms = vec![("loss_x", &lx), ("loss_s", &ls), ("loss_w_fp", &lfp)];
+        semi_step_losses(batch, out, weak, tau, total, terms, strong)
     }
 }

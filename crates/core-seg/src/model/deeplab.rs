@@ -127,6 +127,8 @@ pub struct SegOutput {
     pub enc: EncoderFeatures,
     /// Decoder feature map after `fuse` (`[B, fuse_channels, H/4, W/4]`), clean half only.
     pub dec: Tensor,
+    /// ASPP projection output (`[B, aspp_channels, h4, w4]`, the c4 grid), clean half only.
+    pub aspp: Tensor,
 }
 
 /// DeepLabV3+ (`backbone`, `head`, `reduce`, `fuse`, `classifier`).
@@ -159,15 +161,22 @@ impl DeepLabV3Plus {
 
     /// Decoder: returns the fused feature map `[B, fuse, h1, w1]` and low-resolution logits.
     pub fn decode(&self, c1: &Tensor, c4: &Tensor, mode: Mode) -> Result<(Tensor, Tensor)> {
+        let (_, f, logits) = self.decode_full(c1, c4, mode)?;
+        Ok((f, logits))
+    }
+
+    /// [`Self::decode`] that also returns the ASPP output `[B, aspp, h4, w4]` (first).
+    pub fn decode_full(&self, c1: &Tensor, c4: &Tensor, mode: Mode) -> Result<(Tensor, Tensor, Tensor)> {
         let (_, _, h1, w1) = c1.dims4()?;
-        let high = resize_bilinear(&self.head.forward(c4, mode)?, (h1, w1), true)?;
+        let aspp = self.head.forward(c4, mode)?;
+        let high = resize_bilinear(&aspp, (h1, w1), true)?;
         let low = apply(&self.reduce, c1, mode)?;
         let mut f = Tensor::cat(&[low, high], 1)?;
         for cb in &self.fuse {
             f = apply(cb, &f, mode)?;
         }
         let logits = self.classifier.forward(&f)?;
-        Ok((f, logits))
+        Ok((aspp, f, logits))
     }
 
     /// Logits `[B, K, H, W]`.
@@ -180,19 +189,19 @@ impl DeepLabV3Plus {
     pub fn forward_full(&self, x: &Tensor, mode: Mode, fp: Option<(f64, &mut SegRng)>) -> Result<SegOutput> {
         let (b, _, h, w) = x.dims4()?;
         let enc = self.backbone.forward_t(x, mode)?;
-        let (dec, logits, logits_fp) = match fp {
+        let (aspp, dec, logits, logits_fp) = match fp {
             None => {
-                let (dec, lo) = self.decode(&enc.c1, &enc.c4, mode)?;
-                (dec, resize_bilinear(&lo, (h, w), true)?, None)
+                let (aspp, dec, lo) = self.decode_full(&enc.c1, &enc.c4, mode)?;
+                (aspp, dec, resize_bilinear(&lo, (h, w), true)?, None)
             }
             Some((p, rng)) => {
                 let c1 = Tensor::cat(&[enc.c1.clone(), dropout2d(&enc.c1, p, rng)?], 0)?;
                 let c4 = Tensor::cat(&[enc.c4.clone(), dropout2d(&enc.c4, p, rng)?], 0)?;
-                let (dec, lo) = self.decode(&c1, &c4, mode)?;
+                let (aspp, dec, lo) = self.decode_full(&c1, &c4, mode)?;
                 let up = resize_bilinear(&lo, (h, w), true)?;
-                (dec.narrow(0, 0, b)?, up.narrow(0, 0, b)?, Some(up.narrow(0, b, b)?))
+                (aspp.narrow(0, 0, b)?, dec.narrow(0, 0, b)?, up.narrow(0, 0, b)?, Some(up.narrow(0, b, b)?))
             }
         };
-        Ok(SegOutput { logits, logits_fp, enc, dec })
+        Ok(SegOutput { logits, logits_fp, enc, dec, aspp })
     }
 }

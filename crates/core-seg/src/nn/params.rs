@@ -27,6 +27,13 @@ impl ParamStore {
         Self { varmap: VarMap::new(), rng: Arc::new(Mutex::new(SegRng::stream(seed, &[0x1417]))) }
     }
 
+    /// The same variables, but entries created through this handle draw their initial values from their own
+    /// stream `SegRng::stream(seed, path)`: an auxiliary branch initialised this way gets the same weights
+    /// whatever was created before it, and leaves the model's initialisation untouched.
+    pub fn with_stream(&self, seed: u64, path: &[u64]) -> Self {
+        Self { varmap: self.varmap.clone(), rng: Arc::new(Mutex::new(SegRng::stream(seed, path))) }
+    }
+
     /// The underlying variables (parameters and BN buffers), by PyTorch name.
     pub fn varmap(&self) -> &VarMap {
         &self.varmap

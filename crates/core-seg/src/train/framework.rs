@@ -98,6 +98,7 @@ impl Framework for Supervised {
             n_labeled,
             pseudo: None,
             conf_thresh: 1.0,
+            strong: None,
         };
         Ok(StepLosses {
             total: loss_x.clone(),

@@ -151,6 +151,7 @@ impl Trainer {
                     losses.total = (losses.total + &l)?;
                     losses.terms.push((name, l.detach()));
                 }
+                losses.stats.extend(term.stats());
             }
         }
         let loss = losses.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
