@@ -82,6 +82,10 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
     };
     let tcfg = TrainConfig { iters, lr: cfg.base_lr(), ..cfg.train.clone() };
     let mut t = Trainer::new(&cfg.model, tcfg, frameworks::build(&cfg.semi), DType::F32, &device)?;
+    if cfg.semi.method == Method::Guidedmix {
+        let (gm, model) = (cfg.guidedmix_config(), cfg.model.clone());
+        t.set_framework(move |vb| guidedmix::build(&gm, &model, vb))?;
+    }
     t.out_dir = Some(a.out.clone());
     t.run_config = serde_json::to_value(&cfg)?;
     add_method_terms(&mut t, &cfg, source.steps_per_epoch)?;
@@ -204,10 +208,24 @@ pub fn evaluate_mrf_tuned(
     Ok((beta, evaluate_mrf(model, val, cfg, &mrf, device)?))
 }
 
-fn load_model(cfg: &RunConfig, weights_path: &Path, device: &Device) -> anyhow::Result<DeepLabV3Plus> {
+/// The inference model of a run from a checkpoint or weights file (strict over the model's variables).
+pub fn load_model(cfg: &RunConfig, weights_path: &Path, device: &Device) -> anyhow::Result<DeepLabV3Plus> {
     let store = ParamStore::new(0);
-    let model = DeepLabV3Plus::new(&cfg.model, store.var_builder(DType::F32, device))?;
-    weights::load_safetensors(&store, weights_path, true)?;
+    let vb = store.var_builder(DType::F32, device);
+    let model = DeepLabV3Plus::new(&cfg.model, vb.clone())?;
+    if cfg.semi.method != Method::Guidedmix {
+        weights::load_safetensors(&store, weights_path, true)?;
+        return Ok(model);
+    }
+    // A GuidedMix checkpoint also holds the mixed head and MITrans, which inference does not use: they are
+    // accepted, and may be absent from a weights file.
+    let model_vars: std::collections::BTreeSet<String> = store.named_vars().into_iter().map(|(n, _)| n).collect();
+    guidedmix::build(&cfg.guidedmix_config(), &cfg.model, vb)?;
+    let r = weights::load_safetensors(&store, weights_path, false)?;
+    let missing: Vec<&String> = r.missing.iter().filter(|n| model_vars.contains(*n)).collect();
+    if !missing.is_empty() || !r.unexpected.is_empty() {
+        bail!("{}: missing {missing:?}, unexpected {:?}", weights_path.display(), r.unexpected);
+    }
     Ok(model)
 }
 

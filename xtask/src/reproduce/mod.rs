@@ -196,11 +196,9 @@ impl Grid {
     }
 
     fn predict(&mut self, method: &str, cfg: &RunConfig, weights: &std::path::Path) -> anyhow::Result<()> {
-        use candle_core::{DType, Device, Tensor};
+        use candle_core::{Device, Tensor};
         let dev = Device::Cpu;
-        let store = core_seg::nn::ParamStore::new(0);
-        let model = core_seg::model::DeepLabV3Plus::new(&cfg.model, store.var_builder(DType::F32, &dev))?;
-        core_seg::model::weights::load_safetensors(&store, weights, true)?;
+        let model = crate::train_cmd::load_model(cfg, weights, &dev)?;
         let mut out = Vec::new();
         for img in &self.images {
             let x = Tensor::from_vec(data::augment::normalize_image(img), (1, 3, img.height, img.width), &dev)?;
@@ -214,11 +212,8 @@ impl Grid {
 
 /// Evaluates another row's checkpoint with MRF post-processing (β chosen on validation).
 fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&PathBuf>) -> anyhow::Result<RunRecord> {
-    use candle_core::{DType, Device};
-    let dev = Device::Cpu;
-    let store = core_seg::nn::ParamStore::new(0);
-    let model = core_seg::model::DeepLabV3Plus::new(&cfg.model, store.var_builder(DType::F32, &dev))?;
-    core_seg::model::weights::load_safetensors(&store, weights, true)?;
+    let dev = candle_core::Device::Cpu;
+    let model = crate::train_cmd::load_model(cfg, weights, &dev)?;
     let val = crate::datasets::build(cfg, data_root, false)?.val;
     let (beta, r) = crate::train_cmd::evaluate_mrf_tuned(&model, &val, cfg, None, &dev)?;
     eprintln!("MRF β = {beta}: mIoU {:.2}", r.miou);
