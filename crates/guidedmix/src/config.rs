@@ -161,7 +161,7 @@ impl GuidedMixConfig {
             return bad("guidedmix.mitrans_reduction must be ≥ 1".into());
         }
         if let Some(ch) = self.mitrans_channels {
-            if ch < self.mitrans_reduction || ch % self.mitrans_reduction != 0 {
+            if ch < self.mitrans_reduction || !ch.is_multiple_of(self.mitrans_reduction) {
                 return bad(format!(
                     "guidedmix.mitrans_channels {ch} must be a positive multiple of mitrans_reduction {}",
                     self.mitrans_reduction

@@ -1,5 +1,10 @@
 //! The GuidedMix step as a [`Framework`]: one backbone pass on `cat(x_l, x_u)`, the main head on each half,
 //! the mixed head on the mixture, the decoupled logits and the losses (`guidedmix.md` §3, §7).
+//!
+//! One difference from the code, in BN bookkeeping only: the code re-runs the main `image_pool` to build
+//! `A_l` and `A_u` (same values, a second running-statistics update of that BN per half); here `A` is the
+//! head's own first stage, so every BN sees each batch once. λ, the pairs and the classifier dropout masks are
+//! drawn from the run's RNG (`ctx.rng`).
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;

@@ -37,7 +37,7 @@ pub struct NonLocal2d {
 
 impl NonLocal2d {
     pub fn new(channels: usize, reduction: usize, vb: VarBuilder) -> Result<Self> {
-        if reduction == 0 || channels % reduction != 0 || channels < reduction {
+        if reduction == 0 || channels < reduction || !channels.is_multiple_of(reduction) {
             core_seg::bail_arg!("NonLocal2d: {channels} channels with reduction {reduction}");
         }
         let inter = channels / reduction;

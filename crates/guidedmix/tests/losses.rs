@@ -134,6 +134,7 @@ fn softplus_values_and_gradient_including_zero() -> Result<()> {
 
 /// 2 pixels, one ignored, K = 2, zero logits: `ln 2 / 2` over all pixels, `ln 2` over valid ones.
 #[test]
+#[allow(clippy::approx_constant)]
 fn labeled_ce_reductions_are_the_hand_values() -> Result<()> {
     let x = Tensor::zeros((1, 2, 1, 2), DType::F64, &Device::Cpu)?;
     let y = Tensor::from_vec(vec![1u32, 255], (1, 1, 2), &Device::Cpu)?;

@@ -183,7 +183,7 @@ impl ResNet {
                 (Vec::new(), Some(Conv2d::new(3, w, 7, c, false, kaiming, vb.pp("conv1"))?), w)
             }
             Stem::V1c => {
-                if w < 2 || w % 2 != 0 {
+                if w < 2 || !w.is_multiple_of(2) {
                     crate::bail_arg!("stem v1c needs an even base_width ≥ 2, got {w}");
                 }
                 let s = vb.pp("stem");
