@@ -3,7 +3,7 @@
 
 Run from the repository root:  /opt/torchvenv/bin/python tools/parity/make_fixtures.py
 Writes tests/fixtures/parity/{ops.safetensors, ops.json, deeplab_r18.safetensors, deeplab_r18.json,
-resnet101_deeplab_names.json}. Deterministic: fixed torch seeds, CPU only, no downloads.
+deeplab_r50_tv_os8.*, deeplabv3_v1c_os8.*, resnet101_deeplab_names.json}. Deterministic: fixed torch seeds, CPU only, no downloads.
 
 The reference model below is written from shared/specs/unimatch.md §3 (DeepLabV3+ with a deep-stem ResNet,
 UniMatch parameter names); the ops follow PyTorch's own functional API.
@@ -327,6 +327,94 @@ def build_r50_tv_os8():
     return t, {"config": cfg, "trainable_parameters": sum(p.numel() for p in m.parameters())}
 
 
+class ConvModule(nn.Module):
+    """mmcv ConvModule: conv (no bias) + BN + ReLU, parameter names `conv`, `bn`."""
+
+    def __init__(self, cin, cout, k, dil=1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, padding=0 if k == 1 else dil, dilation=dil, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class ResNetV1c(nn.Module):
+    """mmseg ResNetV1c written from guidedmix.md §2: deep stem 3→w/2→w/2→w (each BN + ReLU, `stem.*`), max-pool,
+    Bottleneck stages with strides (1, 2, 1, 1), dilations (1, 1, 2, 4), contract_dilation (first block of a
+    dilated stage at half the dilation), downsample conv1×1(stride) + BN."""
+
+    def __init__(self, layers, w):
+        super().__init__()
+        self.stem = nn.Sequential(conv(3, w // 2, 3, 2), nn.BatchNorm2d(w // 2), nn.ReLU(),
+                                  conv(w // 2, w // 2, 3), nn.BatchNorm2d(w // 2), nn.ReLU(),
+                                  conv(w // 2, w, 3), nn.BatchNorm2d(w), nn.ReLU())
+        inplanes = w
+        for i, (n, stride, dil) in enumerate(zip(layers, (1, 2, 1, 1), (1, 1, 2, 4))):
+            planes = w << i
+            down = nn.Sequential(conv(inplanes, planes * 4, 1, stride), nn.BatchNorm2d(planes * 4))
+            first = dil // 2 if dil > 1 else 1
+            blocks = [Bottle(inplanes, planes, stride, first, down)]
+            inplanes = planes * 4
+            blocks += [Bottle(inplanes, planes, 1, dil, None) for _ in range(1, n)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+
+    def forward(self, x):
+        x = F.max_pool2d(self.stem(x), 3, 2, 1)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+class ASPPHead(nn.Module):
+    """mmseg ASPPHead (DeepLabV3): image_pool, aspp_modules (d = 1 is 1×1), bottleneck 3×3, dropout, conv_seg."""
+
+    def __init__(self, cin, ch, nclass, dilations):
+        super().__init__()
+        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvModule(cin, ch, 1))
+        self.aspp_modules = nn.ModuleList([ConvModule(cin, ch, 1 if d == 1 else 3, d) for d in dilations])
+        self.bottleneck = ConvModule(5 * ch, ch, 3)
+        self.dropout = nn.Dropout2d(0.1)
+        self.conv_seg = nn.Conv2d(ch, nclass, 1)
+
+    def forward(self, x):
+        pool = F.interpolate(self.image_pool(x), x.shape[-2:], mode="bilinear", align_corners=False)
+        a = torch.cat([pool] + [m(x) for m in self.aspp_modules], 1)
+        return self.conv_seg(self.dropout(self.bottleneck(a)))
+
+
+class DeepLabV3(nn.Module):
+    def __init__(self, w, ch, nclass, dilations):
+        super().__init__()
+        self.backbone = ResNetV1c([3, 4, 6, 3], w)
+        self.decode_head = ASPPHead(32 * w, ch, nclass, dilations)
+
+    def forward(self, x):
+        return F.interpolate(self.decode_head(self.backbone(x)), x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def build_v3_v1c_os8():
+    """Forward-only f32 fixture of GuidedMix's network: DeepLabV3 (mmseg names) on ResNetV1c-50, OS 8 (eval
+    logits and the train-mode loss with dropout off; tiny widths to stay within the 5 MiB budget)."""
+    cfg = {"backbone": "resnet50", "stem": "v1c", "base_width": 2, "output_stride": 8, "dilations": [2, 3, 4],
+           "aspp_channels": 2, "nclass": 3, "head": "deeplabv3"}
+    torch.manual_seed(2)
+    m = DeepLabV3(2, 2, 3, (1, 2, 3, 4))
+    g = torch.Generator().manual_seed(6)
+    randomise_bn(m, g)
+    t = {f"param.{k}": v.float() for k, v in state(m).items()}
+    x = torch.randn(2, 3, 23, 23, generator=g)
+    t["input"] = x
+    m.eval()
+    with torch.no_grad():
+        t["eval_logits"] = m(x)
+    m.train()
+    m.decode_head.dropout.p = 0.0
+    msk = make_target(g, 2, 23, 23, 3, 0.1)
+    t["train.mask"] = msk.to(torch.uint8)
+    with torch.no_grad():
+        t["train.loss"] = F.cross_entropy(m(x), msk, ignore_index=IGNORE).reshape(1)
+    return t, {"config": cfg, "trainable_parameters": sum(p.numel() for p in m.parameters())}
+
+
 def build_model():
     cfg = {"backbone": "resnet18", "stem": "deep", "base_width": 8, "output_stride": 16,
            "dilations": [6, 12, 18], "aspp_channels": 16, "reduce_channels": 12, "fuse_channels": 32,
@@ -394,6 +482,10 @@ def main():
     save_file({k: v.contiguous() for k, v in t.items()}, os.path.join(OUT, "deeplab_r50_tv_os8.safetensors"))
     with open(os.path.join(OUT, "deeplab_r50_tv_os8.json"), "w") as f:
         json.dump(cfg50, f, indent=1)
+    t, cfg_v3 = build_v3_v1c_os8()
+    save_file({k: v.contiguous() for k, v in t.items()}, os.path.join(OUT, "deeplabv3_v1c_os8.safetensors"))
+    with open(os.path.join(OUT, "deeplabv3_v1c_os8.json"), "w") as f:
+        json.dump(cfg_v3, f, indent=1)
     names = build_names()
     with open(os.path.join(OUT, "resnet101_deeplab_names.json"), "w") as f:
         json.dump(names, f)

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use core_seg::eval::EvalConfig;
-use core_seg::frameworks::SemiConfig;
+use core_seg::frameworks::{Method, SemiConfig};
 use core_seg::model::DeepLabConfig;
 use core_seg::train::TrainConfig;
 use data::synthetic::SynthConfig;
@@ -93,6 +93,9 @@ pub struct RunConfig {
     /// Image reconstruction as an auxiliary task, plain or object/background-disentangled (crate `aux-recon`).
     #[serde(default)]
     pub recon: Option<aux_recon::ReconConfig>,
+    /// GuidedMix-Net hyper-parameters for `semi.method = "guidedmix"` (crate `guidedmix`; defaults when absent).
+    #[serde(default)]
+    pub guidedmix: Option<guidedmix::GuidedMixConfig>,
 }
 
 fn default_ref_batch() -> usize {
@@ -128,7 +131,26 @@ impl RunConfig {
         if let Some(r) = &self.recon {
             r.geometry(&self.model)?;
         }
+        if let Some(gm) = &self.guidedmix {
+            gm.validate()?;
+        }
+        if self.semi.method == Method::Guidedmix {
+            let gm = self.guidedmix_config();
+            if gm.pairing == guidedmix::Pairing::Random && self.loader.batch_size != self.loader.batch_size_u {
+                bail!(
+                    "guidedmix.pairing = random pairs the batch with a permutation of itself: loader.batch_size {} \
+                     must equal loader.batch_size_u {}",
+                    self.loader.batch_size,
+                    self.loader.batch_size_u
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The `[guidedmix]` table, or its defaults (the official code) when absent.
+    pub fn guidedmix_config(&self) -> guidedmix::GuidedMixConfig {
+        self.guidedmix.clone().unwrap_or_default()
     }
 
     /// The effective base learning rate (with linear batch scaling when asked).
@@ -196,5 +218,32 @@ mod tests {
             let err = err.unwrap_or_default();
             assert!(err.contains(key) && err.contains("r.toml"), "{text}: {err}");
         }
+    }
+
+    /// GuidedMix's official schedule (guidedmix.md §4) and network (§2) in the VOC / Cityscapes configs.
+    #[test]
+    fn guidedmix_configs_have_the_official_schedule() -> anyhow::Result<()> {
+        use core_seg::model::{Depth, HeadKind, Stem};
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        for (file, crop, b, depth) in
+            [("guidedmix-voc.toml", 512, 4, Depth::Resnet50), ("guidedmix-cityscapes.toml", 769, 2, Depth::Resnet101)]
+        {
+            let c = RunConfig::load(&dir.join(file))?;
+            assert_eq!(c.semi.method, Method::Guidedmix, "{file}");
+            assert_eq!((c.aug.crop_size, c.loader.batch_size, c.loader.batch_size_u), (crop, b, b), "{file}");
+            assert_eq!((c.model.head, c.model.stem, c.model.output_stride), (HeadKind::Deeplabv3, Stem::V1c, 8));
+            assert_eq!((c.model.backbone, c.model.aspp_channels), (depth, Some(512)), "{file}");
+            let t = &c.train;
+            assert_eq!((t.lr, t.lr_min, t.lr_multi, t.poly_power, t.iters), (0.01, 1e-4, 1.0, 0.9, 20000), "{file}");
+            let sgd = core_seg::optim::OptimConfig::Sgd { momentum: 0.9, weight_decay: 5e-4 };
+            assert_eq!((t.optim, t.eval_every), (sgd, 2000), "{file}");
+            assert_eq!(c.guidedmix_config(), guidedmix::GuidedMixConfig::default(), "{file}");
+        }
+        let syn = RunConfig::load(&dir.join("guidedmix-synthetic.toml"))?;
+        assert_eq!((syn.semi.method, syn.model.head), (Method::Guidedmix, HeadKind::Deeplabv3));
+        let mut bad = syn.clone();
+        bad.loader.batch_size_u = 4;
+        assert!(bad.validate().is_err());
+        Ok(())
     }
 }

@@ -49,7 +49,7 @@ fn parse_depth(s: &str) -> Result<Depth, String> {
 
 fn parse_stem(s: &str) -> Result<Stem, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| format!("unknown stem `{s}` (deep|torchvision)"))
+        .map_err(|_| format!("unknown stem `{s}` (deep|torchvision|v1c)"))
 }
 
 pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
@@ -64,6 +64,7 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
         reduce_channels: a.reduce_channels,
         fuse_channels: a.fuse_channels,
         nclass: a.classes,
+        ..DeepLabConfig::default()
     };
     let store = ParamStore::new(0);
     let model = DeepLabV3Plus::new(&cfg, store.var_builder(DType::F32, &dev))?;

@@ -82,6 +82,10 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
     };
     let tcfg = TrainConfig { iters, lr: cfg.base_lr(), ..cfg.train.clone() };
     let mut t = Trainer::new(&cfg.model, tcfg, frameworks::build(&cfg.semi), DType::F32, &device)?;
+    if cfg.semi.method == Method::Guidedmix {
+        let (gm, model) = (cfg.guidedmix_config(), cfg.model.clone());
+        t.set_framework(move |vb| guidedmix::build(&gm, &model, vb))?;
+    }
     t.out_dir = Some(a.out.clone());
     t.run_config = serde_json::to_value(&cfg)?;
     add_method_terms(&mut t, &cfg, source.steps_per_epoch)?;
@@ -214,7 +218,7 @@ pub fn evaluate_mrf_tuned(
 }
 
 /// Prefixes of training-only branches saved in checkpoints for resume; inference ignores them.
-pub const TRAINING_ONLY_PREFIXES: [&str; 2] = ["recon.", "mim_head."];
+pub const TRAINING_ONLY_PREFIXES: [&str; 5] = ["recon.", "mim_head.", "decode_head_mix.", "head_mix.", "mitrans."];
 
 /// Loads a checkpoint for inference: every model variable must be set; the only extra keys allowed are those of
 /// training-only branches ([`TRAINING_ONLY_PREFIXES`]).

@@ -18,6 +18,7 @@ fn tiny() -> DeepLabConfig {
         reduce_channels: 12,
         fuse_channels: 16,
         nclass: 4,
+        ..DeepLabConfig::default()
     }
 }
 

@@ -324,6 +324,7 @@ fn full_s4mim_on_the_synthetic_model_at_64px() -> Result<()> {
         reduce_channels: 24,
         fuse_channels: 64,
         nclass: 6,
+        ..Default::default()
     };
     let semi = SemiConfig { conf_thresh: 0.0, ..Default::default() };
     let mim = MimConfig { mask: MaskConfig { patch: 16, ..Default::default() }, ..toy_mim() };

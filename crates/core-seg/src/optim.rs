@@ -38,10 +38,16 @@ pub fn backbone_head_groups(vars: &[(String, Var)], head_mult: f64) -> Vec<Param
 
 /// Poly decay: `lr = base · (1 − it/T)^power`.
 pub fn poly_lr(base: f64, it: usize, total: usize, power: f64) -> f64 {
+    poly_lr_floor(base, 0.0, it, total, power)
+}
+
+/// Poly decay with a floor (mmcv's `PolyLrUpdaterHook` with `min_lr`):
+/// `lr = (base − min) · (1 − it/T)^power + min`.
+pub fn poly_lr_floor(base: f64, min: f64, it: usize, total: usize, power: f64) -> f64 {
     if total == 0 {
         return base;
     }
-    base * (1.0 - (it.min(total) as f64) / total as f64).powf(power)
+    (base - min) * (1.0 - (it.min(total) as f64) / total as f64).powf(power) + min
 }
 
 /// Optimiser hyper-parameters.
@@ -137,6 +143,15 @@ mod tests {
         let lr = poly_lr(0.001, 50, 100, 0.9);
         assert!((lr - 5.35887e-4).abs() < 1e-9, "{lr}");
         assert_eq!(poly_lr(0.001, 0, 100, 0.9), 0.001);
+    }
+
+    /// GuidedMix's schedule (guidedmix.md §10.10): 0.01 at it = 0, 1e-4 at T, 0.00540528 at T/2.
+    #[test]
+    fn poly_with_floor_matches_mmcv() {
+        assert!((poly_lr_floor(0.01, 1e-4, 0, 20000, 0.9) - 0.01).abs() < 1e-15);
+        assert!((poly_lr_floor(0.01, 1e-4, 20000, 20000, 0.9) - 1e-4).abs() < 1e-15);
+        let mid = poly_lr_floor(0.01, 1e-4, 10000, 20000, 0.9);
+        assert!((mid - 0.00540528).abs() < 5e-9, "{mid}");
     }
 
     /// Two SGD steps on f(p) = ½‖p‖² by hand: g = p, wd = 0.1, m = 0.9, lr = 0.1; head group ×10.

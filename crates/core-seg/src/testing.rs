@@ -20,6 +20,7 @@ pub fn tiny_model(nclass: usize) -> DeepLabConfig {
         reduce_channels: 8,
         fuse_channels: 16,
         nclass,
+        head: crate::model::HeadKind::Deeplabv3plus,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Whole-model parity with PyTorch: DeepLabV3+ ResNet-18 (deep stem, OS 16, tiny widths) loaded from
 //! `tests/fixtures/parity/deeplab_r18.safetensors`; eval logits in f32, train-mode loss and three SGD steps
-//! (momentum 0.9, wd 1e-4, backbone lr 0.01, head lr 0.1) in f64. Plus the R-101 name/shape list.
+//! (momentum 0.9, wd 1e-4, backbone lr 0.01, head lr 0.1) in f64. Plus the R-101 name/shape list, and
+//! GuidedMix's DeepLabV3 on ResNetV1c (forward, f32).
 
 mod common;
 
@@ -143,6 +144,25 @@ fn deeplab_r50_torchvision_stem_os8_f32_match_pytorch() -> Result<()> {
     println!("R-50/tv/OS8 running stats after one train forward: max diff {worst:.3e}");
     assert!(worst <= 1e-4, "{worst}");
     let n = load_json("deeplab_r50_tv_os8.json")?["trainable_parameters"].as_u64().unwrap_or(0);
+    assert_eq!(count_parameters(&store), n as usize);
+    Ok(())
+}
+
+/// GuidedMix's network, DeepLabV3 (mmseg `ASPPHead`, `decode_head.*`) on ResNetV1c-50 (`backbone.stem.*`) at
+/// OS 8, against a PyTorch model written from guidedmix.md §2 (`ConvModule` names, contract_dilation,
+/// align_corners = false): equal name sets, f32 eval logits, the train-mode loss (dropout off).
+#[test]
+fn deeplabv3_v1c_os8_f32_match_pytorch() -> Result<()> {
+    let (store, model, t) = build_loaded("deeplabv3_v1c_os8", DType::F32)?;
+    let x = get(&t, "input")?;
+    let d = max_abs_diff(&model.forward_t(x, Mode::Eval)?, get(&t, "eval_logits")?)?;
+    println!("DeepLabV3/V1c/OS8 eval logits f32: max-abs diff {d:.3e}");
+    assert!(d <= 1e-4, "eval logits differ by {d:e}");
+    let logits = model.forward_t(x, Mode::Train)?;
+    let loss = cross_entropy_ignore(&logits, get(&t, "train.mask")?)?.to_scalar::<f32>()?;
+    let theirs = get(&t, "train.loss")?.to_vec1::<f32>()?[0];
+    assert!((loss - theirs).abs() <= 1e-4, "train loss {loss} vs {theirs}");
+    let n = load_json("deeplabv3_v1c_os8.json")?["trainable_parameters"].as_u64().unwrap_or(0);
     assert_eq!(count_parameters(&store), n as usize);
     Ok(())
 }

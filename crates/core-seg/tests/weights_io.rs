@@ -19,6 +19,7 @@ fn cfg(stem: Stem) -> DeepLabConfig {
         reduce_channels: 8,
         fuse_channels: 8,
         nclass: 3,
+        ..DeepLabConfig::default()
     }
 }
 

@@ -228,8 +228,7 @@ impl Grid {
 
 /// Evaluates another row's checkpoint with MRF post-processing (β chosen on validation).
 fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&PathBuf>) -> anyhow::Result<RunRecord> {
-    use candle_core::Device;
-    let dev = Device::Cpu;
+    let dev = candle_core::Device::Cpu;
     let model = crate::train_cmd::load_model(cfg, weights, &dev)?;
     let val = crate::datasets::build(cfg, data_root, false)?.val;
     let (beta, r) = crate::train_cmd::evaluate_mrf_tuned(&model, &val, cfg, None, &dev)?;

@@ -44,6 +44,9 @@ const MIM_CITYSCAPES: &str = include_str!("../../../configs/mim-cityscapes.toml"
 const RECON_SYNTHETIC: &str = include_str!("../../../configs/recon-synthetic.toml");
 const RECON_VOC: &str = include_str!("../../../configs/recon-voc.toml");
 const RECON_CITYSCAPES: &str = include_str!("../../../configs/recon-cityscapes.toml");
+const GM_SYNTHETIC: &str = include_str!("../../../configs/guidedmix-synthetic.toml");
+const GM_VOC: &str = include_str!("../../../configs/guidedmix-voc.toml");
+const GM_CITYSCAPES: &str = include_str!("../../../configs/guidedmix-cityscapes.toml");
 
 /// TV-paper rows: supervised, supervised + MRF (same checkpoints), supervised + TV, UniMatch + TV.
 fn tv_rows() -> Vec<RowSpec> {
@@ -85,6 +88,23 @@ macro_rules! recon_rows {
 
 fn recon_rows() -> Vec<RowSpec> {
     recon_rows!("supervised", "mean_teacher", "fixmatch", "unimatch")
+}
+
+/// The supervised baseline of GuidedMix's own code: same network, batches and BN, `L_uns = 0`.
+const GM_SUPERVISED: &str = "[guidedmix]\nunsup_weight = 0.0\n";
+
+/// GuidedMix rows (guidedmix.md §8): supervised, the official code, and each paper reading on its own.
+fn guidedmix_rows() -> Vec<RowSpec> {
+    vec![
+        row("supervised", GM_SUPERVISED),
+        row("guidedmix", ""),
+        row("guidedmix-similar", "[guidedmix]\npairing = \"similar\"\n"),
+        row("guidedmix-image", "[guidedmix]\nmix_space = \"image\"\n"),
+        row("guidedmix-mitrans", "[guidedmix]\nmitrans = true\nmitrans_channels = 64\n"),
+        row("guidedmix-paper", "[guidedmix]\ndirection = \"paper\"\n"),
+        row("supervised-dlv3p", "[model]\nhead = \"deeplabv3plus\"\n[guidedmix]\nunsup_weight = 0.0\n"),
+        row("guidedmix-dlv3p", "[model]\nhead = \"deeplabv3plus\"\n"),
+    ]
 }
 
 fn frameworks() -> Vec<RowSpec> {
@@ -260,6 +280,42 @@ pub fn all() -> Vec<Recipe> {
                                reconstruction branch exists",
         },
         Recipe {
+            name: "guidedmix-synthetic",
+            description: "GuidedMix-Net, 1/16 labels: supervised, the official code, and each paper switch (DeepLabV3 head)",
+            dataset: "synthetic (embedded)",
+            cpu_time: "≈ 3 h (8 rows × 3 seeds × 300 iterations)",
+            base: GM_SYNTHETIC,
+            budget: "",
+            rows: guidedmix_rows(),
+            seeds: 3,
+            reference: &[],
+            reference_source: "",
+        },
+        Recipe {
+            name: "guidedmix-voc",
+            description: "GuidedMix-Net (official code) on VOC 1464, DeepLabV3 ResNetV1c-50 OS 8, crop 512, 20k iterations",
+            dataset: "PASCAL VOC 2012 + SBD",
+            cpu_time: "GPU hours (not a CPU recipe)",
+            base: GM_VOC,
+            budget: "",
+            rows: vec![row("supervised", GM_SUPERVISED), row("guidedmix", "")],
+            seeds: 1,
+            reference: &[],
+            reference_source: "No verified GuidedMix number exists (guidedmix.md §8)",
+        },
+        Recipe {
+            name: "guidedmix-cityscapes",
+            description: "GuidedMix-Net (official code) on Cityscapes 372 labels, DeepLabV3 ResNetV1c-101 OS 8, crop 769",
+            dataset: "Cityscapes",
+            cpu_time: "GPU days (not a CPU recipe)",
+            base: GM_CITYSCAPES,
+            budget: "",
+            rows: vec![row("supervised", GM_SUPERVISED), row("guidedmix", "")],
+            seeds: 1,
+            reference: &[],
+            reference_source: "No verified GuidedMix number exists (guidedmix.md §8)",
+        },
+        Recipe {
             name: "unimatch-voc",
             description: "UniMatch on PASCAL VOC 2012, classic 92-label split, R-101 deep stem, crop 321",
             dataset: "PASCAL VOC 2012 + SBD",
@@ -309,7 +365,11 @@ mod tests {
                 let cfg = super::super::row_config(&r, row, 3)?;
                 assert_eq!(cfg.train.seed, 3);
                 let method = serde_json::to_value(cfg.semi.method)?;
-                let m = method.as_str().unwrap_or_default();
+                let mut m = method.as_str().unwrap_or_default();
+                // GuidedMix's supervised baseline is its own framework with the unlabelled loss off.
+                if m == "guidedmix" && cfg.guidedmix_config().unsup_weight == 0.0 {
+                    m = "supervised";
+                }
                 let label_ok =
                     row.method == m || [format!("{m}-"), format!("{m}+")].iter().any(|p| row.method.starts_with(p));
                 assert!(label_ok, "{} / {}", r.name, row.method);

@@ -32,6 +32,9 @@ pub enum Method {
     #[default]
     Unimatch,
     MeanTeacher,
+    /// GuidedMix-Net: its framework (with parameters of its own) lives in the `guidedmix` crate and is
+    /// installed with [`crate::train::Trainer::set_framework`]; [`build`] gives a placeholder for it.
+    Guidedmix,
 }
 
 /// BN mode of the no-grad prediction on the mix images.
@@ -176,5 +179,31 @@ pub fn build(cfg: &SemiConfig) -> Box<dyn crate::train::Framework> {
         Method::Fixmatch => Box::new(FixMatch::new(cfg.clone())),
         Method::Unimatch => Box::new(UniMatch::new(cfg.clone())),
         Method::MeanTeacher => Box::new(MeanTeacher::new(cfg.clone())),
+        Method::Guidedmix => Box::new(External { name: "guidedmix", provider: "guidedmix::build" }),
+    }
+}
+
+/// Stands in for a framework built outside `core-seg` (see [`Method::Guidedmix`]): every step is an error
+/// naming the function that builds the real one.
+pub struct External {
+    pub name: &'static str,
+    pub provider: &'static str,
+}
+
+impl crate::train::Framework for External {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn losses(
+        &mut self,
+        _model: &crate::model::DeepLabV3Plus,
+        _batch: &crate::batch::TrainBatch,
+        _ctx: &mut crate::train::StepCtx,
+    ) -> Result<crate::train::StepLosses> {
+        Err(crate::Error::Config(format!(
+            "semi.method = {}: install its framework with Trainer::set_framework({})",
+            self.name, self.provider
+        )))
     }
 }

@@ -1,6 +1,7 @@
 //! ResNet-18/34/50/101 with the deep stem (UniMatch's pretrained format) or torchvision's 7×7 stem,
 //! `replace_stride_with_dilation`, and a width multiplier. Parameter paths are torchvision's
-//! (`conv1`, `bn1`, `layer1.0.conv1`, `layer2.0.downsample.0`, …); the deep stem is `conv1.{0,1,3,4,6}`.
+//! (`conv1`, `bn1`, `layer1.0.conv1`, `layer2.0.downsample.0`, …); the deep stem is `conv1.{0,1,3,4,6}`;
+//! mmseg's ResNetV1c stem is `stem.{0,1,3,4,6,7}` (its stages have torchvision's names).
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -49,6 +50,9 @@ pub enum Stem {
     Deep,
     /// One 7×7 stride-2 conv (w channels), torchvision / timm weights.
     Torchvision,
+    /// mmseg ResNetV1c (`open-mmlab://resnet50_v1c`): three 3×3 convs (w/2, w/2, w channels), each + BN +
+    /// ReLU, `stem.{0,1,3,4,6,7}`; no separate `bn1`.
+    V1c,
 }
 
 /// Backbone configuration.
@@ -158,7 +162,7 @@ pub struct EncoderFeatures {
 pub struct ResNet {
     stem: Vec<ConvBn>,
     stem_last: Option<Conv2d>,
-    bn1: BatchNorm2d,
+    bn1: Option<BatchNorm2d>,
     layers: Vec<Vec<Block>>,
     pub cfg: ResNetConfig,
 }
@@ -178,8 +182,23 @@ impl ResNet {
                 let c = ConvConfig { stride: 2, padding: 3, dilation: 1, groups: 1 };
                 (Vec::new(), Some(Conv2d::new(3, w, 7, c, false, kaiming, vb.pp("conv1"))?), w)
             }
+            Stem::V1c => {
+                if w < 2 || !w.is_multiple_of(2) {
+                    crate::bail_arg!("stem v1c needs an even base_width ≥ 2, got {w}");
+                }
+                let s = vb.pp("stem");
+                let stem = vec![
+                    ConvBn::new(3, w / 2, 3, 2, 1, &s, "0", "1")?,
+                    ConvBn::new(w / 2, w / 2, 3, 1, 1, &s, "3", "4")?,
+                    ConvBn::new(w / 2, w, 3, 1, 1, &s, "6", "7")?,
+                ];
+                (stem, None, w)
+            }
         };
-        let bn1 = BatchNorm2d::new(inplanes, BnConfig::default(), vb.pp("bn1"))?;
+        let bn1 = match cfg.stem {
+            Stem::V1c => None,
+            _ => Some(BatchNorm2d::new(inplanes, BnConfig::default(), vb.pp("bn1"))?),
+        };
         let (bottleneck, e) = (cfg.depth.bottleneck(), cfg.depth.expansion());
         let mut dilation = 1;
         let mut layers = Vec::new();
@@ -210,7 +229,9 @@ impl ResNet {
         if let Some(c) = &self.stem_last {
             h = c.forward(&h)?;
         }
-        h = self.bn1.forward_t(&h, mode)?.relu()?;
+        if let Some(bn1) = &self.bn1 {
+            h = bn1.forward_t(&h, mode)?.relu()?;
+        }
         h = max_pool_3x3_s2_p1(&h)?;
         let mut feats = Vec::with_capacity(4);
         for layer in &self.layers {

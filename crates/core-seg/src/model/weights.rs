@@ -76,8 +76,9 @@ pub fn load_tensors(store: &ParamStore, tensors: &HashMap<String, Tensor>, stric
         };
         let t = &tensors[key];
         if t.shape() != var.shape() {
-            let hint = if name.starts_with("backbone.conv1") || name.starts_with("backbone.bn1") {
-                " — a stem mismatch? (deep stem: conv1.{0,3,6}; torchvision stem: one 7×7 conv1)"
+            let stem = ["backbone.conv1", "backbone.bn1", "backbone.stem", "backbone.layer1.0."];
+            let hint = if stem.iter().any(|p| name.starts_with(p)) {
+                " — a stem mismatch? (deep stem: conv1.{0,3,6}; torchvision stem: one 7×7 conv1; v1c: stem.{0,3,6})"
             } else {
                 ""
             };

@@ -17,7 +17,7 @@ use crate::eval::EvalReport;
 use crate::frameworks::AuxTerm;
 use crate::model::{weights, DeepLabConfig, DeepLabV3Plus};
 use crate::nn::ParamStore;
-use crate::optim::{backbone_head_groups, poly_lr, OptimConfig, Optimizer};
+use crate::optim::{backbone_head_groups, poly_lr_floor, OptimConfig, Optimizer};
 use crate::rng::SegRng;
 use crate::{Error, Result};
 
@@ -30,6 +30,8 @@ pub struct TrainConfig {
     pub lr: f64,
     pub lr_multi: f64,
     pub poly_power: f64,
+    /// Floor of the poly schedule: `lr = (lr − lr_min)·(1 − it/T)^p + lr_min` (mmcv `min_lr`; 0 = plain poly).
+    pub lr_min: f64,
     pub optim: OptimConfig,
     /// Evaluate every N iterations (0 = only at the end).
     pub eval_every: usize,
@@ -45,6 +47,7 @@ impl Default for TrainConfig {
             lr: 0.001,
             lr_multi: 10.0,
             poly_power: 0.9,
+            lr_min: 0.0,
             optim: OptimConfig::default(),
             eval_every: 0,
             checkpoint_every: 0,
@@ -125,16 +128,33 @@ impl Trainer {
         &mut self,
         build: impl FnOnce(candle_nn::VarBuilder<'static>) -> Result<Box<dyn AuxTerm>>,
     ) -> Result<()> {
-        let first = self.store.named_vars().into_iter().next().ok_or_else(|| Error::Weights("empty model".into()))?;
-        let term = build(self.store.var_builder(first.1.dtype(), first.1.device()))?;
+        let term = build(self.model_var_builder()?)?;
         self.aux.push(term);
         self.opt.groups = backbone_head_groups(&self.store.named_vars(), self.cfg.lr_multi);
         Ok(())
     }
 
-    /// Learning rate for iteration `it` (0-based): `lr·(1 − it/T)^p`.
+    /// Replaces the framework by one built with a `VarBuilder` on the model's store, for frameworks with
+    /// parameters of their own (e.g. GuidedMix's mixed head): they are trained (at the head lr) and
+    /// checkpointed like the model's. Call before [`Trainer::resume_from`].
+    pub fn set_framework(
+        &mut self,
+        build: impl FnOnce(candle_nn::VarBuilder<'static>) -> Result<Box<dyn Framework>>,
+    ) -> Result<()> {
+        self.framework = build(self.model_var_builder()?)?;
+        self.opt.groups = backbone_head_groups(&self.store.named_vars(), self.cfg.lr_multi);
+        Ok(())
+    }
+
+    /// A `VarBuilder` on the model's store, in the model's dtype and device.
+    fn model_var_builder(&self) -> Result<candle_nn::VarBuilder<'static>> {
+        let first = self.store.named_vars().into_iter().next().ok_or_else(|| Error::Weights("empty model".into()))?;
+        Ok(self.store.var_builder(first.1.dtype(), first.1.device()))
+    }
+
+    /// Learning rate for iteration `it` (0-based): `(lr − lr_min)·(1 − it/T)^p + lr_min`.
     pub fn lr_at(&self, it: usize) -> f64 {
-        poly_lr(self.cfg.lr, it, self.cfg.iters, self.cfg.poly_power)
+        poly_lr_floor(self.cfg.lr, self.cfg.lr_min, it, self.cfg.iters, self.cfg.poly_power)
     }
 
     /// One optimisation step. A non-finite loss is an error raised before any parameter changes.
