@@ -2,13 +2,8 @@
 //! written for the trained decoder and both controls, the PNG grids render, `eval` still loads the checkpoint
 //! (training-only `recon.*` ignored), and a config whose decoder does not match the checkpoint is refused.
 
-use std::process::Command;
-
-fn xtask() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.env_remove("SEMISEG_DATA").env("RUST_BACKTRACE", "0");
-    c
-}
+mod common;
+use common::xtask;
 
 const CONFIG: &str = r#"
 [data]

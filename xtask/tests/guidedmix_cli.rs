@@ -1,13 +1,8 @@
 //! `semi.method = "guidedmix"` end to end: `train` installs the framework (mixed head and MITrans in the
 //! checkpoint), `eval` and `predict` load that checkpoint for inference.
 
-use std::process::Command;
-
-fn xtask() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.env_remove("SEMISEG_DATA").env("RUST_BACKTRACE", "0");
-    c
-}
+mod common;
+use common::xtask;
 
 const CONFIG: &str = r#"
 [data]

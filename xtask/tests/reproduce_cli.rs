@@ -1,13 +1,8 @@
 //! `cargo xtask reproduce`: a tiny run writes the table, results.json, report.md and its PNGs; `--check`
 //! passes against itself and fails against a better baseline; a paper recipe without data fails at once.
 
-use std::process::Command;
-
-fn xtask() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.env_remove("SEMISEG_DATA").env("RUST_BACKTRACE", "0");
-    c
-}
+mod common;
+use common::xtask;
 
 #[test]
 fn smoke_recipe_writes_report_and_check_works() -> anyhow::Result<()> {
