@@ -5,6 +5,7 @@ mod config;
 mod data_cmd;
 mod datasets;
 mod forward;
+mod gpus;
 mod plots;
 mod pretrain;
 mod reproduce;
