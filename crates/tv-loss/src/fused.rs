@@ -201,6 +201,7 @@ impl CustomOp2 for FusedTvA {
 }
 
 /// Backward of [`FusedTvA`] on CUDA over `(z, valid, grad_out)`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 struct FusedTvABwd(FusedTvA);
 
 impl candle_core::CustomOp3 for FusedTvABwd {
