@@ -2,7 +2,9 @@
 """PyTorch side of `cargo xtask bench --compare-pytorch`: the identical DeepLabV3+ and training step.
 
 Runs one case (JSON from the Rust side: name, backbone, size, batch, kind) and prints one JSON line
-{"case", "ms", "peak_mib", "steps"}. The model is the parity reference of tools/parity/make_fixtures.py
+{"case", "ms", "peak_mib", "steps", "gpu_mib"}. `--device cuda[:N]` runs on the GPU (cudnn.benchmark on, a
+synchronisation after every step, gpu_mib = torch.cuda.max_memory_reserved); `--precision bf16` runs the
+step under torch.autocast(bfloat16). The model is the parity reference of tools/parity/make_fixtures.py
 (UniMatch's DeepLabV3+, deep stem, OS 16, ASPP c4/8, 48-ch reduce, 256-ch fuse, 21 classes); the step is
 forward, cross-entropy (ignore 255), backward and SGD (momentum 0.9, wd 1e-4, backbone ×1 / head ×10), or
 UniMatch's step (eval-mode mix prediction, CutMix, one FP pass over cat(x_l, x_w), one pass over both
@@ -61,35 +63,51 @@ def main():
     ap.add_argument("--case", required=True)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"])
     a = ap.parse_args()
+    dev = torch.device("cuda:0" if a.device in ("cuda", "gpu") else a.device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
     case = json.loads(a.case)
     torch.set_num_threads(int(os.environ.get("RAYON_NUM_THREADS", physical_cores())))
     torch.manual_seed(0)
     depth = int(case["backbone"].replace("resnet", ""))
     if case.get("cpu_sized"):  # configs/synthetic.toml: width 16, OS 8, ASPP 64 at rates 2/4/6, 6 classes
         nclass = 6
-        model = DeepLabV3Plus(depth, 16, 64, 24, 64, nclass, os=8, rates=(2, 4, 6))
+        model = DeepLabV3Plus(depth, 16, 64, 24, 64, nclass, os=8, rates=(2, 4, 6)).to(dev)
     else:
         nclass = 21
-        model = DeepLabV3Plus(depth, 64, None, 48, 256, nclass)
+        model = DeepLabV3Plus(depth, 64, None, 48, 256, nclass).to(dev)
     b, s = case["batch"], case["size"]
     g = torch.Generator().manual_seed(1)
     img = lambda: torch.randn(b, 3, s, s, generator=g)  # noqa: E731
-    x, y = img(), torch.randint(0, nclass, (b, s, s), generator=g)
-    box = (torch.arange(s).view(1, 1, s) < s // 2).expand(b, s, s)
-    u = {k: img() for k in ("w", "s1", "s2")}
-    m = {k: img() for k in ("w", "s1", "s2")}
-    ign = torch.zeros(b, s, s, dtype=torch.long)
+    x, y = img().to(dev), torch.randint(0, nclass, (b, s, s), generator=g).to(dev)
+    box = (torch.arange(s).view(1, 1, s) < s // 2).expand(b, s, s).to(dev)
+    u = {k: img().to(dev) for k in ("w", "s1", "s2")}
+    m = {k: img().to(dev) for k in ("w", "s1", "s2")}
+    ign = torch.zeros(b, s, s, dtype=torch.long, device=dev)
+    autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16")  # noqa: E731
     bb = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
     head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     opt = torch.optim.SGD([{"params": bb, "lr": 0.01}, {"params": head, "lr": 0.1}], momentum=0.9, weight_decay=1e-4)
 
     def step():
+        with autocast():
+            loss = forward_loss()
+        if loss is None:
+            return
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def forward_loss():
         if case["kind"] == "eval":
             model.eval()
             with torch.no_grad():
                 model(x).argmax(1)
-            return
+            return None
         model.train()
         if case["kind"] == "supervised":
             loss = F.cross_entropy(model(x), y, ignore_index=255)
@@ -113,18 +131,20 @@ def main():
             ls2 = unsup(ps2, y1, c1, ign)
             lfp = unsup(pfp[b:], y_w, conf_w, ign)
             loss = (lx + 0.25 * ls1 + 0.25 * ls2 + 0.5 * lfp) / 2
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        return loss
 
     times = []
     for i in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         step()
+        if cuda:
+            torch.cuda.synchronize(dev)
         if i >= a.warmup:
             times.append((time.perf_counter() - t0) * 1e3)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"case": case["name"], "ms": sum(times) / len(times), "peak_mib": peak, "steps": a.steps}))
+    gpu = torch.cuda.max_memory_reserved(dev) / 2**20 if cuda else None
+    print(json.dumps({"case": case["name"], "ms": sum(times) / len(times), "peak_mib": peak, "steps": a.steps,
+                      "gpu_mib": gpu}))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
-//! `cargo xtask bench [--compare-pytorch] [--json FILE]`: whole-step benchmarks, each case in its own process
-//! (peak RSS per case), optionally beside the identical PyTorch model and step.
+//! `cargo xtask bench [--compare-pytorch] [--json FILE] [--device cuda] [--precision bf16]`: whole-step
+//! benchmarks, each case in its own process (peak RSS per case), optionally beside the identical PyTorch model
+//! and step. With `--device cuda` both sides run on the GPU (ours: a `--features cuda` build; PyTorch with
+//! `torch.backends.cudnn.benchmark`), every timed step ends with a device synchronisation, the GPU-only cases
+//! (`unimatch-r101-321-b8`, …) are included, and the memory column is the device memory in use.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -22,6 +25,12 @@ pub struct BenchArgs {
     steps: usize,
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// cpu, cuda or cuda:N (ours and PyTorch on the same device).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32 or bf16 (bf16: our convolutions under autocast; PyTorch under `torch.autocast(bfloat16)`).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    precision: String,
 }
 
 #[derive(clap::Args)]
@@ -31,6 +40,17 @@ pub struct BenchCaseArgs {
     steps: usize,
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    precision: String,
+}
+
+fn precision(s: &str) -> core_seg::train::Precision {
+    match s {
+        "bf16" => core_seg::train::Precision::Bf16,
+        _ => core_seg::train::Precision::F32,
+    }
 }
 
 #[derive(Serialize)]
@@ -47,7 +67,8 @@ struct Row {
 pub fn run_case(a: BenchCaseArgs) -> anyhow::Result<()> {
     let case =
         bench::cases().into_iter().find(|c| c.name == a.case).with_context(|| format!("unknown case `{}`", a.case))?;
-    let t = bench::run_case(&case, a.warmup, a.steps)?;
+    let dev = crate::gpus::parse_device(&a.device)?;
+    let t = bench::run_case_on(&case, a.warmup, a.steps, &dev, precision(&a.precision))?;
     println!("{}", serde_json::to_string(&t)?);
     Ok(())
 }
@@ -66,8 +87,14 @@ fn torch_python() -> Option<String> {
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let wanted: Option<Vec<String>> = a.cases.as_ref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
-    let cases: Vec<_> =
-        bench::cases().into_iter().filter(|c| wanted.as_ref().is_none_or(|w| w.contains(&c.name))).collect();
+    let on_gpu = a.device.trim() != "cpu";
+    let cases: Vec<_> = bench::cases()
+        .into_iter()
+        .filter(|c| match &wanted {
+            Some(w) => w.contains(&c.name),
+            None => on_gpu || !c.gpu,
+        })
+        .collect();
     if cases.is_empty() {
         bail!(
             "no case matches {:?}; cases: {:?}",
@@ -82,17 +109,31 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/bench/torch_bench.py");
+    // $SEMISEG_TORCH_BENCH, else the script in the working directory (a bundled binary run in a checkout on a
+    // GPU machine), else the one in the source tree this binary was built from.
+    let script = match std::env::var("SEMISEG_TORCH_BENCH") {
+        Ok(p) => p,
+        Err(_) if std::path::Path::new("tools/bench/torch_bench.py").is_file() => "tools/bench/torch_bench.py".into(),
+        Err(_) => concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/bench/torch_bench.py").into(),
+    };
     let exe = std::env::current_exe()?;
     let mut rows = Vec::new();
+    let mem = if on_gpu { "GPU MiB" } else { "MiB" };
     println!(
-        "{:<22} {:>10} {:>10} {:>7} {:>10} {:>10}",
-        "case", "ours ms", "torch ms", "ratio", "ours MiB", "torch MiB"
+        "{:<22} {:>10} {:>10} {:>7} {:>12} {:>12}",
+        "case",
+        "ours ms",
+        "torch ms",
+        "ratio",
+        format!("ours {mem}"),
+        format!("torch {mem}")
     );
     for c in &cases {
         let steps = a.steps.to_string();
         let warm = a.warmup.to_string();
-        let out = Command::new(&exe).args(["bench-case", &c.name, "--steps", &steps, "--warmup", &warm]).output()?;
+        let dp = ["--device", a.device.as_str(), "--precision", a.precision.as_str()];
+        let out =
+            Command::new(&exe).args(["bench-case", &c.name, "--steps", &steps, "--warmup", &warm]).args(dp).output()?;
         if !out.status.success() {
             bail!("case {} failed: {}", c.name, String::from_utf8_lossy(&out.stderr));
         }
@@ -101,7 +142,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             Some(py) => {
                 let case_json = serde_json::to_string(c)?;
                 let o = Command::new(py)
-                    .args([script, "--case", &case_json, "--steps", &steps, "--warmup", &warm])
+                    .args([script.as_str(), "--case", &case_json, "--steps", &steps, "--warmup", &warm])
+                    .args(dp)
                     .output()?;
                 if !o.status.success() {
                     bail!("torch case {} failed: {}", c.name, String::from_utf8_lossy(&o.stderr));
@@ -118,12 +160,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             ours_ms,
             torch_ms,
             ratio: torch_ms.map(|t| ours_ms / t),
-            ours_peak_mib: f(&ours, "peak_mib").unwrap_or(0.0),
-            torch_peak_mib: torch.as_ref().and_then(|t| f(t, "peak_mib")),
+            ours_peak_mib: f(&ours, if on_gpu { "gpu_mib" } else { "peak_mib" }).unwrap_or(0.0),
+            torch_peak_mib: torch.as_ref().and_then(|t| f(t, if on_gpu { "gpu_mib" } else { "peak_mib" })),
         };
         let opt = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into());
         println!(
-            "{:<22} {:>10.1} {:>10} {:>7} {:>10.0} {:>10}",
+            "{:<22} {:>10.1} {:>10} {:>7} {:>12.0} {:>12}",
             row.case,
             row.ours_ms,
             opt(row.torch_ms, 1),

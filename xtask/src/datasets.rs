@@ -143,7 +143,11 @@ impl LoaderSource {
     pub fn new(labeled: Dataset, unlabeled: Option<Dataset>, cfg: &RunConfig, device: &Device) -> anyhow::Result<Self> {
         let semi = unlabeled.is_some();
         let mut lcfg = cfg.loader.clone();
-        lcfg.seed = cfg.train.seed;
+        // Data parallel: each rank draws its own shuffle and augmentation (rank 0 = the single-process stream).
+        lcfg.seed = match core_seg::dist::rank() {
+            0 => cfg.train.seed,
+            r => cfg.train.seed ^ (r as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        };
         let loader = Loader::new(labeled, unlabeled, cfg.aug.clone(), lcfg, device.clone())?;
         let steps_per_epoch = loader.steps_per_epoch();
         if steps_per_epoch == 0 {

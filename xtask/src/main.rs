@@ -6,6 +6,7 @@ mod data_cmd;
 mod datasets;
 mod diagnose;
 mod forward;
+mod gpus;
 mod plots;
 mod pretrain;
 mod reproduce;

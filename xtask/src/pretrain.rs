@@ -71,6 +71,8 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         iters: None,
         quiet: a.quiet,
         skip_bad: false,
+        device: "cpu".into(),
+        gpus: None,
     };
     let r = run_training(&cfg, &args)?;
     let ck = core_seg::train::load_checkpoint(&run_dir.join("latest.safetensors"), &candle_core::Device::Cpu)?;

@@ -40,6 +40,12 @@ pub struct TrainArgs {
     /// Skip (and list) unreadable or invalid samples instead of refusing to start (= `data.skip_bad`).
     #[arg(long)]
     pub skip_bad: bool,
+    /// Training device: cpu, cuda or cuda:N (cuda needs a `--features cuda` build).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Data-parallel training on N GPUs: N processes, one per GPU, over NCCL (`--features nccl` build).
+    #[arg(long)]
+    pub gpus: Option<usize>,
 }
 
 /// Result of one finished run.
@@ -64,7 +70,8 @@ pub fn evaluate_model(
 
 /// Trains one run as configured; used by `train` and by `reproduce`.
 pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult> {
-    let device = Device::Cpu;
+    let device = crate::gpus::device(&a.device)?;
+    let (primary, world) = (core_seg::dist::is_primary(), core_seg::dist::world_size());
     let mut cfg = cfg.clone();
     if let Some(s) = a.seed {
         cfg.train.seed = s;
@@ -77,7 +84,8 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
     let mut source = LoaderSource::new(d.labeled, d.unlabeled, &cfg, &device)?;
     let iters = match (a.iters, cfg.epochs) {
         (Some(n), _) => n,
-        (None, Some(e)) => e * source.steps_per_epoch,
+        // Data parallel: an epoch is shared by the ranks (each step sees `world` batches).
+        (None, Some(e)) => (e * source.steps_per_epoch).div_ceil(world),
         (None, None) => cfg.train.iters,
     };
     let tcfg = TrainConfig { iters, lr: cfg.base_lr(), ..cfg.train.clone() };
@@ -98,9 +106,17 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
         t.resume_from(&latest)?;
         tracing::info!(iter = t.iter, "resumed from {}", latest.display());
     }
+    // Data parallel: only rank 0 writes the run directory; the other ranks log into a scratch directory.
+    let log_dir = if primary {
+        a.out.clone()
+    } else {
+        std::env::temp_dir().join(format!("semiseg-rank{}-{}", core_seg::dist::rank(), std::process::id()))
+    };
     std::fs::create_dir_all(&a.out)?;
-    std::fs::write(a.out.join("config.toml"), toml::to_string(&cfg)?)?;
-    let mut obs = RunObserver::new(&a.out, iters, t.iter, class_names.clone(), a.quiet)?;
+    if primary {
+        std::fs::write(a.out.join("config.toml"), toml::to_string(&cfg)?)?;
+    }
+    let mut obs = RunObserver::new(&log_dir, iters, t.iter, class_names.clone(), a.quiet || !primary)?;
     let val = d.val;
     let result = t.run(&mut source, &mut |m| evaluate_model(m, &val, &cfg, &device), &mut obs);
     obs.finish();
@@ -109,8 +125,18 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
     }
     let final_report = match result? {
         Some(r) => r,
-        None => evaluate_model(&t.model, &val, &cfg, &device)?,
+        None if primary => evaluate_model(&t.model, &val, &cfg, &device)?,
+        // Not rank 0: no evaluation; the caller ignores this rank's report.
+        None => EvalReport {
+            miou: 0.0,
+            iou: Vec::new(),
+            pixel_accuracy: 0.0,
+            confusion: core_seg::metrics::ConfusionMatrix::new(cfg.model.nclass),
+        },
     };
+    if !primary {
+        let _ = std::fs::remove_dir_all(&log_dir);
+    }
     let best_miou = t.best.map(|b| b.0).unwrap_or(final_report.miou);
     Ok(RunResult { final_report, best_miou, observer: obs, class_names })
 }
@@ -140,7 +166,13 @@ pub(crate) fn add_method_terms(t: &mut Trainer, cfg: &RunConfig, steps_per_epoch
 
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let cfg = RunConfig::load(&a.config)?;
+    if let Some(n) = a.gpus {
+        return crate::gpus::launch(n, &a.out);
+    }
     let r = run_training(&cfg, &a)?;
+    if !core_seg::dist::is_primary() {
+        return Ok(());
+    }
     println!("{}", iou_table(&r.final_report, &r.class_names));
     println!("best mIoU {:.2} — checkpoints in {}", r.best_miou, a.out.display());
     Ok(())

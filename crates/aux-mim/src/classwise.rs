@@ -205,8 +205,17 @@ pub fn build_inputs(images: &Tensor, samples: &[Sample]) -> Result<(Tensor, Tens
     let target = images.detach().index_select(&idx, 0)?;
     let vis_u8 = Tensor::from_vec(vis, (n, h, w), dev)?;
     let msk_u8 = Tensor::from_vec(msk, (n, h, w), dev)?;
-    let cond = vis_u8.unsqueeze(1)?.broadcast_as((n, c, h, w))?.contiguous()?;
-    let x_tilde = cond.where_cond(&target, &target.zeros_like()?)?;
+    #[cfg(feature = "cuda")]
+    let fused = crate::classwise_cuda::masked_gather(images, &idx, &vis_u8)?;
+    #[cfg(not(feature = "cuda"))]
+    let fused: Option<Tensor> = None;
+    let x_tilde = match fused {
+        Some(x) => x,
+        None => {
+            let cond = vis_u8.unsqueeze(1)?.broadcast_as((n, c, h, w))?.contiguous()?;
+            cond.where_cond(&target, &target.zeros_like()?)?
+        }
+    };
     let dt = images.dtype();
     Ok((x_tilde, target, vis_u8.to_dtype(dt)?, msk_u8.to_dtype(dt)?))
 }

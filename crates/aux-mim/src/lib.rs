@@ -50,6 +50,8 @@
 
 pub mod aggregation;
 pub mod classwise;
+#[cfg(feature = "cuda")]
+pub mod classwise_cuda;
 pub mod config;
 pub mod head;
 pub mod mask;

@@ -3,7 +3,8 @@
 //! A case is a whole training step (supervised or UniMatch) or an eval forward of DeepLabV3+ at a given
 //! backbone, crop and batch. `cargo xtask bench` runs each case in its own process (so peak RSS is the
 //! case's own) and, with `--compare-pytorch`, runs `tools/bench/torch_bench.py` on the identical model and
-//! step, printing ms/step, peak RSS and the ratio ours/PyTorch.
+//! step, printing ms/step, peak RSS and the ratio ours/PyTorch. `--device cuda` runs both on the GPU
+//! (a `--features cuda` build); the `gpu` cases (ResNet-101 at 321², the paper's setting) are only run there.
 
 use candle_core::{DType, Device, Tensor};
 use core_seg::batch::{BatchSource, LabeledBatch, TrainBatch, UnlabeledBatch};
@@ -11,7 +12,7 @@ use core_seg::frameworks::{self, Method, SemiConfig};
 use core_seg::model::{DeepLabConfig, Depth};
 use core_seg::nn::Mode;
 use core_seg::rng::SegRng;
-use core_seg::train::{TrainConfig, Trainer};
+use core_seg::train::{Precision, TrainConfig, Trainer};
 use serde::{Deserialize, Serialize};
 
 /// One benchmark case.
@@ -26,6 +27,9 @@ pub struct Case {
     /// The CPU-sized model of the synthetic recipes (width 16, OS 8, 6 classes) instead of the paper's.
     #[serde(default)]
     pub cpu_sized: bool,
+    /// Too large for the CPU: selected by default only with `--device cuda`.
+    #[serde(default)]
+    pub gpu: bool,
 }
 
 /// The standard cases (`step-r18-128-b4` is the headline).
@@ -37,8 +41,10 @@ pub fn cases() -> Vec<Case> {
         batch,
         kind: kind.into(),
         cpu_sized: false,
+        gpu: false,
     };
     let synth = |name: &str, kind: &str| Case { cpu_sized: true, ..c(name, Depth::Resnet18, 64, 8, kind) };
+    let g = |name: &str, backbone, size, batch, kind: &str| Case { gpu: true, ..c(name, backbone, size, batch, kind) };
     vec![
         c("step-r18-128-b4", Depth::Resnet18, 128, 4, "supervised"),
         c("step-r50-128-b4", Depth::Resnet50, 128, 4, "supervised"),
@@ -47,6 +53,12 @@ pub fn cases() -> Vec<Case> {
         c("eval-r18-321-b1", Depth::Resnet18, 321, 1, "eval"),
         synth("step-synth-64-b8", "supervised"),
         synth("unimatch-synth-64-b8", "unimatch"),
+        // UniMatch's VOC setting (DeepLabV3+ R-101, crop 321): 8 labelled + 8 unlabelled per step, and the
+        // per-GPU share of the 4-GPU recipe (2 + 2).
+        g("unimatch-r101-321-b8", Depth::Resnet101, 321, 8, "unimatch"),
+        g("unimatch-r101-321-b2", Depth::Resnet101, 321, 2, "unimatch"),
+        g("step-r101-321-b8", Depth::Resnet101, 321, 8, "supervised"),
+        g("eval-r101-321-b1", Depth::Resnet101, 321, 1, "eval"),
     ]
 }
 
@@ -78,7 +90,12 @@ pub struct RandomSource {
 
 impl RandomSource {
     pub fn new(b: usize, s: usize, nclass: usize, semi: bool) -> core_seg::Result<Self> {
-        let dev = Device::Cpu;
+        Self::on_device(b, s, nclass, semi, &Device::Cpu)
+    }
+
+    /// The batch on `dev`.
+    pub fn on_device(b: usize, s: usize, nclass: usize, semi: bool, dev: &Device) -> core_seg::Result<Self> {
+        let dev = dev.clone();
         let mut rng = SegRng::new(1);
         let mut img = |rng: &mut SegRng| -> core_seg::Result<Tensor> {
             let v: Vec<f32> = (0..b * 3 * s * s).map(|_| rng.normal() as f32).collect();
@@ -130,6 +147,9 @@ pub struct Timing {
     pub ms: f64,
     pub peak_mib: f64,
     pub steps: usize,
+    /// GPU memory in use (driver's total − free) after the last step, MiB; CUDA only.
+    #[serde(default)]
+    pub gpu_mib: Option<f64>,
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), MiB.
@@ -143,28 +163,52 @@ pub fn peak_rss_mib() -> f64 {
         / 1024.0
 }
 
-/// Runs `warmup + steps` iterations of the case and returns the mean time of the timed ones.
+/// Runs `warmup + steps` iterations of the case on the CPU in f32 and returns the mean time of the timed ones.
 pub fn run_case(case: &Case, warmup: usize, steps: usize) -> core_seg::Result<Timing> {
+    run_case_on(case, warmup, steps, &Device::Cpu, Precision::F32)
+}
+
+/// [`run_case`] on `dev` with `precision`; each timed step ends with a device synchronisation.
+pub fn run_case_on(
+    case: &Case,
+    warmup: usize,
+    steps: usize,
+    dev: &Device,
+    precision: Precision,
+) -> core_seg::Result<Timing> {
     let semi = case.kind == "unimatch";
     let nclass = model_config(case).nclass;
-    let mut src = RandomSource::new(case.batch, case.size, nclass, semi)?;
+    let mut src = RandomSource::on_device(case.batch, case.size, nclass, semi, dev)?;
     let method = if semi { Method::Unimatch } else { Method::Supervised };
     let fw = frameworks::build(&SemiConfig { method, ..Default::default() });
-    let cfg = TrainConfig { iters: warmup + steps, lr: 0.01, ..Default::default() };
-    let mut t = Trainer::new(&model_config(case), cfg, fw, DType::F32, &Device::Cpu)?;
+    let cfg = TrainConfig { iters: warmup + steps, lr: 0.01, precision, ..Default::default() };
+    let mut t = Trainer::new(&model_config(case), cfg, fw, DType::F32, dev)?;
     let mut times = Vec::new();
     for i in 0..warmup + steps {
         let t0 = std::time::Instant::now();
         if case.kind == "eval" {
             let x = src.batch(0)?.labeled.image;
+            let _guard = core_seg::nn::AutocastGuard::new(precision.autocast());
             let _ = t.model.forward_t(&x, Mode::Eval)?.argmax(1)?;
         } else {
             t.step(&mut src)?;
         }
+        dev.synchronize()?;
         if i >= warmup {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
     let ms = times.iter().sum::<f64>() / times.len().max(1) as f64;
-    Ok(Timing { case: case.name.clone(), ms, peak_mib: peak_rss_mib(), steps })
+    Ok(Timing { case: case.name.clone(), ms, peak_mib: peak_rss_mib(), steps, gpu_mib: gpu_used_mib(dev) })
+}
+
+/// Device memory in use on `dev` (total − free, MiB); `None` on the CPU or without the `cuda` feature.
+pub fn gpu_used_mib(dev: &Device) -> Option<f64> {
+    #[cfg(feature = "cuda")]
+    if dev.is_cuda() {
+        use candle_core::cuda_backend::cudarc::driver::result::mem_get_info;
+        return mem_get_info().ok().map(|(free, total)| (total - free) as f64 / (1024.0 * 1024.0));
+    }
+    let _ = dev;
+    None
 }

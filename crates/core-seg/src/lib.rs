@@ -7,8 +7,10 @@
 //! - [`kernels`]: hand-written CPU kernels (im2col/GEMM convolution, fused BN, pooling, resize, softmax-CE)
 //!   that the ops and layers use on CPU; the composite reference path stays behind `SEMISEG_REFERENCE_OPS=1`.
 //! - [`rng`]: the one seeded RNG every random draw comes from.
+//! - [`dist`]: data-parallel training over NCCL (feature `nccl`; one process per GPU, SyncBN).
 
 pub mod batch;
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod frameworks;

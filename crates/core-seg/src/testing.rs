@@ -166,3 +166,16 @@ pub fn manual_step(
     let out = model.forward_full(&x, crate::nn::Mode::Train, None)?;
     Ok(crate::frameworks::StepTensors { labeled, unlabeled, out, n_labeled, pseudo, conf_thresh: tau, strong: None })
 }
+
+/// The first CUDA device, or `None` after printing `SKIP <test>: …` when none can be opened (no `cuda`
+/// feature, no driver, no GPU): the CUDA tests pass on machines without a GPU.
+pub fn cuda_device_or_skip(test: &str) -> Option<Device> {
+    match Device::new_cuda(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            let msg = e.to_string();
+            eprintln!("SKIP {test}: no CUDA device ({})", msg.lines().next().unwrap_or(""));
+            None
+        }
+    }
+}

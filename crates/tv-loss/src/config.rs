@@ -62,8 +62,8 @@ pub enum TvAt {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum TvKernel {
-    /// The fused CPU kernel where it applies (variant A, no curvilinear switch, f32/f64 on CPU), else the
-    /// composite.
+    /// The fused kernel where it applies (variant A, no curvilinear switch, f32/f64 on CPU or — with the
+    /// `cuda` feature — f32/f64/bf16 on CUDA), else the composite.
     #[default]
     Auto,
     /// Differentiable Candle primitives (the reference; any device and dtype).

@@ -9,11 +9,18 @@
 //! ```
 //! It is numerically the same function as the composite [`crate::tv::tv_loss`] (checked to 1e-12 in f64, and its
 //! gradient against f64 finite differences). Accumulation is in f64 for f32 inputs too.
+//!
+//! With the `cuda` feature the same op runs on CUDA tensors (f32, f64, bf16) through core-seg's `tv.cu`
+//! kernels ([`fused_cuda`]): softmax into an f64 buffer, deterministic block reductions, a per-pixel backward.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use core_seg::{bail_arg, Result};
 
 use crate::config::{TvConfig, TvNormalize, TvVariant};
+
+#[cfg(feature = "cuda")]
+#[path = "fused_cuda.rs"]
+mod fused_cuda;
 
 /// The fused op on `(logits [N,K,H,W], valid [N,H,W])`, both contiguous and of the same float dtype.
 #[derive(Debug, Clone, Copy)]
@@ -162,6 +169,17 @@ impl CustomOp2 for FusedTvA {
         Ok((storage, Shape::from(())))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        fused_cuda::forward(self, s1, l1, s2, l2)
+    }
+
     fn bwd(
         &self,
         z: &Tensor,
@@ -169,6 +187,11 @@ impl CustomOp2 for FusedTvA {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        if !z.device().is_cpu() {
+            // On the GPU: the backward kernel over (z, valid, grad), no host round trip.
+            let dz = z.contiguous()?.apply_op3_no_bwd(&v.contiguous()?, &grad.contiguous()?, &FusedTvABwd(*self))?;
+            return Ok((Some(dz), None));
+        }
         let zf: Vec<f64> = z.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
         let vf: Vec<f64> = v.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
         let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -177,15 +200,61 @@ impl CustomOp2 for FusedTvA {
     }
 }
 
-/// Variant A of [`crate::tv::tv_loss`] (`TV(softmax(z))`) by the fused CPU kernel. Errors for other variants, the
-/// curvilinear switch, non-CPU devices or non-f32/f64 dtypes.
+/// Backward of [`FusedTvA`] on CUDA over `(z, valid, grad_out)`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct FusedTvABwd(FusedTvA);
+
+impl candle_core::CustomOp3 for FusedTvABwd {
+    fn name(&self) -> &'static str {
+        "fused-tv-a-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        Err(candle_core::Error::Msg("fused TV: the device backward op ran on the CPU".into()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        fused_cuda::backward(&self.0, (s1, l1), (s2, l2), (s3, l3))
+    }
+}
+
+/// Whether the fused kernel runs on `logits`: f32/f64 on the CPU, or (feature `cuda`) f32/f64/bf16 on CUDA.
+pub fn fused_supported(logits: &Tensor) -> bool {
+    match logits.device() {
+        candle_core::Device::Cpu => matches!(logits.dtype(), DType::F32 | DType::F64),
+        candle_core::Device::Cuda(_) => {
+            cfg!(feature = "cuda") && matches!(logits.dtype(), DType::F32 | DType::F64 | DType::BF16)
+        }
+        _ => false,
+    }
+}
+
+/// Variant A of [`crate::tv::tv_loss`] (`TV(softmax(z))`) by the fused kernel. Errors for other variants, the
+/// curvilinear switch, or tensors [`fused_supported`] rejects.
 pub fn tv_loss_fused(logits: &Tensor, valid: Option<&Tensor>, cfg: &TvConfig) -> Result<Tensor> {
     cfg.validate()?;
     if cfg.variant != TvVariant::A || cfg.curvilinear.enabled {
         bail_arg!("fused TV kernel: variant A without the curvilinear switch only");
     }
-    if !logits.device().is_cpu() || !matches!(logits.dtype(), DType::F32 | DType::F64) {
-        bail_arg!("fused TV kernel: f32/f64 CPU tensors only");
+    if !fused_supported(logits) {
+        bail_arg!("fused TV kernel: f32/f64 CPU tensors (or CUDA tensors with the `cuda` feature) only");
     }
     let dims = logits.dims4()?;
     let (n, _, h, w) = dims;

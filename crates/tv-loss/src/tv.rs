@@ -14,10 +14,7 @@ use crate::fused::tv_loss_fused;
 ///
 /// `tv.kernel` picks the implementation: the fused CPU kernel ([`crate::fused`]) or this composite.
 pub fn tv_loss(logits: &Tensor, valid: Option<&Tensor>, cfg: &TvConfig) -> Result<Tensor> {
-    let fused_ok = cfg.variant == TvVariant::A
-        && !cfg.curvilinear.enabled
-        && logits.device().is_cpu()
-        && matches!(logits.dtype(), DType::F32 | DType::F64);
+    let fused_ok = cfg.variant == TvVariant::A && !cfg.curvilinear.enabled && crate::fused::fused_supported(logits);
     match cfg.kernel {
         TvKernel::Fused => return tv_loss_fused(logits, valid, cfg),
         TvKernel::Auto if fused_ok => return tv_loss_fused(logits, valid, cfg),

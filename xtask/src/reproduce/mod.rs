@@ -47,6 +47,13 @@ pub struct ReproduceArgs {
     /// Override every run's iteration budget (the recipe's otherwise).
     #[arg(long)]
     pub iters: Option<usize>,
+    /// Training device: cpu, cuda or cuda:N (cuda needs a `--features cuda` build).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Train every run data-parallel on N GPUs (N processes over NCCL; `--features nccl` build). Rank 0
+    /// writes the results and the report.
+    #[arg(long)]
+    pub gpus: Option<usize>,
 }
 
 /// Per-run record written beside each run's checkpoints (lets `--resume` skip finished runs).
@@ -90,6 +97,11 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
         let names: Vec<_> = recipes::all().iter().map(|r| r.name).collect();
         bail!("unknown recipe `{}`; recipes: {}", a.recipe, names.join(", "));
     };
+    if let Some(n) = a.gpus {
+        return crate::gpus::launch(n, &a.out);
+    }
+    // Data parallel: every rank trains every run; only rank 0 records, predicts and reports.
+    let primary = core_seg::dist::is_primary() && core_seg::dist::DistEnv::from_env()?.is_none_or(|e| e.rank == 0);
     let first = recipe.rows.first().context("recipe without rows")?;
     let probe = row_config(&recipe, first, 0)?;
     if probe.data.dataset != DatasetKind::Synthetic {
@@ -122,6 +134,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
             let rec_path = run_dir.join("run.json");
             let rec = match std::fs::read(&rec_path).ok().filter(|_| a.resume) {
                 Some(bytes) => serde_json::from_slice::<RunRecord>(&bytes)?,
+                None if row.mrf_of.is_some() && !primary => continue,
                 None if row.mrf_of.is_some() => {
                     let src =
                         dir.join(row.mrf_of.unwrap_or_default()).join(format!("seed{seed}")).join("latest.safetensors");
@@ -142,8 +155,13 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
                         iters: None,
                         quiet: a.quiet,
                         skip_bad: false,
+                        device: a.device.clone(),
+                        gpus: None,
                     };
                     let r = run_training(&cfg, &args)?;
+                    if !primary {
+                        continue;
+                    }
                     let rec = RunRecord {
                         miou: r.best_miou,
                         per_class: r.final_report.iou.clone(),
@@ -155,6 +173,9 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
                 }
             };
             runs.push((seed, rec));
+        }
+        if !primary {
+            continue;
         }
         let cfg0 = row_config(&recipe, row, 0)?;
         if row.mrf_of.is_none() {
@@ -170,6 +191,9 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
             runs.iter().map(|(_, r)| (r.curve.clone(), r.losses.clone())).collect::<Vec<_>>(),
         ));
         configs.push((row.method.to_string(), toml::to_string(&row_config(&recipe, row, 0)?)?));
+    }
+    if !primary {
+        return Ok(());
     }
     let results = Results { recipe: recipe.name.to_string(), rows };
     std::fs::create_dir_all(&dir)?;

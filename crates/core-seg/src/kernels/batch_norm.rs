@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_slice, require_cpu, unsupported_dtype, Float};
+use super::{contiguous_slice, require_cpu_or_cuda, unsupported_dtype, Float};
 
 const OP: &str = "kernels::batch_norm_train";
 
@@ -22,13 +22,24 @@ struct Stats {
     invstd: Vec<f64>,
 }
 
+/// The statistics where the forward ran (host vectors, or a device buffer with the `cuda` feature).
+#[derive(Debug, Clone)]
+enum Saved {
+    Host(Stats),
+    #[cfg(feature = "cuda")]
+    Device(super::cuda::bn::DeviceStats),
+}
+
 /// Training-mode batch norm of `x [N, C, ...]` with affine `gamma`, `beta` `[C]`.
 ///
 /// Returns `(y, batch_mean [C], batch_var_biased [C])`; the statistics are detached, the caller updates its
 /// running estimates (PyTorch uses the unbiased `var·M/(M − 1)` there). Differentiable in x, γ and β.
 /// Errors if a channel has fewer than two values (PyTorch raises too).
+///
+/// On CUDA with a NCCL communicator set ([`crate::dist`]), the statistics are those of the global batch
+/// (SyncBN): the per-channel sums are all-reduced in the forward, the gradient sums in the backward.
 pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
-    require_cpu(OP, x)?;
+    require_cpu_or_cuda(OP, x)?;
     let dims = x.dims();
     if dims.len() < 2 || gamma.dims() != [dims[1]] || beta.dims() != [dims[1]] {
         candle_core::bail!(
@@ -60,14 +71,45 @@ pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> 
         .clone()
         .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: forward saved no statistics")))?;
     let c = dims[1];
-    let mean = Tensor::from_vec(stats.mean, c, x.device())?.to_dtype(x.dtype())?;
-    let var = Tensor::from_vec(stats.var, c, x.device())?.to_dtype(x.dtype())?;
-    Ok((y, mean, var))
+    match stats {
+        Saved::Host(stats) => {
+            let mean = Tensor::from_vec(stats.mean, c, x.device())?.to_dtype(x.dtype())?;
+            let var = Tensor::from_vec(stats.var, c, x.device())?.to_dtype(x.dtype())?;
+            Ok((y, mean, var))
+        }
+        #[cfg(feature = "cuda")]
+        Saved::Device(st) => {
+            // Mean and variance stay on the device: no synchronisation per BN layer.
+            let mv = gamma.contiguous()?.apply_op1_no_bwd(&BnStatsOp { st })?;
+            Ok((y, mv.narrow(0, 0, c)?, mv.narrow(0, c, c)?))
+        }
+    }
+}
+
+/// `[mean, var]` of a CUDA forward, read from its saved statistics (applied to γ for device and dtype).
+#[cfg(feature = "cuda")]
+struct BnStatsOp {
+    st: super::cuda::bn::DeviceStats,
+}
+
+#[cfg(feature = "cuda")]
+impl candle_core::CustomOp1 for BnStatsOp {
+    fn name(&self) -> &'static str {
+        "kernels-batch-norm-stats"
+    }
+
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("{OP}: device statistics read on the CPU")
+    }
+
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, _l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::bn::stats_out(s, &self.st)
+    }
 }
 
 struct BnOp {
     eps: f64,
-    saved: Arc<Mutex<Option<Stats>>>,
+    saved: Arc<Mutex<Option<Saved>>>,
 }
 
 /// `(N, C, S)` of a layout.
@@ -146,9 +188,26 @@ impl CustomOp3 for BnOp {
             _ => return unsupported_dtype(OP, s1),
         };
         if let Ok(mut g) = self.saved.lock() {
-            *g = Some(stats);
+            *g = Some(Saved::Host(stats));
         }
         Ok((y, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (y, shape, st) = super::cuda::bn::forward(s1, l1, s2, l2, s3, l3, self.eps)?;
+        if let Ok(mut g) = self.saved.lock() {
+            *g = Some(Saved::Device(st));
+        }
+        Ok((y, shape))
     }
 
     fn bwd(
@@ -177,7 +236,7 @@ impl CustomOp3 for BnOp {
 
 /// Fused backward over (x, γ, dy); output is the flat concatenation `[dx, dγ, dβ]`.
 struct BnBwdOp {
-    stats: Stats,
+    stats: Saved,
 }
 
 fn backward<T: Float>(x: &[T], gamma: &[T], dy: &[T], st: &Stats, (n, c, s): (usize, usize, usize)) -> Vec<T> {
@@ -239,23 +298,47 @@ impl CustomOp3 for BnBwdOp {
             candle_core::bail!("{OP} backward: x {:?} vs dy {:?}", l1.dims(), l3.dims());
         }
         let dims = ncs(l1);
+        #[allow(irrefutable_let_patterns)]
+        let Saved::Host(stats) = &self.stats
+        else {
+            candle_core::bail!("{OP} backward: the forward ran on another device");
+        };
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(backward::<f32>(
                 contiguous_slice(OP, s1, l1)?,
                 contiguous_slice(OP, s2, l2)?,
                 contiguous_slice(OP, s3, l3)?,
-                &self.stats,
+                stats,
                 dims,
             )),
             (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(backward::<f64>(
                 contiguous_slice(OP, s1, l1)?,
                 contiguous_slice(OP, s2, l2)?,
                 contiguous_slice(OP, s3, l3)?,
-                &self.stats,
+                stats,
                 dims,
             )),
             _ => return unsupported_dtype(OP, s1),
         };
         Ok((out, Shape::from(l1.shape().elem_count() + 2 * dims.1)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        if l1.dims() != l3.dims() {
+            candle_core::bail!("{OP} backward: x {:?} vs dy {:?}", l1.dims(), l3.dims());
+        }
+        let Saved::Device(st) = &self.stats else {
+            candle_core::bail!("{OP} backward: the forward ran on another device");
+        };
+        super::cuda::bn::backward(s1, l1, s2, l2, s3, l3, st)
     }
 }

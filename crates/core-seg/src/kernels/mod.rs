@@ -11,13 +11,18 @@
 //! - [`resize_bilinear`]: direct 4-tap bilinear resize with PyTorch's source-index rule.
 //! - [`softmax_cross_entropy`]: fused log-softmax + gather per-pixel loss with ignore label 255.
 //!
-//! All ops run on CPU storage only (f32 and f64). On other devices they return an error naming the op, so
-//! the caller can take the reference path (no `cuda_fwd` is implemented).
+//! All ops run on CPU storage (f32 and f64). With the `cuda` feature, resize, max-pool and softmax-CE also run
+//! on CUDA storage (f32, f64, bf16) and batch norm (f32, f64, with SyncBN) through PTX kernels ([`cuda`]);
+//! the convolution stays Candle's there. On other devices/dtypes they return an error naming the op, so the
+//! caller takes the reference path.
 
 mod batch_norm;
 mod conv;
 mod conv_batched;
 mod conv_cpu;
+mod conv_device;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod gemm_glue;
 mod im2col;
 mod pool;
@@ -30,6 +35,7 @@ pub use conv::{conv2d, conv2d_grad_input, conv2d_grad_weight, ConvParams};
 pub use conv_batched::force_batched;
 #[doc(hidden)]
 pub use conv_cpu::set_band_cols;
+pub use conv_device::{conv2d_device, conv2d_device_grad_input, conv2d_device_grad_weight};
 pub use pool::max_pool_3x3_s2_p1;
 pub use resize::resize_bilinear;
 pub use softmax_ce::softmax_cross_entropy;
@@ -95,10 +101,16 @@ pub(crate) fn unsupported_dtype<T>(op: &str, s: &CpuStorage) -> Result<T> {
     candle_core::bail!("{op}: unsupported dtype {:?} (f32 and f64 only)", s.dtype())
 }
 
-/// Whether the kernels can run on `t`: CPU storage of dtype f32 or f64. Callers use this to choose between
-/// the kernels and the reference path (e.g. on CUDA).
+/// Whether the kernels can run on `t`: CPU storage of dtype f32 or f64, or (feature `cuda`) CUDA storage of
+/// dtype f32, f64 or bf16. Callers use this to choose between the kernels and the reference path. The
+/// convolution kernels are CPU-only: [`crate::nn::Conv2d`] checks the device as well.
 pub fn is_supported(t: &candle_core::Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+    match t.device() {
+        candle_core::Device::Cpu => matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64),
+        #[cfg(feature = "cuda")]
+        candle_core::Device::Cuda(_) => cuda::supported_dtype(t.dtype()),
+        _ => false,
+    }
 }
 
 static REFERENCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -114,15 +126,27 @@ pub fn active_for(t: &candle_core::Tensor) -> bool {
     is_supported(t) && !reference_requested()
 }
 
-/// Error for non-CPU tensors: the caller should take the reference path on GPU.
-pub(crate) fn require_cpu(op: &str, t: &candle_core::Tensor) -> Result<()> {
-    if !t.device().is_cpu() {
+/// Error for tensors on a device without kernels for `op` (CPU always; CUDA with the `cuda` feature when
+/// `cuda` is set): the caller should take the reference path there.
+fn require_device(op: &str, t: &candle_core::Tensor, cuda: bool) -> Result<()> {
+    let ok = t.device().is_cpu() || (cfg!(feature = "cuda") && cuda && t.device().is_cuda());
+    if !ok {
         candle_core::bail!(
-            "{op}: the hand-written kernels run on CPU only (tensor on {:?}); use the reference op",
+            "{op}: no hand-written kernel for a tensor on {:?}; use the reference op",
             t.device().location()
         );
     }
     Ok(())
+}
+
+/// [`require_device`] for the CPU-only ops (the convolution).
+pub(crate) fn require_cpu(op: &str, t: &candle_core::Tensor) -> Result<()> {
+    require_device(op, t, false)
+}
+
+/// [`require_device`] for ops with CUDA kernels.
+pub(crate) fn require_cpu_or_cuda(op: &str, t: &candle_core::Tensor) -> Result<()> {
+    require_device(op, t, true)
 }
 
 /// Number of rayon threads the kernels split work over.

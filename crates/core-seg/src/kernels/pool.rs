@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_slice, require_cpu, unsupported_dtype, Float};
+use super::{contiguous_slice, require_cpu_or_cuda, unsupported_dtype, Float};
 
 const OP: &str = "kernels::max_pool_3x3_s2_p1";
 
 /// `nn.MaxPool2d(3, stride=2, padding=1)` of `x [N, C, H, W]`, differentiable.
 pub fn max_pool_3x3_s2_p1(x: &Tensor) -> Result<Tensor> {
-    require_cpu(OP, x)?;
+    require_cpu_or_cuda(OP, x)?;
     let (_, _, h, w) = x.dims4()?;
     if h == 0 || w == 0 {
         candle_core::bail!("{OP}: empty input {:?}", x.dims());
@@ -27,8 +27,16 @@ fn out_hw(h: usize, w: usize) -> (usize, usize) {
     ((h - 1) / 2 + 1, (w - 1) / 2 + 1)
 }
 
+/// The forward's argmax, kept where the forward ran.
+#[derive(Clone)]
+enum Argmax {
+    Host(Arc<Vec<u32>>),
+    #[cfg(feature = "cuda")]
+    Device(Arc<candle_core::cuda_backend::cudarc::driver::CudaSlice<u32>>),
+}
+
 struct MaxPoolOp {
-    argmax: Mutex<Option<Arc<Vec<u32>>>>,
+    argmax: Mutex<Option<Argmax>>,
 }
 
 fn forward<T: Float>(x: &[T], (h, w): (usize, usize)) -> (Vec<T>, Vec<u32>) {
@@ -84,10 +92,19 @@ impl CustomOp1 for MaxPoolOp {
             _ => return unsupported_dtype(OP, s),
         };
         if let Ok(mut g) = self.argmax.lock() {
-            *g = Some(Arc::new(idx));
+            *g = Some(Argmax::Host(Arc::new(idx)));
         }
         let (oh, ow) = out_hw(h, w);
         Ok((y, Shape::from((n, c, oh, ow))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (y, shape, idx) = super::cuda::pool::forward(s, l)?;
+        if let Ok(mut g) = self.argmax.lock() {
+            *g = Some(Argmax::Device(idx));
+        }
+        Ok((y, shape))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -105,7 +122,7 @@ impl CustomOp1 for MaxPoolOp {
 
 /// Scatters `dy` to the saved argmax positions.
 struct MaxPoolBwdOp {
-    argmax: Arc<Vec<u32>>,
+    argmax: Argmax,
     h: usize,
     w: usize,
 }
@@ -128,15 +145,28 @@ impl CustomOp1 for MaxPoolBwdOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, oh, ow) = l.shape().dims4()?;
-        if (oh, ow) != out_hw(self.h, self.w) || self.argmax.len() != l.shape().elem_count() {
+        #[allow(irrefutable_let_patterns)]
+        let Argmax::Host(argmax) = &self.argmax
+        else {
+            candle_core::bail!("{OP} backward: the forward ran on another device");
+        };
+        if (oh, ow) != out_hw(self.h, self.w) || argmax.len() != l.shape().elem_count() {
             candle_core::bail!("{OP} backward: dy {:?} does not match the forward", l.dims());
         }
         let hw = (self.h, self.w);
         let dx = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(backward::<f32>(contiguous_slice(OP, s, l)?, &self.argmax, hw)),
-            CpuStorage::F64(_) => CpuStorage::F64(backward::<f64>(contiguous_slice(OP, s, l)?, &self.argmax, hw)),
+            CpuStorage::F32(_) => CpuStorage::F32(backward::<f32>(contiguous_slice(OP, s, l)?, argmax, hw)),
+            CpuStorage::F64(_) => CpuStorage::F64(backward::<f64>(contiguous_slice(OP, s, l)?, argmax, hw)),
             _ => return unsupported_dtype(OP, s),
         };
         Ok((dx, Shape::from((n, c, self.h, self.w))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let Argmax::Device(argmax) = &self.argmax else {
+            candle_core::bail!("{OP} backward: the forward ran on another device");
+        };
+        super::cuda::pool::backward(s, l, argmax, (self.h, self.w))
     }
 }

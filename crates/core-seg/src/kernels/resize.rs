@@ -8,13 +8,13 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_slice, require_cpu, unsupported_dtype, Float};
+use super::{contiguous_slice, require_cpu_or_cuda, unsupported_dtype, Float};
 
 const OP: &str = "kernels::resize_bilinear";
 
 /// Bilinear resize of `x [N, C, H, W]` to `[N, C, oh, ow]`, differentiable in `x`.
 pub fn resize_bilinear(x: &Tensor, (oh, ow): (usize, usize), align_corners: bool) -> Result<Tensor> {
-    require_cpu(OP, x)?;
+    require_cpu_or_cuda(OP, x)?;
     let (_, _, h, w) = x.dims4()?;
     if oh == 0 || ow == 0 || h == 0 || w == 0 {
         candle_core::bail!("{OP}: empty size {h}x{w} -> {oh}x{ow}");
@@ -116,6 +116,11 @@ impl CustomOp1 for ResizeOp {
         Ok((y, Shape::from((n, c, self.oh, self.ow))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::resize::forward(s, l, (self.oh, self.ow), self.align_corners)
+    }
+
     fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let (_, _, h, w) = x.dims4()?;
         let dx = dy.contiguous()?.apply_op1_no_bwd(&ResizeBwdOp { h, w, align_corners: self.align_corners })?;
@@ -146,5 +151,10 @@ impl CustomOp1 for ResizeBwdOp {
             _ => return unsupported_dtype(OP, s),
         };
         Ok((dx, Shape::from((n, c, self.h, self.w))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::resize::backward(s, l, (self.h, self.w), self.align_corners)
     }
 }

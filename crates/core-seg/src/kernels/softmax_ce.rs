@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_slice, require_cpu, unsupported_dtype, Float};
+use super::{contiguous_slice, require_cpu_or_cuda, unsupported_dtype, Float};
 
 const OP: &str = "kernels::softmax_cross_entropy";
 const IGNORE: u32 = crate::ops::IGNORE_INDEX;
@@ -16,7 +16,7 @@ const IGNORE: u32 = crate::ops::IGNORE_INDEX;
 /// Per-pixel loss map `[N, H, W]` (0 on ignored pixels) of `logits [N, K, H, W]` against integer `target
 /// [N, H, W]` (converted to u32). Differentiable in the logits. Labels other than `0..K` and 255 are an error.
 pub fn softmax_cross_entropy(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
-    require_cpu(OP, logits)?;
+    require_cpu_or_cuda(OP, logits)?;
     let (n, k, h, w) = logits.dims4()?;
     if k == 0 || h * w == 0 || target.dims() != [n, h, w] {
         candle_core::bail!("{OP}: logits {:?} vs target {:?}", logits.dims(), target.dims());
@@ -116,6 +116,17 @@ impl CustomOp2 for SoftmaxCeOp {
         Ok((loss, Shape::from((n, h, w))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::ce::forward(s1, l1, s2, l2)
+    }
+
     fn bwd(
         &self,
         logits: &Tensor,
@@ -176,5 +187,18 @@ impl CustomOp3 for SoftmaxCeBwdOp {
             _ => return unsupported_dtype(OP, s1),
         };
         Ok((dz, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::ce::backward(s1, l1, s2, l2, s3, l3)
     }
 }

@@ -1,6 +1,6 @@
 //! 2-D batch normalisation with PyTorch semantics and the one-value-per-channel guard.
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 use super::Mode;
@@ -50,7 +50,13 @@ impl BatchNorm2d {
         })
     }
 
+    /// Mixed precision: a half-precision input (bf16/f16) is normalised in the parameters' dtype (f32) and
+    /// the result cast back, as PyTorch's autocast does for batch norm.
     pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        if x.dtype() != self.weight.dtype() && matches!(x.dtype(), DType::BF16 | DType::F16) {
+            let y = self.forward_t(&x.to_dtype(self.weight.dtype())?, mode)?;
+            return Ok(y.to_dtype(x.dtype())?);
+        }
         let (n, c, h, w) = x.dims4()?;
         let shape = (1, c, 1, 1);
         let (mean, var) = if mode.is_train() {
@@ -64,7 +70,8 @@ impl BatchNorm2d {
             }
             if crate::kernels::active_for(x) {
                 let (y, mean, var) = crate::kernels::batch_norm_train(x, &self.weight, &self.bias, self.cfg.eps)?;
-                self.update_running(&mean, &var, count)?;
+                // SyncBN: the statistics are those of the batch over all ranks.
+                self.update_running(&mean, &var, count * crate::dist::sync_bn_world(x))?;
                 return Ok(y);
             }
             let mean = x.mean_keepdim((0, 2, 3))?;

@@ -55,15 +55,31 @@ impl Conv2d {
         Ok(Self { weight, bias, cfg })
     }
 
+    /// Mixed precision: parameters stay in their own dtype (f32 master weights) and are cast to the
+    /// activation dtype (e.g. bf16) for the product; the cast is differentiable, so gradients reach the
+    /// f32 parameters. Under an [`super::AutocastGuard`] the convolution itself runs in the autocast dtype
+    /// and the result is cast back to the input's dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(dt) = super::autocast_dtype().filter(|dt| *dt != x.dtype()) {
+            let y = self.forward(&x.to_dtype(dt)?)?;
+            return Ok(y.to_dtype(x.dtype())?);
+        }
         let c = self.cfg;
-        let y = if crate::kernels::active_for(x) {
-            crate::kernels::conv2d(x, &self.weight, c.into())?
+        let cast = |t: &Tensor| -> Result<Tensor> {
+            Ok(if t.dtype() == x.dtype() { t.clone() } else { t.to_dtype(x.dtype())? })
+        };
+        let weight = cast(&self.weight)?;
+        // CPU: the hand-written im2col/GEMM kernels. CUDA: Candle's (cuBLAS/cuDNN) forward with a backward that
+        // avoids Candle's conv_transpose2d ([`crate::kernels::conv2d_device`]).
+        let y = if x.device().is_cpu() && crate::kernels::active_for(x) {
+            crate::kernels::conv2d(x, &weight, c.into())?
+        } else if x.device().is_cuda() && !crate::kernels::reference_requested() {
+            crate::kernels::conv2d_device(x, &weight, c.into())?
         } else {
-            x.conv2d(&self.weight, c.padding, c.stride, c.dilation, c.groups)?
+            x.conv2d(&weight, c.padding, c.stride, c.dilation, c.groups)?
         };
         match &self.bias {
-            Some(b) => Ok(y.broadcast_add(&b.reshape((1, (), 1, 1))?)?),
+            Some(b) => Ok(y.broadcast_add(&cast(b)?.reshape((1, (), 1, 1))?)?),
             None => Ok(y),
         }
     }

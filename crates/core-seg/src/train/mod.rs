@@ -38,6 +38,32 @@ pub struct TrainConfig {
     /// Write `latest.safetensors` every N iterations (0 = only at evaluations and the end).
     pub checkpoint_every: usize,
     pub seed: u64,
+    /// `f32` (default) or `bf16`: convolutions of the training forward in bf16 ([`crate::nn::AutocastGuard`]).
+    pub precision: Precision,
+    /// Data parallel: batch-norm statistics over the global batch (SyncBN, as UniMatch). No effect in a
+    /// single process.
+    pub sync_bn: bool,
+}
+
+/// Arithmetic precision of the training step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in the model dtype.
+    #[default]
+    F32,
+    /// Mixed precision: convolutions in bf16 (tensor cores on GPU), everything else and the weights in f32.
+    Bf16,
+}
+
+impl Precision {
+    /// The autocast dtype of the convolutions (`None` for f32).
+    pub fn autocast(self) -> Option<DType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(DType::BF16),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -52,6 +78,8 @@ impl Default for TrainConfig {
             eval_every: 0,
             checkpoint_every: 0,
             seed: 0,
+            precision: Precision::F32,
+            sync_bn: true,
         }
     }
 }
@@ -102,11 +130,22 @@ impl Trainer {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        if cfg.precision != Precision::F32 && !device.is_cuda() {
+            return Err(Error::Config(format!(
+                "train.precision = {:?} needs a CUDA device (Candle's CPU backend has no bf16 matmul)",
+                cfg.precision
+            )));
+        }
         let store = ParamStore::new(cfg.seed);
         let model = DeepLabV3Plus::new(model_cfg, store.var_builder(dtype, device))?;
         let groups = backbone_head_groups(&store.named_vars(), cfg.lr_multi);
         let opt = Optimizer::new(cfg.optim, groups, cfg.lr);
-        let rng = SegRng::stream(cfg.seed, &[0x7a1e]);
+        // Data parallel: every rank initialises the same weights (same seed) but draws its own dropout and
+        // augmentation randomness; rank 0 keeps the single-process stream.
+        let rng = match crate::dist::rank() {
+            0 => SegRng::stream(cfg.seed, &[0x7a1e]),
+            r => SegRng::stream(cfg.seed, &[0x7a1e, r as u64]),
+        };
         Ok(Self {
             model,
             framework,
@@ -164,6 +203,7 @@ impl Trainer {
         let lr = self.lr_at(it);
         self.opt.set_lr(lr);
         let mut ctx = StepCtx { iter: it, total_iters: self.cfg.iters, rng: &mut self.rng, store: &self.store };
+        let autocast = crate::nn::AutocastGuard::new(self.cfg.precision.autocast());
         let mut losses = self.framework.losses(&self.model, &batch, &mut ctx)?;
         if let Some(tensors) = losses.tensors.take() {
             for term in &mut self.aux {
@@ -174,6 +214,7 @@ impl Trainer {
                 losses.stats.extend(term.stats());
             }
         }
+        drop(autocast);
         let loss = losses.total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let mut terms = Vec::with_capacity(losses.terms.len());
         for (name, t) in &losses.terms {
@@ -186,24 +227,41 @@ impl Trainer {
         if !loss.is_finite() {
             return Err(Error::NonFiniteLoss { term: "loss_all".into(), value: loss, iter: it });
         }
-        let grads = losses.total.backward()?;
+        let mut grads = losses.total.backward()?;
+        // Data parallel: the mean gradient over the ranks (no-op in a single process).
+        crate::dist::all_reduce_grads(&self.trainable_vars(), &mut grads)?;
         self.opt.step(&grads)?;
         self.framework.after_step(&self.store)?;
         self.iter += 1;
         Ok(StepRecord { iter: it, lr, loss, terms, stats: losses.stats })
     }
 
+    /// The optimiser's variables (every parameter with a learning rate), in a fixed order.
+    pub fn trainable_vars(&self) -> Vec<candle_core::Var> {
+        self.opt.groups.iter().flat_map(|g| g.vars.iter().map(|(_, v)| v.clone())).collect()
+    }
+
     /// Trains until `cfg.iters`, evaluating with `evaluate` every `eval_every` iterations and at the end;
     /// checkpoints go to `out_dir` (`latest.safetensors`, and `best.safetensors` on improvement).
+    ///
+    /// Data parallel ([`crate::dist`]): the model starts from rank 0's weights; only rank 0 evaluates, writes
+    /// checkpoints and reports to `observer` (the other ranks return `None`).
     pub fn run(
         &mut self,
         source: &mut dyn BatchSource,
         evaluate: &mut dyn FnMut(&DeepLabV3Plus) -> Result<EvalReport>,
         observer: &mut dyn Observer,
     ) -> Result<Option<EvalReport>> {
+        let vars: Vec<candle_core::Var> = self.store.named_vars().into_iter().map(|(_, v)| v).collect();
+        crate::dist::broadcast_vars(&vars)?;
+        crate::dist::set_sync_bn(self.cfg.sync_bn);
+        let primary = crate::dist::is_primary();
         let mut last = None;
         while self.iter < self.cfg.iters {
             let rec = self.step(source)?;
+            if !primary {
+                continue;
+            }
             observer.on_step(&rec, self.cfg.iters);
             let done = self.iter == self.cfg.iters;
             let eval_now = done || (self.cfg.eval_every > 0 && self.iter % self.cfg.eval_every == 0);
