@@ -39,10 +39,8 @@ pub fn device(arg: &str) -> anyhow::Result<Device> {
         return Ok(d.clone());
     }
     let dev = match DistEnv::from_env()? {
+        // Under the launcher `--device` is ignored: rank r trains on cuda:r.
         Some(env) => {
-            if arg.trim() == "cpu" {
-                tracing::warn!("RANK/WORLD_SIZE set: training on cuda:{} instead of --device cpu", env.rank);
-            }
             let dev = parse_device(&format!("cuda:{}", env.rank))?;
             let id = std::env::var_os(dist::ENV_NCCL_ID).map(PathBuf::from);
             dist::init(&dev, env, id.as_deref())
