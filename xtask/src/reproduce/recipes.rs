@@ -58,10 +58,18 @@ fn tv_rows() -> Vec<RowSpec> {
     ]
 }
 
+/// Every MIM term off: the UniMatch baseline of the MIM recipes.
+const MIM_OFF: &str = "[mim]\nmode = \"off\"\n[mim.fa]\nmode = \"off\"\n[mim.sem]\nmode = \"off\"\n";
+
+/// The paper recipes' rows: UniMatch and UniMatch + full S4MIM.
+fn paper_mim_rows() -> Vec<RowSpec> {
+    vec![row("unimatch", MIM_OFF), row("unimatch+s4mim", "")]
+}
+
 /// S4MIM ablation rows (mim.md §9).
 fn mim_rows() -> Vec<RowSpec> {
     vec![
-        row("unimatch", "[mim]\nmode = \"off\"\n[mim.fa]\nmode = \"off\"\n[mim.sem]\nmode = \"off\"\n"),
+        row("unimatch", MIM_OFF),
         row("unimatch+plain-mim", "[mim]\nmode = \"plain\"\n[mim.fa]\nmode = \"off\"\n[mim.sem]\nmode = \"off\"\n"),
         row("unimatch+classwise-mim", "[mim.fa]\nmode = \"off\"\n[mim.sem]\nmode = \"off\"\n"),
         row("unimatch+classwise-mim+fa", "[mim.sem]\nmode = \"off\"\n"),
@@ -236,7 +244,7 @@ pub fn all() -> Vec<Recipe> {
             cpu_time: "≈ 20 h per run on 4 GPUs",
             base: MIM_VOC,
             budget: "",
-            rows: vec![row("unimatch", "[mim]\nmode = \"off\"\n[mim.fa]\nmode = \"off\"\n[mim.sem]\nmode = \"off\"\n"), row("unimatch+s4mim", "")],
+            rows: paper_mim_rows(),
             seeds: 1,
             reference: &[("unimatch", 75.2)],
             reference_source: "UniMatch README / unimatch.md §8 (VOC classic 92, R-101; re-run mean 75.0). No verified S4MIM number exists",
@@ -248,7 +256,7 @@ pub fn all() -> Vec<Recipe> {
             cpu_time: "GPU days (not a CPU recipe)",
             base: MIM_CITYSCAPES,
             budget: "",
-            rows: vec![row("unimatch", "[mim]\nmode = \"off\"\n[mim.fa]\nmode = \"off\"\n[mim.sem]\nmode = \"off\"\n"), row("unimatch+s4mim", "")],
+            rows: paper_mim_rows(),
             seeds: 1,
             reference: &[("unimatch", 76.6)],
             reference_source: "UniMatch README / unimatch.md §8 (Cityscapes 1/16, R-101). No verified S4MIM number exists",
