@@ -99,6 +99,18 @@ impl Optimizer {
                     };
                     let p = var.as_tensor();
                     match self.cfg {
+                        OptimConfig::Sgd { momentum, weight_decay }
+                            if crate::kernels::sgd_supported(
+                                p,
+                                grad,
+                                self.state.get(&format!("{name}.momentum_buffer")),
+                            ) =>
+                        {
+                            let key = format!("{name}.momentum_buffer");
+                            let buf =
+                                crate::kernels::sgd_step(var, grad, self.state.get(&key), lr, momentum, weight_decay)?;
+                            self.state.insert(key, buf);
+                        }
                         OptimConfig::Sgd { momentum, weight_decay } => {
                             let d = (grad + (p * weight_decay)?)?;
                             let key = format!("{name}.momentum_buffer");

@@ -10,6 +10,7 @@
 //! - [`max_pool_3x3_s2_p1`]: the ResNet stem pool with saved argmax (gradient 1 at the first maximum).
 //! - [`resize_bilinear`]: direct 4-tap bilinear resize with PyTorch's source-index rule.
 //! - [`softmax_cross_entropy`]: fused log-softmax + gather per-pixel loss with ignore label 255.
+//! - [`sgd_step`]: in-place SGD update (momentum buffer and parameter, one pass each).
 //!
 //! All ops run on CPU storage (f32 and f64). With the `cuda` feature, resize, max-pool and softmax-CE also run
 //! on CUDA storage (f32, f64, bf16) and batch norm (f32, f64, with SyncBN) through PTX kernels ([`cuda`]);
@@ -27,6 +28,7 @@ mod gemm_glue;
 mod im2col;
 mod pool;
 mod resize;
+mod sgd;
 mod softmax_ce;
 
 pub use batch_norm::batch_norm_train;
@@ -38,6 +40,7 @@ pub use conv_cpu::set_band_cols;
 pub use conv_device::{conv2d_device, conv2d_device_grad_input, conv2d_device_grad_weight};
 pub use pool::max_pool_3x3_s2_p1;
 pub use resize::resize_bilinear;
+pub use sgd::{sgd_step, sgd_supported};
 pub use softmax_ce::softmax_cross_entropy;
 
 use candle_core::backend::BackendStorage;
