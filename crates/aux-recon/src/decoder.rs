@@ -38,7 +38,7 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        Ok(self.bn.forward_t(&self.conv.forward(x)?, mode)?.relu()?)
+        Ok(self.bn.forward_act(&self.conv.forward(x)?, mode, None, true)?)
     }
 }
 

@@ -112,6 +112,77 @@ fn batch_norm_train_matches_composite() {
     assert!(kernels::batch_norm_train(&x, &g, &g, 1e-5).is_err());
 }
 
+/// `act(BN(x) + r)` from the composite reference: batch statistics (`running = None`) or given ones.
+fn bn_act_reference(t: &[Tensor], eps: f64, running: Option<(&Tensor, &Tensor)>, relu: bool) -> Tensor {
+    let (x, gamma, beta) = (&t[0], &t[1], &t[2]);
+    let c = x.dims()[1];
+    let y = match running {
+        None => bn_reference(x, gamma, beta, eps).0,
+        Some((m, v)) => {
+            let sh = (1, c, 1, 1);
+            let inv = (v + eps).unwrap().sqrt().unwrap().recip().unwrap().reshape(sh).unwrap();
+            let scale = inv.broadcast_mul(&gamma.reshape(sh).unwrap()).unwrap();
+            let xc = x.broadcast_sub(&m.reshape(sh).unwrap()).unwrap();
+            xc.broadcast_mul(&scale).unwrap().broadcast_add(&beta.reshape(sh).unwrap()).unwrap()
+        }
+    };
+    let y = match t.get(3) {
+        Some(r) => (y + r).unwrap(),
+        None => y,
+    };
+    if relu {
+        y.relu().unwrap()
+    } else {
+        y
+    }
+}
+
+#[test]
+fn batch_norm_act_matches_composite() {
+    use kernels::BnStats;
+    let eps = 1e-5;
+    let shapes = [(2, 3, 5, 7), (3, 4, 3, 2), (3, 2, 1, 1)];
+    for (s, &(n, c, h, w)) in shapes.iter().enumerate() {
+        for (mode, residual, relu) in
+            [(0, false, true), (0, true, true), (0, true, false), (1, false, true), (1, true, true)]
+        {
+            let seed = 3000 + 100 * s as u64 + 10 * (mode * 4 + 2 * residual as u64 + relu as u64);
+            let x = rand_t(&[n, c, h, w], seed).affine(2.0, 0.5).unwrap();
+            let gamma = rand_t(&[c], seed + 1);
+            let beta = rand_t(&[c], seed + 2);
+            let rr = rand_t(&[n, c, h, w], seed + 3);
+            let r = rand_t(&[n, c, h, w], seed + 4);
+            let mean = rand_t(&[c], seed + 5);
+            let var = rand_t(&[c], seed + 6).abs().unwrap().affine(1.0, 0.1).unwrap();
+            let mut inputs = vec![&x, &gamma, &beta];
+            if residual {
+                inputs.push(&rr);
+            }
+            let running = (mode == 1).then_some((&mean, &var));
+            let ours = |t: &[Tensor]| {
+                let st = match running {
+                    Some((m, v)) => BnStats::Running(m, v),
+                    None => BnStats::Batch,
+                };
+                let (y, stats) = kernels::batch_norm_act(&t[0], &t[1], &t[2], eps, st, t.get(3), relu).unwrap();
+                assert_eq!(stats.is_some(), running.is_none());
+                y
+            };
+            let name = format!("bn_act {:?} eval={mode} residual={residual} relu={relu}", (n, c, h, w));
+            compare(&name, &inputs, &ours, &|t| bn_act_reference(t, eps, running, relu), &r, seed + 7);
+        }
+    }
+    // Batch statistics equal the plain kernel's; one value per channel is refused in training mode.
+    let x = rand_t(&[2, 3, 4, 5], 77);
+    let g = rand_t(&[3], 78);
+    let (_, st) = kernels::batch_norm_act(&x, &g, &g, eps, BnStats::Batch, None, true).unwrap();
+    let (m, v) = st.unwrap();
+    let (_, m_ref, v_ref) = kernels::batch_norm_train(&x, &g, &g, eps).unwrap();
+    assert_eq!((vec_of(&m), vec_of(&v)), (vec_of(&m_ref), vec_of(&v_ref)));
+    let x1 = rand_t(&[1, 3, 1, 1], 79);
+    assert!(kernels::batch_norm_act(&x1, &g, &g, eps, BnStats::Batch, None, true).is_err());
+}
+
 #[test]
 fn max_pool_matches_reference_and_first_max_on_ties() {
     for (s, &(n, c, h, w)) in [(2, 3, 7, 9), (1, 2, 8, 8), (2, 1, 5, 4), (1, 1, 1, 2)].iter().enumerate() {

@@ -16,10 +16,10 @@ const OP: &str = "kernels::batch_norm_train";
 
 /// Per-channel statistics saved by the forward for the backward.
 #[derive(Debug, Clone)]
-struct Stats {
-    mean: Vec<f64>,
-    var: Vec<f64>,
-    invstd: Vec<f64>,
+pub(super) struct Stats {
+    pub mean: Vec<f64>,
+    pub var: Vec<f64>,
+    pub invstd: Vec<f64>,
 }
 
 /// The statistics where the forward ran (host vectors, or a device buffer with the `cuda` feature).
@@ -113,18 +113,19 @@ struct BnOp {
 }
 
 /// `(N, C, S)` of a layout.
-fn ncs(l: &Layout) -> (usize, usize, usize) {
+pub(super) fn ncs(l: &Layout) -> (usize, usize, usize) {
     let d = l.dims();
     let s = d[2..].iter().product();
     (d[0], d[1], s)
 }
 
-fn forward<T: Float>(x: &[T], gamma: &[T], beta: &[T], eps: f64, (n, c, s): (usize, usize, usize)) -> (Vec<T>, Stats) {
+/// Per-channel batch mean and biased variance of `x [N, C, S]` (f64, one pass over values shifted by the
+/// channel's first value so that `Σd²/M − (Σd/M)²` does not cancel catastrophically).
+pub(super) fn batch_stats<T: Float>(x: &[T], (n, c, s): (usize, usize, usize)) -> (Vec<f64>, Vec<f64>) {
     let m = (n * s) as f64;
-    let (mean, var): (Vec<f64>, Vec<f64>) = (0..c)
+    (0..c)
         .into_par_iter()
         .map(|ch| {
-            // Shift by the first value so the one-pass Σ, Σ² formula does not cancel catastrophically.
             let shift = x[ch * s].to_f64();
             let (mut s1, mut s2) = (0f64, 0f64);
             for i in 0..n {
@@ -137,7 +138,11 @@ fn forward<T: Float>(x: &[T], gamma: &[T], beta: &[T], eps: f64, (n, c, s): (usi
             let mu = s1 / m;
             (shift + mu, (s2 / m - mu * mu).max(0.0))
         })
-        .unzip();
+        .unzip()
+}
+
+fn forward<T: Float>(x: &[T], gamma: &[T], beta: &[T], eps: f64, (n, c, s): (usize, usize, usize)) -> (Vec<T>, Stats) {
+    let (mean, var) = batch_stats(x, (n, c, s));
     let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     let mut y = vec![T::zero(); x.len()];
     y.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1))).enumerate().for_each(|(plane, (yo, xi))| {

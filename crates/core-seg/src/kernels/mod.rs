@@ -7,6 +7,8 @@
 //!   stride-2 backward is wrong when H and W differ in parity, and its input gradient is a slow direct loop).
 //! - [`batch_norm_train`]: fused training-mode batch norm (f64 statistics, one normalise pass) with a fused
 //!   backward.
+//! - [`batch_norm_act`]: batch norm (batch or running statistics) fused with the residual add and ReLU that
+//!   follow it, one pass forward and two backward, the ReLU mask read from the output.
 //! - [`max_pool_3x3_s2_p1`]: the ResNet stem pool with saved argmax (gradient 1 at the first maximum).
 //! - [`resize_bilinear`]: direct 4-tap bilinear resize with PyTorch's source-index rule.
 //! - [`softmax_cross_entropy`]: fused log-softmax + gather per-pixel loss with ignore label 255.
@@ -18,6 +20,7 @@
 //! caller takes the reference path.
 
 mod batch_norm;
+mod bn_act;
 mod conv;
 mod conv_batched;
 mod conv_cpu;
@@ -32,6 +35,7 @@ mod sgd;
 mod softmax_ce;
 
 pub use batch_norm::batch_norm_train;
+pub use bn_act::{batch_norm_act, BnStats};
 pub use conv::{conv2d, conv2d_grad_input, conv2d_grad_weight, ConvParams};
 #[doc(hidden)]
 pub use conv_batched::force_batched;

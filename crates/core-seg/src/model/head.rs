@@ -97,7 +97,7 @@ fn conv_bn(
 }
 
 fn cbr(cb: &ConvBn, x: &Tensor, mode: Mode) -> Result<Tensor> {
-    Ok(cb.1.forward_t(&cb.0.forward(x)?, mode)?.relu()?)
+    cb.1.forward_act(&cb.0.forward(x)?, mode, None, true)
 }
 
 /// Global average pooling → conv-BN-ReLU → bilinear up of the 1×1 map (a broadcast for either corner rule).

@@ -101,6 +101,10 @@ impl ConvBn {
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         self.bn.forward_t(&self.conv.forward(x)?, mode)
     }
+    /// `act(BN(conv(x)) + residual)`, ReLU when `relu` ([`BatchNorm2d::forward_act`]).
+    fn forward_act(&self, x: &Tensor, mode: Mode, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        self.bn.forward_act(&self.conv.forward(x)?, mode, residual, relu)
+    }
 }
 
 /// A BasicBlock (two 3×3) or Bottleneck (1×1, 3×3 with the stride, 1×1) with optional downsample.
@@ -133,19 +137,17 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut out = x.clone();
-        let last = self.convs.len() - 1;
-        for (i, cb) in self.convs.iter().enumerate() {
-            out = cb.forward(&out, mode)?;
-            if i < last {
-                out = out.relu()?;
-            }
-        }
         let identity = match &self.downsample {
             Some(d) => d.forward(x, mode)?,
             None => x.clone(),
         };
-        Ok((out + identity)?.relu()?)
+        let mut out = x.clone();
+        let last = self.convs.len() - 1;
+        for (i, cb) in self.convs.iter().enumerate() {
+            // relu(bn(conv)) inside, relu(bn(conv) + identity) at the end, each one fused op.
+            out = cb.forward_act(&out, mode, (i == last).then_some(&identity), true)?;
+        }
+        Ok(out)
     }
 }
 
@@ -224,13 +226,13 @@ impl ResNet {
     pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<EncoderFeatures> {
         let mut h = x.clone();
         for cb in &self.stem {
-            h = cb.forward(&h, mode)?.relu()?;
+            h = cb.forward_act(&h, mode, None, true)?;
         }
         if let Some(c) = &self.stem_last {
             h = c.forward(&h)?;
         }
         if let Some(bn1) = &self.bn1 {
-            h = bn1.forward_t(&h, mode)?.relu()?;
+            h = bn1.forward_act(&h, mode, None, true)?;
         }
         h = max_pool_3x3_s2_p1(&h)?;
         let mut feats = Vec::with_capacity(4);

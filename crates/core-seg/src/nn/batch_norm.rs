@@ -88,6 +88,45 @@ impl BatchNorm2d {
         Ok(y)
     }
 
+    /// `act(BN(x) + residual)` with `act` = ReLU when `relu` (the tail of a conv-BN-ReLU or of a residual
+    /// block). On CPU (f32/f64, kernels active) one fused op ([`crate::kernels::batch_norm_act`]); elsewhere
+    /// [`Self::forward_t`], then the add and the ReLU as Candle ops.
+    pub fn forward_act(&self, x: &Tensor, mode: Mode, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        let fused = x.device().is_cpu()
+            && crate::kernels::active_for(x)
+            && x.dtype() == self.weight.dtype()
+            && residual.is_none_or(|r| r.dtype() == x.dtype() && r.dims() == x.dims());
+        if !fused {
+            let y = self.forward_t(x, mode)?;
+            let y = match residual {
+                Some(r) => (y + r)?,
+                None => y,
+            };
+            return Ok(if relu { y.relu()? } else { y });
+        }
+        let (n, _, h, w) = x.dims4()?;
+        let eps = self.cfg.eps;
+        if mode.is_train() {
+            let count = n * h * w;
+            if count <= 1 {
+                return Err(Error::BatchNormSingleValue {
+                    name: self.name.clone(),
+                    values: count,
+                    shape: x.dims().to_vec(),
+                });
+            }
+            let stats = crate::kernels::BnStats::Batch;
+            let (y, st) = crate::kernels::batch_norm_act(x, &self.weight, &self.bias, eps, stats, residual, relu)?;
+            if let Some((mean, var)) = st {
+                self.update_running(&mean, &var, count * crate::dist::sync_bn_world(x))?;
+            }
+            Ok(y)
+        } else {
+            let stats = crate::kernels::BnStats::Running(self.running_mean.as_tensor(), self.running_var.as_tensor());
+            Ok(crate::kernels::batch_norm_act(x, &self.weight, &self.bias, eps, stats, residual, relu)?.0)
+        }
+    }
+
     fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
         let m = self.cfg.momentum;
         let unbiased = (var.detach().flatten_all()? * (count as f64 / (count as f64 - 1.0)))?;
