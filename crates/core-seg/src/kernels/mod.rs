@@ -179,11 +179,11 @@ pub const CANDLE_POOL_SPIN_LIMIT: u32 = 100;
 ///   rayon's default / `RAYON_NUM_THREADS`). A parallel kernel called from the main thread then runs its first
 ///   half there and lets the other workers steal the rest, instead of injecting the job, parking the main thread
 ///   and waking it again: on 2 cores the UniMatch step made ~10× fewer context switches (65 k → 6 k per
-///   `bench-case unimatch-synth-64-b8 --steps 5`) and ran 8–15% faster.
+///   `bench-case unimatch-synth-64-b8 --steps 5`) and ran 7–15% faster.
 /// - glibc: serves blocks up to 32 MiB from the heap and keeps freed memory (`M_MMAP_THRESHOLD` 32 MiB,
 ///   `M_TRIM_THRESHOLD` 1 GiB, `M_TOP_PAD` 64 MiB). Training allocates and frees the same activation-sized
 ///   buffers every step; with glibc's defaults each came back from the kernel as fresh zeroed pages (4× the
-///   page faults, ~8% of the CPU time of the UniMatch step). Peak RSS did not change.
+///   page faults; 2–9% of the CPU time of the UniMatch step). Peak RSS did not change.
 pub fn configure_cpu_pools() {
     const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
     if std::env::var_os(VAR).is_none() {
