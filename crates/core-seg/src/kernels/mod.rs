@@ -175,11 +175,11 @@ pub const CANDLE_POOL_SPIN_LIMIT: u32 = 100;
 ///
 /// - Sets `CANDLE_BARRIER_POOL_SPIN_LIMIT` to [`CANDLE_POOL_SPIN_LIMIT`] unless the user set it (Candle reads
 ///   it once, when its pool starts).
-/// - Builds rayon's global pool with the calling thread as worker 0 (`use_current_thread`, thread count as
-///   rayon's default / `RAYON_NUM_THREADS`). A parallel kernel called from the main thread then runs its first
-///   half there and lets the other workers steal the rest, instead of injecting the job, parking the main thread
-///   and waking it again: on 2 cores the UniMatch step made ~10× fewer context switches (65 k → 6 k per
-///   `bench-case unimatch-synth-64-b8 --steps 5`) and ran 7–15% faster.
+/// - Builds rayon's global pool with the calling thread as worker 0 (`use_current_thread`; thread count as
+///   rayon's default / `RAYON_NUM_THREADS`; only with ≥ 2 threads, see the code). A parallel kernel called
+///   from the main thread then runs its first half there and lets the other workers steal the rest, instead of
+///   injecting the job, parking the main thread and waking it again: on 2 cores the UniMatch step made ~10×
+///   fewer context switches (65 k → 6 k per `bench-case unimatch-synth-64-b8 --steps 5`) and ran 7–15% faster.
 /// - glibc: serves blocks up to 32 MiB from the heap and keeps freed memory (`M_MMAP_THRESHOLD` 32 MiB,
 ///   `M_TRIM_THRESHOLD` 1 GiB, `M_TOP_PAD` 64 MiB). Training allocates and frees the same activation-sized
 ///   buffers every step; with glibc's defaults each came back from the kernel as fresh zeroed pages (4× the
@@ -189,8 +189,18 @@ pub fn configure_cpu_pools() {
     if std::env::var_os(VAR).is_none() {
         std::env::set_var(VAR, CANDLE_POOL_SPIN_LIMIT.to_string());
     }
-    // Fails (harmlessly) if the global pool already exists.
-    let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
+    // Rayon's default size: RAYON_NUM_THREADS, else the available parallelism. With a single thread the main
+    // thread would be the only worker, and a job injected by another thread (the data prefetcher) while
+    // main blocks outside rayon would never run: keep rayon's own pool there. Building fails (harmlessly) if
+    // the global pool already exists.
+    let n = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if n >= 2 {
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).use_current_thread().build_global();
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning parameters; it is called before other threads allocate.
     unsafe {

@@ -1,9 +1,10 @@
 //! Fused, in-place SGD with momentum and weight decay (PyTorch `torch.optim.SGD`, `dampening = 0`).
 //!
-//! With `d = g + wd·p` (rounded as the reference: `m·buf + (g + wd·p)`, `p − lr·buf`): the first step (or `m = 0`) sets `buf = d`, later steps `buf ← m·buf + d`; then
+//! With `d = g + wd·p`, the first step (or `m = 0`) sets `buf = d`, later steps `buf ← m·buf + d`; then
 //! `p ← p − lr·buf`. The reference path ([`crate::optim`]) builds each of these as a Candle op (six full
 //! passes and five allocations per parameter); here the buffer update is one in-place pass over
-//! `(buf, g, p)` and the parameter update one in-place pass over `(p, buf)`.
+//! `(buf, g, p)` and the parameter update one in-place pass over `(p, buf)`, rounded as the reference
+//! (`m·buf + (g + wd·p)`, `p − lr·buf`).
 
 use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
