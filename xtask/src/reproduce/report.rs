@@ -103,6 +103,13 @@ fn git_revision() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Time spent: this invocation's wall time, and the training wall time summed over every run in the table
+/// (they differ when `--resume` reuses runs finished earlier, or runs were trained by parallel invocations).
+pub struct Timing {
+    pub invocation_s: f64,
+    pub runs_s: f64,
+}
+
 type Curves = [(String, Vec<(Vec<(usize, f64)>, Vec<(usize, f64)>)>)];
 
 /// Writes `report.md` (table, per-class IoU, references, design notes, configs, revision) and the PNGs.
@@ -112,15 +119,17 @@ pub fn write(
     res: &Results,
     configs: &[(String, String)],
     curves: &Curves,
-    secs: f64,
+    time: &Timing,
 ) -> anyhow::Result<()> {
     let mut s = format!("# {} — {}\n\n", recipe.name, recipe.description);
     let _ = writeln!(
         s,
-        "Dataset: {}. Git revision `{}`. Wall time {:.1} min.\n",
+        "Dataset: {}. Git revision `{}`. Wall time {:.1} min (this invocation); training time summed over runs \
+         {:.1} min.\n",
         recipe.dataset,
         git_revision(),
-        secs / 60.0
+        time.invocation_s / 60.0,
+        time.runs_s / 60.0
     );
     s.push_str("## Results (best-evaluation mIoU, %)\n\n");
     s.push_str(&res.table());
