@@ -1,6 +1,7 @@
 //! `cargo xtask list` and `cargo xtask reproduce <recipe>`: rows × seeds of training runs from one recipe,
 //! a results table (mean ± std), `results.json`, `report.md`, and a regression check against a baseline.
 
+mod diagnostics;
 mod merge;
 pub mod recipes;
 mod report;
@@ -119,6 +120,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     let mut curves = Vec::new();
     let mut configs = Vec::new();
     let mut runs_secs = 0.0;
+    let mut channels = Vec::new();
     // The validation set is the same for every row: build (and pre-flight check) it once.
     let val = crate::datasets::build(&probe, a.data_root.as_ref(), false)?.val;
     let class_names = val.class_names();
@@ -185,6 +187,13 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
             continue;
         }
         let cfg0 = row_config(&recipe, row, 0)?;
+        if row.mrf_of.is_none() && diagnostics::wants_recon_channels(&cfg0) {
+            for (seed, _) in &runs {
+                let run_dir = dir.join(row.method).join(format!("seed{seed}"));
+                let d = a.data_root.as_ref();
+                channels.push(diagnostics::recon_channel_summary(row.method, *seed, &run_dir, d, a.resume)?);
+            }
+        }
         if row.mrf_of.is_none() {
             grid.predict(row.method, &cfg0, &dir.join(row.method).join("seed0").join("latest.safetensors"))?;
         }
@@ -208,7 +217,9 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     crate::plots::qualitative_grid(&dir.join("qualitative.png"), &grid.images, &grid.gts, &grid.preds, &grid.palette)?;
     let time = report::Timing { invocation_s: elapsed, runs_s: runs_secs };
-    report::write(&dir, &recipe, &results, &configs, &curves, &time)?;
+    let quantile = probe.recon.as_ref().map(|r| r.diagnose.quantile);
+    let sections = [diagnostics::recon_channels_section(&channels, quantile)];
+    report::write(&dir, &recipe, &results, &configs, &curves, &time, &sections)?;
     println!("{}", results.table());
     println!("{:.1} min; report: {}", elapsed / 60.0, dir.join("report.md").display());
     if let Some(base) = &a.check {

@@ -120,6 +120,7 @@ pub fn write(
     configs: &[(String, String)],
     curves: &Curves,
     time: &Timing,
+    sections: &[String],
 ) -> anyhow::Result<()> {
     let mut s = format!("# {} — {}\n\n", recipe.name, recipe.description);
     let _ = writeln!(
@@ -166,6 +167,7 @@ pub fn write(
             s.push('\n');
         }
     }
+    sections.iter().for_each(|sec| s.push_str(sec));
     super::super::plots::learning_curves(&dir.join("curves.png"), curves)?;
     s.push_str("\n## Learning curves\n\n![loss and mIoU vs iteration](curves.png)\n");
     s.push_str("\n## Qualitative results\n\nColumns: image, ground truth, then each row's prediction (seed 0), in table order.\n\n![qualitative grid](qualitative.png)\n");
@@ -176,6 +178,12 @@ pub fn write(
            are ours; they are not comparable to the paper tables.\n\
          - Gaussian blur of the strong views is an exact separable Gaussian (the official code uses PIL's approximation).\n",
     );
+    if recipe.dataset.starts_with("synthetic") {
+        s.push_str(
+            "- Synthetic recipes: strong-view blur σ ∈ [0.1, 0.4] (UniMatch's [0.1, 2.0] for 321-px crops, scaled to \
+             64 px) and τ = 0.8 (UniMatch sets τ per dataset), both chosen on seed 0 (`configs/synthetic.toml`).\n",
+        );
+    }
     s.push_str("\n## Exact configuration (seed 0 of each row)\n");
     for (m, c) in configs {
         let _ = write!(s, "\n### {m}\n\n```toml\n{c}```\n");
