@@ -109,6 +109,9 @@ pub struct TvConfig {
     pub at: TvAt,
     pub curvilinear: CurvilinearConfig,
     pub kernel: TvKernel,
+    /// Weight each difference by the image contrast `exp(−‖x_p − x_q‖²/2σ²)` ([`crate::contrast`]) [design
+    /// extension, default false: the abstract's TV is unweighted].
+    pub contrast: bool,
 }
 
 impl Default for TvConfig {
@@ -124,6 +127,7 @@ impl Default for TvConfig {
             at: TvAt::Output,
             curvilinear: CurvilinearConfig::default(),
             kernel: TvKernel::Auto,
+            contrast: false,
         }
     }
 }
@@ -161,6 +165,9 @@ impl TvConfig {
             return bad(format!("eps must be finite and >= 0, got {eps}"));
         }
         let c = &self.curvilinear;
+        if self.contrast && (c.enabled || self.at == TvAt::Decoder || self.kernel == TvKernel::Fused) {
+            return bad("contrast weights need tv.at = output, no curvilinear variant and kernel auto|composite".into());
+        }
         if c.enabled {
             if self.variant == TvVariant::C {
                 return bad("curvilinear replaces one class's TV: use variant A or B, not the coupled C".into());

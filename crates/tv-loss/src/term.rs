@@ -13,7 +13,8 @@ use core_seg::train::StepCtx;
 use core_seg::{bail_arg, Error, Result};
 
 use crate::config::{ApplyTo, TvAt, TvConfig};
-use crate::tv::tv_loss;
+use crate::contrast::contrast_weights;
+use crate::tv::tv_loss_weighted;
 
 /// The TV loss term. It has no parameters and draws nothing from the run's RNG.
 #[derive(Debug, Clone)]
@@ -28,8 +29,14 @@ impl TvTerm {
         Ok(Self { cfg })
     }
 
-    /// The logits and valid maps (`[B,K,h,w]`, `[B,h,w]`) the term is applied to, at the configured resolution.
-    pub fn inputs(&self, model: &DeepLabV3Plus, step: &StepTensors, store: &ParamStore) -> Result<(Tensor, Tensor)> {
+    /// The logits, valid maps and input images (`[B,K,h,w]`, `[B,h,w]`, `[B,3,H,W]`) the term is applied to, at
+    /// the configured resolution.
+    pub fn inputs(
+        &self,
+        model: &DeepLabV3Plus,
+        step: &StepTensors,
+        store: &ParamStore,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let nl = step.n_labeled;
         let rows = step.out.logits.dim(0)?;
         let weak = step.unlabeled.as_ref().filter(|u| u.weak.dim(0).is_ok_and(|bu| rows >= nl + bu));
@@ -51,14 +58,16 @@ impl TvTerm {
                 Ok(logits.narrow(0, start, len)?)
             }
         };
-        let (mut zs, mut vs) = (Vec::new(), Vec::new());
+        let (mut zs, mut vs, mut xs) = (Vec::new(), Vec::new(), Vec::new());
         if lab {
             zs.push(pick(&step.out.logits, &step.out.dec, 0, nl)?);
             vs.push(step.labeled.valid.clone());
+            xs.push(step.labeled.image.clone());
         }
         if let (true, Some(u)) = (unl, weak) {
             zs.push(pick(&step.out.logits, &step.out.dec, nl, u.weak.dim(0)?)?);
             vs.push(u.valid.clone());
+            xs.push(u.weak.clone());
         }
         if let (true, Some(u)) = (strong, weak) {
             // The framework's CutMixed strong logits are not part of StepTensors: the un-mixed strong views get
@@ -67,12 +76,15 @@ impl TvTerm {
             zs.push(pick(&out.logits, &out.dec, 0, out.logits.dim(0)?)?);
             vs.push(u.valid.clone());
             vs.push(u.valid.clone());
+            xs.push(u.strong1.clone());
+            xs.push(u.strong2.clone());
         }
         let z = Tensor::cat(&zs, 0)?;
+        let x = Tensor::cat(&xs, 0)?;
         let v = Tensor::cat(&vs.iter().map(|v| v.to_dtype(DType::U8)).collect::<candle_core::Result<Vec<_>>>()?, 0)?;
         let (_, _, h, w) = z.dims4()?;
         let v = if v.dims()[1..] == [h, w] { v } else { resample_valid(&v, h, w)? };
-        Ok((z, v))
+        Ok((z, v, x))
     }
 }
 
@@ -124,8 +136,9 @@ impl AuxTerm for TvTerm {
         if lambda == 0.0 {
             return Ok(vec![("loss_tv".into(), Tensor::zeros((), logits.dtype(), logits.device())?)]);
         }
-        let (z, v) = self.inputs(model, step, ctx.store)?;
-        let tv = tv_loss(&z, Some(&v), &self.cfg)?;
+        let (z, v, x) = self.inputs(model, step, ctx.store)?;
+        let pairs = if self.cfg.contrast { Some(contrast_weights(&x)?) } else { None };
+        let tv = tv_loss_weighted(&z, Some(&v), pairs.as_ref(), &self.cfg)?;
         Ok(vec![("loss_tv".into(), tv.affine(lambda, 0.0)?)])
     }
 }

@@ -6,6 +6,7 @@ use candle_core::{DType, Tensor};
 use core_seg::{bail_arg, Result};
 
 use crate::config::{TvConfig, TvKernel, TvNormalize, TvVariant};
+use crate::contrast::PairWeights;
 use crate::curvilinear::curvilinear_raw;
 use crate::fused::tv_loss_fused;
 
@@ -14,6 +15,24 @@ use crate::fused::tv_loss_fused;
 ///
 /// `tv.kernel` picks the implementation: the fused CPU kernel ([`crate::fused`]) or this composite.
 pub fn tv_loss(logits: &Tensor, valid: Option<&Tensor>, cfg: &TvConfig) -> Result<Tensor> {
+    tv_loss_weighted(logits, valid, None, cfg)
+}
+
+/// [`tv_loss`] with every forward difference also weighted by `pairs` (`tv.contrast`,
+/// [`crate::contrast::contrast_weights`]); weighted TV always takes the composite path.
+pub fn tv_loss_weighted(
+    logits: &Tensor,
+    valid: Option<&Tensor>,
+    pairs: Option<&PairWeights>,
+    cfg: &TvConfig,
+) -> Result<Tensor> {
+    if pairs.is_some() {
+        if cfg.kernel == TvKernel::Fused {
+            bail_arg!("tv.kernel = fused does not take contrast weights (tv.contrast): use auto or composite");
+        }
+        let p = candle_nn::ops::softmax(logits, 1)?;
+        return tv_of_probs_weighted(&p, valid, pairs, cfg);
+    }
     let fused_ok = cfg.variant == TvVariant::A && !cfg.curvilinear.enabled && crate::fused::fused_supported(logits);
     match cfg.kernel {
         TvKernel::Fused => return tv_loss_fused(logits, valid, cfg),
@@ -36,17 +55,41 @@ pub fn tv_loss(logits: &Tensor, valid: Option<&Tensor>, cfg: &TvConfig) -> Resul
 /// With the curvilinear switch, the TV of the foreground class (and for K = 2 of its complement) is replaced
 /// by the along-structure penalty of [`crate::curvilinear`].
 pub fn tv_of_probs(p: &Tensor, valid: Option<&Tensor>, cfg: &TvConfig) -> Result<Tensor> {
+    tv_of_probs_weighted(p, valid, None, cfg)
+}
+
+/// [`tv_of_probs`] with the pair weights `vx`, `vy` multiplied by `pairs` (contrast-sensitive TV).
+pub fn tv_of_probs_weighted(
+    p: &Tensor,
+    valid: Option<&Tensor>,
+    pairs: Option<&PairWeights>,
+    cfg: &TvConfig,
+) -> Result<Tensor> {
     cfg.validate()?;
     let (n, k, h, w) = p.dims4()?;
     if n == 0 || k == 0 || h == 0 || w == 0 {
         bail_arg!("tv: empty probability image {:?}", p.dims());
     }
+    if let Some(pw) = pairs {
+        let want = |dim: usize| {
+            let mut s = vec![n, 1, h, w];
+            s[dim] -= 1;
+            s
+        };
+        if pw.x.dims() != want(3).as_slice() || pw.y.dims() != want(2).as_slice() {
+            bail_arg!("tv: pair weights {:?}/{:?} do not match probabilities {:?}", pw.x.dims(), pw.y.dims(), p.dims());
+        }
+        if cfg.curvilinear.enabled {
+            bail_arg!("tv: contrast weights and the curvilinear variant cannot be combined");
+        }
+    }
     let v = valid_map(valid, p)?;
+    let wt = Weighted { v: &v, pairs };
     let eps = cfg.eps();
     let raw = match cfg.variant {
-        TvVariant::C => vectorial_raw(p, &v, eps)?,
+        TvVariant::C => vectorial_raw(p, &wt, eps)?,
         TvVariant::A | TvVariant::B => {
-            let per_class = per_class_raw(p, &v, cfg.variant, eps)?;
+            let per_class = per_class_raw(p, &wt, cfg.variant, eps)?;
             if cfg.curvilinear.enabled {
                 let fg = cfg.curvilinear.fg_class;
                 if fg >= k {
@@ -108,14 +151,24 @@ fn safe_sqrt(x: &Tensor) -> Result<Tensor> {
 
 /// Weighted forward differences along `dim` (3 = x, 2 = y): `(v·D P, v)` with `v` the product of the valid map at
 /// both ends, or `None` when the axis has a single pixel.
-fn diffs(p: &Tensor, v: &Tensor, dim: usize) -> Result<Option<(Tensor, Tensor)>> {
+fn diffs(p: &Tensor, w: &Weighted, dim: usize) -> Result<Option<(Tensor, Tensor)>> {
     let len = p.dim(dim)?;
     if len < 2 {
         return Ok(None);
     }
     let d = (p.narrow(dim, 1, len - 1)? - p.narrow(dim, 0, len - 1)?)?;
-    let wv = (v.narrow(dim, 1, len - 1)? * v.narrow(dim, 0, len - 1)?)?;
+    let v = w.v;
+    let mut wv = (v.narrow(dim, 1, len - 1)? * v.narrow(dim, 0, len - 1)?)?;
+    if let Some(pw) = w.pairs {
+        wv = (wv * pw.along(dim).to_dtype(p.dtype())?.detach())?;
+    }
     Ok(Some((d, wv)))
+}
+
+/// The valid map `[N,1,H,W]` and the optional contrast weights of the pairs.
+struct Weighted<'a> {
+    v: &'a Tensor,
+    pairs: Option<&'a PairWeights>,
 }
 
 /// Sum over `n, i, j` of a `[N,K,h,w]` map → `[K]`.
@@ -124,7 +177,7 @@ fn sum_per_class(t: &Tensor) -> Result<Tensor> {
 }
 
 /// `Σ_k vx·(DxP)² + vy·(DyP)²` on the full `[N,K,H,W]` grid (missing last column/row terms are 0).
-fn squared_grad(p: &Tensor, v: &Tensor) -> Result<Tensor> {
+fn squared_grad(p: &Tensor, v: &Weighted) -> Result<Tensor> {
     let mut s = p.zeros_like()?;
     if let Some((dx, vx)) = diffs(p, v, 3)? {
         s = (s + dx.sqr()?.broadcast_mul(&vx)?.pad_with_zeros(3, 0, 1)?)?;
@@ -136,7 +189,7 @@ fn squared_grad(p: &Tensor, v: &Tensor) -> Result<Tensor> {
 }
 
 /// Raw per-class sums `[K]` of variant A or B.
-fn per_class_raw(p: &Tensor, v: &Tensor, variant: TvVariant, eps: f64) -> Result<Tensor> {
+fn per_class_raw(p: &Tensor, v: &Weighted, variant: TvVariant, eps: f64) -> Result<Tensor> {
     let k = p.dim(1)?;
     match variant {
         TvVariant::A => {
@@ -163,6 +216,6 @@ fn norm_eps(s: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// Raw sum of variant C (classes coupled under one square root per pixel).
-fn vectorial_raw(p: &Tensor, v: &Tensor, eps: f64) -> Result<Tensor> {
+fn vectorial_raw(p: &Tensor, v: &Weighted, eps: f64) -> Result<Tensor> {
     Ok(norm_eps(&squared_grad(p, v)?.sum(1)?, eps)?.sum_all()?)
 }

@@ -5,19 +5,10 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use core_seg::Result;
-use tv_loss::{tv_loss_fused, TvConfig, TvNormalize};
 
-fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
-        })
-        .collect()
-}
+mod common;
+use common::values;
+use tv_loss::{tv_loss_fused, TvConfig, TvNormalize};
 
 fn rel(a: &Tensor, b: &Tensor) -> Result<f64> {
     let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;

@@ -3,20 +3,11 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use core_seg::Result;
+
+mod common;
+use common::values;
 use tv_loss::curvilinear::{along_structure, central_gradient, structure_directions};
 use tv_loss::{tv_loss, TvConfig, TvKernel, TvNormalize, TvVariant};
-
-fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
-        })
-        .collect()
-}
 
 /// `(max |g_an − g_fd| / max |g_an|, max_i |g_an − g_fd| / max(|g_an,i|, |g_fd,i|, 1e-2·max|g_an|))`: the
 /// floor keeps components ~1e-4 of the largest, where the FD round-off (~1e-16·|f|/h) dominates, out of the ratio.

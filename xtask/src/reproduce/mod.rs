@@ -1,6 +1,7 @@
 //! `cargo xtask list` and `cargo xtask reproduce <recipe>`: rows × seeds of training runs from one recipe,
 //! a results table (mean ± std), `results.json`, `report.md`, and a regression check against a baseline.
 
+mod diagnostics;
 mod merge;
 pub mod recipes;
 mod report;
@@ -63,6 +64,9 @@ struct RunRecord {
     per_class: Vec<f64>,
     curve: Vec<(usize, f64)>,
     losses: Vec<(usize, f64)>,
+    /// Wall time of the run, seconds (0 in records older than this field).
+    #[serde(default)]
+    secs: f64,
 }
 
 pub fn list() -> anyhow::Result<()> {
@@ -115,6 +119,8 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut curves = Vec::new();
     let mut configs = Vec::new();
+    let mut runs_secs = 0.0;
+    let mut channels = Vec::new();
     // The validation set is the same for every row: build (and pre-flight check) it once.
     let val = crate::datasets::build(&probe, a.data_root.as_ref(), false)?.val;
     let class_names = val.class_names();
@@ -158,6 +164,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
                         device: a.device.clone(),
                         gpus: None,
                     };
+                    let t0 = std::time::Instant::now();
                     let r = run_training(&cfg, &args)?;
                     if !primary {
                         continue;
@@ -167,17 +174,26 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
                         per_class: r.final_report.iou.clone(),
                         curve: r.observer.evals.clone(),
                         losses: r.observer.losses.iter().map(|(i, s)| (*i, s[0].1)).collect(),
+                        secs: t0.elapsed().as_secs_f64(),
                     };
                     std::fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
                     rec
                 }
             };
+            runs_secs += rec.secs;
             runs.push((seed, rec));
         }
         if !primary {
             continue;
         }
         let cfg0 = row_config(&recipe, row, 0)?;
+        if row.mrf_of.is_none() && diagnostics::wants_recon_channels(&cfg0) {
+            for (seed, _) in &runs {
+                let run_dir = dir.join(row.method).join(format!("seed{seed}"));
+                let d = a.data_root.as_ref();
+                channels.push(diagnostics::recon_channel_summary(row.method, *seed, &run_dir, d, a.resume)?);
+            }
+        }
         if row.mrf_of.is_none() {
             grid.predict(row.method, &cfg0, &dir.join(row.method).join("seed0").join("latest.safetensors"))?;
         }
@@ -200,7 +216,10 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
     let elapsed = started.elapsed().as_secs_f64();
     crate::plots::qualitative_grid(&dir.join("qualitative.png"), &grid.images, &grid.gts, &grid.preds, &grid.palette)?;
-    report::write(&dir, &recipe, &results, &configs, &curves, elapsed)?;
+    let time = report::Timing { invocation_s: elapsed, runs_s: runs_secs };
+    let quantile = probe.recon.as_ref().map(|r| r.diagnose.quantile);
+    let sections = [diagnostics::recon_channels_section(&channels, quantile)];
+    report::write(&dir, &recipe, &results, &configs, &curves, &time, &sections)?;
     println!("{}", results.table());
     println!("{:.1} min; report: {}", elapsed / 60.0, dir.join("report.md").display());
     if let Some(base) = &a.check {
@@ -257,5 +276,5 @@ fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&Pat
     let val = crate::datasets::build(cfg, data_root, false)?.val;
     let (beta, r) = crate::train_cmd::evaluate_mrf_tuned(&model, &val, cfg, None, &dev)?;
     eprintln!("MRF β = {beta}: mIoU {:.2}", r.miou);
-    Ok(RunRecord { miou: r.miou, per_class: r.iou, curve: Vec::new(), losses: Vec::new() })
+    Ok(RunRecord { miou: r.miou, per_class: r.iou, curve: Vec::new(), losses: Vec::new(), secs: 0.0 })
 }

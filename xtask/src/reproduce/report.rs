@@ -103,6 +103,13 @@ fn git_revision() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Time spent: this invocation's wall time, and the training wall time summed over every run in the table
+/// (they differ when `--resume` reuses runs finished earlier, or runs were trained by parallel invocations).
+pub struct Timing {
+    pub invocation_s: f64,
+    pub runs_s: f64,
+}
+
 type Curves = [(String, Vec<(Vec<(usize, f64)>, Vec<(usize, f64)>)>)];
 
 /// Writes `report.md` (table, per-class IoU, references, design notes, configs, revision) and the PNGs.
@@ -112,15 +119,18 @@ pub fn write(
     res: &Results,
     configs: &[(String, String)],
     curves: &Curves,
-    secs: f64,
+    time: &Timing,
+    sections: &[String],
 ) -> anyhow::Result<()> {
     let mut s = format!("# {} — {}\n\n", recipe.name, recipe.description);
     let _ = writeln!(
         s,
-        "Dataset: {}. Git revision `{}`. Wall time {:.1} min.\n",
+        "Dataset: {}. Git revision `{}`. Wall time {:.1} min (this invocation); training time summed over runs \
+         {:.1} min.\n",
         recipe.dataset,
         git_revision(),
-        secs / 60.0
+        time.invocation_s / 60.0,
+        time.runs_s / 60.0
     );
     s.push_str("## Results (best-evaluation mIoU, %)\n\n");
     s.push_str(&res.table());
@@ -157,6 +167,7 @@ pub fn write(
             s.push('\n');
         }
     }
+    sections.iter().for_each(|sec| s.push_str(sec));
     super::super::plots::learning_curves(&dir.join("curves.png"), curves)?;
     s.push_str("\n## Learning curves\n\n![loss and mIoU vs iteration](curves.png)\n");
     s.push_str("\n## Qualitative results\n\nColumns: image, ground truth, then each row's prediction (seed 0), in table order.\n\n![qualitative grid](qualitative.png)\n");
@@ -167,6 +178,12 @@ pub fn write(
            are ours; they are not comparable to the paper tables.\n\
          - Gaussian blur of the strong views is an exact separable Gaussian (the official code uses PIL's approximation).\n",
     );
+    if recipe.dataset.starts_with("synthetic") {
+        s.push_str(
+            "- Synthetic recipes: strong-view blur σ ∈ [0.1, 0.4] (UniMatch's [0.1, 2.0] for 321-px crops, scaled to \
+             64 px) and τ = 0.8 (UniMatch sets τ per dataset), both chosen on seed 0 (`configs/synthetic.toml`).\n",
+        );
+    }
     s.push_str("\n## Exact configuration (seed 0 of each row)\n");
     for (m, c) in configs {
         let _ = write!(s, "\n### {m}\n\n```toml\n{c}```\n");
