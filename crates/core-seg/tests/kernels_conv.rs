@@ -228,6 +228,19 @@ fn conv_large_maps_take_the_per_image_paths() {
 }
 
 #[test]
+fn conv_weight_gradient_in_both_gemm_orientations() {
+    // Per-image weight gradients run as dWᵀ = cols·dyᵀ when Cout_g ≤ 64 and K_g ≥ 4·Cout_g, else as
+    // dW = dy·colsᵀ: both, with odd sizes, groups, pointwise convs, batch- and GEMM-parallel splits.
+    check(Case { n: 2, cin: 9, h: 17, w: 16, cout: 2, kh: 1, kw: 1, p: p(1, 0, 1, 1) }, 600); // 1×1, dWᵀ
+    check(Case { n: 3, cin: 8, h: 17, w: 16, cout: 4, kh: 1, kw: 1, p: p(1, 0, 1, 2) }, 610); // 1×1 groups, dWᵀ
+    check(Case { n: 2, cin: 1, h: 19, w: 17, cout: 3, kh: 3, kw: 3, p: p(1, 1, 1, 1) }, 620); // K = 9 < 12: dW
+    check(Case { n: 3, cin: 2, h: 17, w: 18, cout: 6, kh: 3, kw: 3, p: p(1, 1, 1, 2) }, 630); // K_g = 9 < 12: dW
+    check(Case { n: 1, cin: 5, h: 23, w: 21, cout: 7, kh: 3, kw: 3, p: p(1, 2, 2, 1) }, 640); // dWᵀ, one image
+    check(Case { n: 2, cin: 2, h: 16, w: 17, cout: 65, kh: 3, kw: 3, p: p(1, 1, 1, 1) }, 650);
+    // Cout > 64: dW
+}
+
+#[test]
 fn conv_skips_gradients_of_untracked_inputs() {
     let x = rand_t(&[2, 3, 6, 5], 7);
     let w = Var::from_tensor(&rand_t(&[4, 3, 3, 3], 8)).unwrap();
