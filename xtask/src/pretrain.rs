@@ -78,11 +78,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     let ck = core_seg::train::load_checkpoint(&run_dir.join("latest.safetensors"), &candle_core::Device::Cpu)?;
     let backbone: HashMap<String, Tensor> = ck.model.into_iter().filter(|(k, _)| k.starts_with("backbone.")).collect();
     core_seg::model::weights::save_tensors_atomic(&backbone, &a.out)?;
-    let rev = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let rev = crate::reproduce::report::git_revision();
     let note = serde_json::json!({
         "command": format!("cargo xtask pretrain-synthetic --iters {} --num {} --seed {}", a.iters, a.num, a.seed),
         "seed": a.seed,

@@ -71,6 +71,13 @@ fn main() -> candle_core::Result<()> {
         Layer { name: "decoder 3x3 304->256 @32", cin: 304, cout: 256, hw: 32, k: 3, stride: 1, pad: 1, dil: 1 },
     ];
     println!("threads {} (rayon), batch {n}, f32, median of {reps}; GFLOP/s in brackets", rayon::current_num_threads());
+    // The machine's f32 ceiling right now (this VM's clock drifts): independent FMA chains, no memory traffic.
+    for threads in [1, rayon::current_num_threads()] {
+        match fma_peak_gflops(threads) {
+            Some(g) => println!("f32 FMA peak, {threads} thread(s): {g:.1} GFLOP/s"),
+            None => println!("f32 FMA peak: no AVX2+FMA on this CPU"),
+        }
+    }
     // Raw GEMM ceiling under the current machine load (decoder per-image shape, row-major C = A·B).
     for (m, nn, k) in [(256usize, 1024usize, 2736usize), (512, 256, 4608)] {
         let a = vec![1.0f32; m * k];
@@ -164,4 +171,53 @@ fn main() -> candle_core::Result<()> {
     }
     println!("total fwd+bwd over the listed layers: candle {tot_c:.1} ms, ours {tot_o:.1} ms ({:.2}x)", tot_c / tot_o);
     Ok(())
+}
+
+/// Peak f32 GFLOP/s of `threads` threads each running 12 independent 8-lane FMA chains (AVX2), best of 5.
+fn fma_peak_gflops(threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            return None;
+        }
+        const ITERS: usize = 20_000_000;
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let sums: Vec<f32> = rayon::broadcast(|ctx| {
+                // SAFETY: AVX2 and FMA were detected above.
+                if ctx.index() < threads {
+                    unsafe { fma_chains(ITERS) }
+                } else {
+                    0.0
+                }
+            });
+            std::hint::black_box(sums);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Some((threads * ITERS * 12 * 8 * 2) as f64 / best / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = threads;
+        None
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let m = _mm256_set1_ps(0.999_999);
+    let c = _mm256_set1_ps(1e-7);
+    let mut acc = [_mm256_set1_ps(1.0); 12];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, m, c);
+        }
+    }
+    let mut out = [0f32; 8];
+    let total = acc.iter().fold(_mm256_setzero_ps(), |s, a| _mm256_add_ps(s, *a));
+    _mm256_storeu_ps(out.as_mut_ptr(), total);
+    out.iter().sum()
 }

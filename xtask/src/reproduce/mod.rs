@@ -4,7 +4,7 @@
 mod diagnostics;
 mod merge;
 pub mod recipes;
-mod report;
+pub(crate) mod report;
 
 use std::path::PathBuf;
 

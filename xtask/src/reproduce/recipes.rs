@@ -291,7 +291,7 @@ pub fn all() -> Vec<Recipe> {
             name: "guidedmix-synthetic",
             description: "GuidedMix-Net, 1/16 labels: supervised, the official code, and each paper switch (DeepLabV3 head)",
             dataset: "synthetic (embedded)",
-            cpu_time: "≈ 3 h (8 rows × 3 seeds × 300 iterations)",
+            cpu_time: "≈ 6 h (8 rows × 3 seeds × 1000 iterations; ≈ 8 min a run)",
             base: GM_SYNTHETIC,
             budget: "",
             rows: guidedmix_rows(),

@@ -93,14 +93,9 @@ pub fn check_against(ours: &Results, baseline: &Results, tol: f64) -> Vec<String
     problems
 }
 
-fn git_revision() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+/// The commit this binary was built from (see `xtask/build.rs`).
+pub fn git_revision() -> String {
+    env!("SEMISEG_BUILD_REV").to_string()
 }
 
 /// Time spent: this invocation's wall time, and the training wall time summed over every run in the table
@@ -125,7 +120,7 @@ pub fn write(
     let mut s = format!("# {} — {}\n\n", recipe.name, recipe.description);
     let _ = writeln!(
         s,
-        "Dataset: {}. Git revision `{}`. Wall time {:.1} min (this invocation); training time summed over runs \
+        "Dataset: {}. Binary built from git revision `{}`. Wall time {:.1} min (this invocation); training time summed over runs \
          {:.1} min.\n",
         recipe.dataset,
         git_revision(),
