@@ -20,6 +20,11 @@ fn smoke_recipe_writes_report_and_check_works() -> anyhow::Result<()> {
     assert!((0.0..=100.0).contains(&m));
     let report = std::fs::read_to_string(run.join("report.md"))?;
     assert!(report.contains("| unimatch |") && report.contains("curves.png") && report.contains("```toml"));
+    // Every run records the commit of the binary that trained it; the report counts runs per commit (4 runs).
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("unimatch/seed1/run.json"))?)?;
+    let rev = rec["rev"].as_str().unwrap_or_default().to_string();
+    assert!(!rev.is_empty(), "run.json has no rev: {rec}");
+    assert!(report.contains(&format!("Runs trained by binaries built from `{rev}` (4)")), "{report}");
     for png in ["curves.png", "qualitative.png"] {
         let bytes = std::fs::read(run.join(png))?;
         assert_eq!(&bytes[1..4], b"PNG", "{png}");

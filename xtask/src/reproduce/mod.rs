@@ -67,6 +67,9 @@ struct RunRecord {
     /// Wall time of the run, seconds (0 in records older than this field).
     #[serde(default)]
     secs: f64,
+    /// Commit of the binary that produced the record (`None` in records older than this field).
+    #[serde(default)]
+    rev: Option<String>,
 }
 
 pub fn list() -> anyhow::Result<()> {
@@ -120,6 +123,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     let mut curves = Vec::new();
     let mut configs = Vec::new();
     let mut runs_secs = 0.0;
+    let mut revisions = std::collections::BTreeMap::new();
     let mut channels = Vec::new();
     // The validation set is the same for every row: build (and pre-flight check) it once.
     let val = crate::datasets::build(&probe, a.data_root.as_ref(), false)?.val;
@@ -175,12 +179,14 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
                         curve: r.observer.evals.clone(),
                         losses: r.observer.losses.iter().map(|(i, s)| (*i, s[0].1)).collect(),
                         secs: t0.elapsed().as_secs_f64(),
+                        rev: Some(report::git_revision()),
                     };
                     std::fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
                     rec
                 }
             };
             runs_secs += rec.secs;
+            *revisions.entry(rec.rev.clone().unwrap_or_else(|| "unrecorded".into())).or_insert(0) += 1;
             runs.push((seed, rec));
         }
         if !primary {
@@ -216,7 +222,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
     let elapsed = started.elapsed().as_secs_f64();
     crate::plots::qualitative_grid(&dir.join("qualitative.png"), &grid.images, &grid.gts, &grid.preds, &grid.palette)?;
-    let time = report::Timing { invocation_s: elapsed, runs_s: runs_secs };
+    let time = report::Timing { invocation_s: elapsed, runs_s: runs_secs, revisions };
     let quantile = probe.recon.as_ref().map(|r| r.diagnose.quantile);
     let sections = [diagnostics::recon_channels_section(&channels, quantile)];
     report::write(&dir, &recipe, &results, &configs, &curves, &time, &sections)?;
@@ -276,5 +282,12 @@ fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&Pat
     let val = crate::datasets::build(cfg, data_root, false)?.val;
     let (beta, r) = crate::train_cmd::evaluate_mrf_tuned(&model, &val, cfg, None, &dev)?;
     eprintln!("MRF β = {beta}: mIoU {:.2}", r.miou);
-    Ok(RunRecord { miou: r.miou, per_class: r.iou, curve: Vec::new(), losses: Vec::new(), secs: 0.0 })
+    Ok(RunRecord {
+        miou: r.miou,
+        per_class: r.iou,
+        curve: Vec::new(),
+        losses: Vec::new(),
+        secs: 0.0,
+        rev: Some(report::git_revision()),
+    })
 }

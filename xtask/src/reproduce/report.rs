@@ -103,6 +103,8 @@ pub fn git_revision() -> String {
 pub struct Timing {
     pub invocation_s: f64,
     pub runs_s: f64,
+    /// Runs per commit of the binary that trained them (`unrecorded` for records older than that field).
+    pub revisions: std::collections::BTreeMap<String, usize>,
 }
 
 type Curves = [(String, Vec<(Vec<(usize, f64)>, Vec<(usize, f64)>)>)];
@@ -118,11 +120,13 @@ pub fn write(
     sections: &[String],
 ) -> anyhow::Result<()> {
     let mut s = format!("# {} — {}\n\n", recipe.name, recipe.description);
+    let trained: Vec<String> = time.revisions.iter().map(|(rev, n)| format!("`{rev}` ({n})")).collect();
     let _ = writeln!(
         s,
-        "Dataset: {}. Binary built from git revision `{}`. Wall time {:.1} min (this invocation); training time summed over runs \
-         {:.1} min.\n",
+        "Dataset: {}. Runs trained by binaries built from {}; report written by `{}`. Wall time {:.1} min (this \
+         invocation); training time summed over runs {:.1} min.\n",
         recipe.dataset,
+        trained.join(", "),
         git_revision(),
         time.invocation_s / 60.0,
         time.runs_s / 60.0
