@@ -1,0 +1,84 @@
+//! Unit tests of the recipe registry.
+
+use super::*;
+
+/// Every row of every recipe merges into a valid run config with the row's method.
+#[test]
+fn every_recipe_row_parses() -> anyhow::Result<()> {
+    for r in all() {
+        for row in &r.rows {
+            let cfg = super::super::row_config(&r, row, 3)?;
+            assert_eq!(cfg.train.seed, 3);
+            let method = serde_json::to_value(cfg.semi.method)?;
+            let mut m = method.as_str().unwrap_or_default();
+            // GuidedMix's supervised baseline is its own framework with the unlabelled loss off.
+            if m == "guidedmix" && cfg.guidedmix_config().unsup_weight == 0.0 {
+                m = "supervised";
+            }
+            let label_ok =
+                row.method == m || [format!("{m}-"), format!("{m}+")].iter().any(|p| row.method.starts_with(p));
+            assert!(label_ok, "{} / {}", r.name, row.method);
+        }
+    }
+    assert!(find("quick").is_some() && find("nope").is_none());
+    Ok(())
+}
+
+/// tv-voc trains on sparse labels (1% of each image's labelled pixels); validation is dense.
+#[test]
+fn tv_voc_rows_are_sparse() -> anyhow::Result<()> {
+    let r = find("tv-voc").ok_or_else(|| anyhow::anyhow!("tv-voc missing"))?;
+    for row in &r.rows {
+        let sp = super::super::row_config(&r, row, 0)?.data.sparse;
+        assert_eq!(sp.map(|s| s.ratio), Some(0.01), "{}", row.method);
+    }
+    Ok(())
+}
+
+/// `--rows` keeps the named rows in recipe order and rejects a name the recipe lacks, listing its rows.
+#[test]
+fn row_selection() -> anyhow::Result<()> {
+    let r = find("tv-synthetic").ok_or_else(|| anyhow::anyhow!("tv-synthetic missing"))?;
+    let sel = super::super::select_rows(&r, Some("supervised+tv, supervised"))?;
+    assert_eq!(sel.iter().map(|r| r.method).collect::<Vec<_>>(), ["supervised", "supervised+tv"]);
+    assert_eq!(super::super::select_rows(&r, None)?.len(), r.rows.len());
+    let err = super::super::select_rows(&r, Some("supervised,nope")).err().map(|e| e.to_string());
+    assert!(err.as_deref().is_some_and(|e| e.contains("`nope`") && e.contains("unimatch+tv")), "{err:?}");
+    Ok(())
+}
+
+/// Every row of `recon-synthetic` (4 bases × base / + recon / + fgbg) trains one step on the toy model with the
+/// row's framework and [recon] table, and logs `loss_recon` exactly when the branch is on.
+#[test]
+fn recon_recipe_rows_train_a_step_on_the_toy_model() -> anyhow::Result<()> {
+    use candle_core::{DType, Device};
+    use core_seg::batch::BatchSource;
+    use core_seg::frameworks::{self, Method};
+    use core_seg::testing::{tiny_model, ToySemiSource, ToySource};
+    use core_seg::train::{TrainConfig, Trainer};
+    let r = find("recon-synthetic").expect("recipe");
+    assert_eq!(r.rows.len(), 12);
+    for name in ["recon-voc", "recon-cityscapes"] {
+        assert_eq!(find(name).map(|r| r.rows.len()), Some(12));
+    }
+    for row in &r.rows {
+        let mut cfg = super::super::row_config(&r, row, 0)?;
+        cfg.model = tiny_model(3);
+        cfg.semi.conf_thresh = 0.0;
+        let tcfg = TrainConfig { iters: 1, ..cfg.train.clone() };
+        let mut t = Trainer::new(&cfg.model, tcfg, frameworks::build(&cfg.semi), DType::F32, &Device::Cpu)?;
+        crate::train_cmd::add_method_terms(&mut t, &cfg, 1)?;
+        let mut src: Box<dyn BatchSource> = match cfg.semi.method {
+            Method::Supervised => Box::new(ToySource { n_train: 4, batch: 2, size: 32, dtype: DType::F32 }),
+            _ => Box::new(ToySemiSource { batch: 2, size: 32 }),
+        };
+        let rec = t.step(src.as_mut())?;
+        let recon = rec.terms.iter().find(|(n, _)| n == "loss_recon").map(|x| x.1);
+        let enabled = cfg.recon.as_ref().is_some_and(|c| c.enabled);
+        assert_eq!(recon.is_some(), enabled, "{}", row.method);
+        assert!(rec.loss.is_finite() && recon.is_none_or(|v| v > 0.0 && v.is_finite()), "{}", row.method);
+        let has_r = t.store.named_vars().iter().any(|(n, _)| n.starts_with("recon."));
+        assert_eq!(has_r, enabled, "{}", row.method);
+    }
+    Ok(())
+}
