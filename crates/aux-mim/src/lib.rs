@@ -41,6 +41,10 @@
 //! ```
 //! with `λ_rec = 1`, `λ_fa = 0.1`, `λ_sem = 0.5`, `E_w = 1` epoch.
 //!
+//! **Measured** (synthetic scenes, 1/16 labels, 1000 iterations, seed 0; `configs/mim-synthetic.toml`): UniMatch
+//! 49.03 mIoU; with full S4MIM 41.45 at `λ_rec = 1` and 45.86 at `λ_rec = 0.1` (the synthetic recipe's value);
+//! with class-wise MIM alone 48.11, adding FA 47.04; with semantic MIM alone 48.72. No term helps at this budget.
+//!
 //! ## Use
 //! ```text
 //! let mut mim = aux_mim::MimConfig::default();
