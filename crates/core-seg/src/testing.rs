@@ -179,3 +179,17 @@ pub fn cuda_device_or_skip(test: &str) -> Option<Device> {
         }
     }
 }
+
+/// `n` deterministic values uniform in `[lo, hi)` (xorshift64 seeded from `seed`): inputs for gradient checks and
+/// kernel parity tests that need no `SegRng` stream.
+pub fn uniform_values(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 * (hi - lo) + lo
+        })
+        .collect()
+}

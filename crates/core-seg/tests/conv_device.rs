@@ -9,15 +9,7 @@ use core_seg::kernels::{conv2d, conv2d_device, ConvParams};
 
 fn rand(dims: &[usize], seed: u64) -> Result<Tensor> {
     let n: usize = dims.iter().product();
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let v: Vec<f64> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect();
+    let v = core_seg::testing::uniform_values(n, seed, -1.0, 1.0);
     Ok(Tensor::from_vec(v, dims, &Device::Cpu)?)
 }
 

@@ -13,15 +13,7 @@ use core_seg::testing::cuda_device_or_skip as gpu;
 
 /// Deterministic pseudo-random values in [−2, 2).
 fn rand(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
-        })
-        .collect()
+    core_seg::testing::uniform_values(n, seed, -2.0, 2.0)
 }
 
 fn tensor(dims: &[usize], seed: u64, dt: DType, dev: &Device) -> Result<Tensor> {
