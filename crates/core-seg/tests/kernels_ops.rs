@@ -86,7 +86,8 @@ fn bn_reference(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> (Tensor,
 
 #[test]
 fn batch_norm_train_matches_composite() {
-    for (s, &(n, c, h, w)) in [(2, 3, 5, 7), (4, 5, 3, 3), (3, 2, 1, 1)].iter().enumerate() {
+    // 9×11 planes: whole 64-value blocks of the vectorised sums plus a tail.
+    for (s, &(n, c, h, w)) in [(2, 3, 5, 7), (4, 5, 3, 3), (3, 2, 1, 1), (2, 3, 9, 11)].iter().enumerate() {
         let seed = 1000 + 10 * s as u64;
         // Offset mean to exercise the shifted one-pass statistics.
         let x = rand_t(&[n, c, h, w], seed).affine(3.0, 5.0).unwrap();
@@ -141,7 +142,7 @@ fn bn_act_reference(t: &[Tensor], eps: f64, running: Option<(&Tensor, &Tensor)>,
 fn batch_norm_act_matches_composite() {
     use kernels::BnStats;
     let eps = 1e-5;
-    let shapes = [(2, 3, 5, 7), (3, 4, 3, 2), (3, 2, 1, 1)];
+    let shapes = [(2, 3, 5, 7), (3, 4, 3, 2), (3, 2, 1, 1), (2, 2, 9, 11)];
     for (s, &(n, c, h, w)) in shapes.iter().enumerate() {
         for (mode, residual, relu) in
             [(0, false, true), (0, true, true), (0, true, false), (1, false, true), (1, true, true)]

@@ -10,17 +10,10 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::bn_core::{batch_stats, dx_plane, grad_sums, ncs, Stats};
 use super::{contiguous_slice, require_cpu_or_cuda, unsupported_dtype, Float};
 
 const OP: &str = "kernels::batch_norm_train";
-
-/// Per-channel statistics saved by the forward for the backward.
-#[derive(Debug, Clone)]
-pub(super) struct Stats {
-    pub mean: Vec<f64>,
-    pub var: Vec<f64>,
-    pub invstd: Vec<f64>,
-}
 
 /// The statistics where the forward ran (host vectors, or a device buffer with the `cuda` feature).
 #[derive(Debug, Clone)]
@@ -112,43 +105,14 @@ struct BnOp {
     saved: Arc<Mutex<Option<Saved>>>,
 }
 
-/// `(N, C, S)` of a layout.
-pub(super) fn ncs(l: &Layout) -> (usize, usize, usize) {
-    let d = l.dims();
-    let s = d[2..].iter().product();
-    (d[0], d[1], s)
-}
-
-/// Per-channel batch mean and biased variance of `x [N, C, S]` (f64, one pass over values shifted by the
-/// channel's first value so that `Σd²/M − (Σd/M)²` does not cancel catastrophically).
-pub(super) fn batch_stats<T: Float>(x: &[T], (n, c, s): (usize, usize, usize)) -> (Vec<f64>, Vec<f64>) {
-    let m = (n * s) as f64;
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let shift = x[ch * s].to_f64();
-            let (mut s1, mut s2) = (0f64, 0f64);
-            for i in 0..n {
-                for v in &x[(i * c + ch) * s..(i * c + ch + 1) * s] {
-                    let d = v.to_f64() - shift;
-                    s1 += d;
-                    s2 += d * d;
-                }
-            }
-            let mu = s1 / m;
-            (shift + mu, (s2 / m - mu * mu).max(0.0))
-        })
-        .unzip()
-}
-
 fn forward<T: Float>(x: &[T], gamma: &[T], beta: &[T], eps: f64, (n, c, s): (usize, usize, usize)) -> (Vec<T>, Stats) {
     let (mean, var) = batch_stats(x, (n, c, s));
     let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     let mut y = vec![T::zero(); x.len()];
     y.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1))).enumerate().for_each(|(plane, (yo, xi))| {
         let ch = plane % c;
-        let scale = gamma[ch].to_f64() * invstd[ch];
-        let (sc, sh) = (T::from_f64(scale), T::from_f64(beta[ch].to_f64() - mean[ch] * scale));
+        let scale = gamma[ch].to_f64_() * invstd[ch];
+        let (sc, sh) = (T::from_f64_(scale), T::from_f64_(beta[ch].to_f64_() - mean[ch] * scale));
         yo.iter_mut().zip(xi).for_each(|(o, v)| *o = *v * sc + sh);
     });
     (y, Stats { mean, var, invstd })
@@ -249,17 +213,8 @@ fn backward<T: Float>(x: &[T], gamma: &[T], dy: &[T], st: &Stats, (n, c, s): (us
     let (dgamma, dbeta): (Vec<f64>, Vec<f64>) = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (mu, is) = (st.mean[ch], st.invstd[ch]);
-            let (mut sg, mut sgx) = (0f64, 0f64);
-            for i in 0..n {
-                let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-                for (g, v) in dy[r.clone()].iter().zip(&x[r]) {
-                    let g = g.to_f64();
-                    sg += g;
-                    sgx += g * (v.to_f64() - mu);
-                }
-            }
-            (sgx * is, sg)
+            let (sgx, sg) = grad_sums(x, dy, None, ch, st.mean[ch], (n, c, s));
+            (sgx * st.invstd[ch], sg)
         })
         .unzip();
     let mut out = vec![T::zero(); x.len() + 2 * c];
@@ -269,18 +224,15 @@ fn backward<T: Float>(x: &[T], gamma: &[T], dy: &[T], st: &Stats, (n, c, s): (us
             let ch = plane % c;
             let (mu, is) = (st.mean[ch], st.invstd[ch]);
             // dx = k·(g − dβ/M − (x − μ)·is·dγ/M) = k·g + a·x + b
-            let k = gamma[ch].to_f64() * is;
+            let k = gamma[ch].to_f64_() * is;
             let a = -k * is * dgamma[ch] / m;
             let b = -k * dbeta[ch] / m - a * mu;
-            let (k, a, b) = (T::from_f64(k), T::from_f64(a), T::from_f64(b));
-            for ((o, g), v) in d.iter_mut().zip(gi).zip(xi) {
-                *o = k * *g + a * *v + b;
-            }
+            dx_plane::<T, false>(d, None, xi, xi, gi, (T::from_f64_(k), T::from_f64_(a), T::from_f64_(b)));
         },
     );
     for ch in 0..c {
-        rest[ch] = T::from_f64(dgamma[ch]);
-        rest[c + ch] = T::from_f64(dbeta[ch]);
+        rest[ch] = T::from_f64_(dgamma[ch]);
+        rest[c + ch] = T::from_f64_(dbeta[ch]);
     }
     out
 }

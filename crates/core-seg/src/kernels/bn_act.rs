@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::batch_norm::{batch_stats, ncs, Stats};
+use super::bn_core::{batch_stats, dx_plane, grad_sums, ncs, Stats};
 use super::{contiguous_slice, require_cpu, unsupported_dtype, Float};
 
 const OP: &str = "kernels::batch_norm_act";
@@ -120,8 +120,8 @@ fn forward<T: Float>(x: &[T], gb: &[T], r: Option<&[T]>, op: &BnActOp, dims: (us
     let s1 = s.max(1);
     y.par_chunks_mut(s1).zip(x.par_chunks(s1)).enumerate().for_each(|(plane, (yo, xi))| {
         let ch = plane % c;
-        let scale = gb[ch].to_f64() * st.invstd[ch];
-        let (k, b) = (T::from_f64(scale), T::from_f64(gb[c + ch].to_f64() - st.mean[ch] * scale));
+        let scale = gb[ch].to_f64_() * st.invstd[ch];
+        let (k, b) = (T::from_f64_(scale), T::from_f64_(gb[c + ch].to_f64_() - st.mean[ch] * scale));
         let zero = T::zero();
         match (r, op.relu) {
             (Some(r), true) => {
@@ -256,22 +256,12 @@ impl BnActBwdOp {
 }
 
 fn backward<T: Float>(x: &[T], y: &[T], dy: &[T], op: &BnActBwdOp, (n, c, s): (usize, usize, usize)) -> Vec<T> {
-    let (st, zero) = (&op.st, T::zero());
-    let grad = |g: T, y: T| if op.relu && y <= zero { zero } else { g };
+    let st = &op.st;
     let (dgamma, dbeta): (Vec<f64>, Vec<f64>) = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (mu, is) = (st.mean[ch], st.invstd[ch]);
-            let (mut sg, mut sgx) = (0f64, 0f64);
-            for i in 0..n {
-                let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-                for ((g, v), o) in dy[r.clone()].iter().zip(&x[r.clone()]).zip(&y[r]) {
-                    let g = grad(*g, *o).to_f64();
-                    sg += g;
-                    sgx += g * (v.to_f64() - mu);
-                }
-            }
-            (sgx * is, sg)
+            let (sgx, sg) = grad_sums(x, dy, op.relu.then_some(y), ch, st.mean[ch], (n, c, s));
+            (sgx * st.invstd[ch], sg)
         })
         .unzip();
     let numel = x.len();
@@ -284,34 +274,32 @@ fn backward<T: Float>(x: &[T], y: &[T], dy: &[T], op: &BnActBwdOp, (n, c, s): (u
         let (mu, is) = (st.mean[ch], st.invstd[ch]);
         let k = op.gamma[ch] * is;
         if !op.train {
-            return (T::from_f64(k), T::zero(), T::zero());
+            return (T::from_f64_(k), T::zero(), T::zero());
         }
         // dx = k·(g − dβ/M − (x − μ)·is·dγ/M) = k·g + a·x + b
         let a = -k * is * dgamma[ch] / m;
         let b = -k * dbeta[ch] / m - a * mu;
-        (T::from_f64(k), T::from_f64(a), T::from_f64(b))
+        (T::from_f64_(k), T::from_f64_(a), T::from_f64_(b))
     };
     let planes = dx.par_chunks_mut(s1).zip(x.par_chunks(s1).zip(y.par_chunks(s1)).zip(dy.par_chunks(s1)));
+    let run = |plane: usize, d: &mut [T], ri: Option<&mut [T]>, xi: &[T], yi: &[T], gi: &[T]| {
+        let kab = coef(plane % c);
+        match op.relu {
+            true => dx_plane::<T, true>(d, ri, xi, yi, gi, kab),
+            false => dx_plane::<T, false>(d, ri, xi, yi, gi, kab),
+        }
+    };
     if op.residual {
-        planes.zip(dr.par_chunks_mut(s1)).enumerate().for_each(|(plane, ((d, ((xi, yi), gi)), ri))| {
-            let (k, a, b) = coef(plane % c);
-            for (((o, q), g), (v, yo)) in d.iter_mut().zip(ri.iter_mut()).zip(gi).zip(xi.iter().zip(yi)) {
-                let g = grad(*g, *yo);
-                *q = g;
-                *o = k * g + a * *v + b;
-            }
-        });
+        planes
+            .zip(dr.par_chunks_mut(s1))
+            .enumerate()
+            .for_each(|(plane, ((d, ((xi, yi), gi)), ri))| run(plane, d, Some(ri), xi, yi, gi));
     } else {
-        planes.enumerate().for_each(|(plane, (d, ((xi, yi), gi)))| {
-            let (k, a, b) = coef(plane % c);
-            for ((o, g), (v, yo)) in d.iter_mut().zip(gi).zip(xi.iter().zip(yi)) {
-                *o = k * grad(*g, *yo) + a * *v + b;
-            }
-        });
+        planes.enumerate().for_each(|(plane, (d, ((xi, yi), gi)))| run(plane, d, None, xi, yi, gi));
     }
     for ch in 0..c {
-        dgb[ch] = T::from_f64(dgamma[ch]);
-        dgb[c + ch] = T::from_f64(dbeta[ch]);
+        dgb[ch] = T::from_f64_(dgamma[ch]);
+        dgb[c + ch] = T::from_f64_(dbeta[ch]);
     }
     out
 }

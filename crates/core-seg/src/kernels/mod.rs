@@ -21,6 +21,7 @@
 
 mod batch_norm;
 mod bn_act;
+mod bn_core;
 mod conv;
 mod conv_batched;
 mod conv_cpu;
@@ -59,6 +60,10 @@ pub(crate) trait Float: candle_core::WithDType + Copy + Send + Sync + 'static {
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
     fn exp_(self) -> Self;
     fn ln_(self) -> Self;
+    /// `self as f64`. Candle's `WithDType::to_f64` is not `#[inline]`, so in a hot loop it is a call per element.
+    fn to_f64_(self) -> f64;
+    /// `v as Self` (see [`Float::to_f64_`]).
+    fn from_f64_(v: f64) -> Self;
 }
 
 thread_local! {
@@ -76,6 +81,14 @@ macro_rules! impl_float {
             #[inline(always)]
             fn ln_(self) -> Self {
                 self.ln()
+            }
+            #[inline(always)]
+            fn to_f64_(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn from_f64_(v: f64) -> Self {
+                v as $t
             }
             fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
                 $tls.with(|cell| match cell.try_borrow_mut() {

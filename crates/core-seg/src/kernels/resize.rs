@@ -47,7 +47,7 @@ fn taps(inp: usize, out: usize, align_corners: bool) -> Vec<(usize, usize, f64)>
 
 /// Typed taps: `(i₀, i₁, 1 − λ, λ)`.
 fn typed<T: Float>(t: &[(usize, usize, f64)]) -> Vec<(usize, usize, T, T)> {
-    t.iter().map(|&(a, b, l)| (a, b, T::from_f64(1.0 - l), T::from_f64(l))).collect()
+    t.iter().map(|&(a, b, l)| (a, b, T::from_f64_(1.0 - l), T::from_f64_(l))).collect()
 }
 
 fn forward<T: Float>(

@@ -56,7 +56,7 @@ struct MomentumOp {
 }
 
 fn momentum<T: Float>(buf: &mut [T], g: &[T], p: &[T], m: f64, wd: f64) {
-    let (m, wd) = (T::from_f64(m), T::from_f64(wd));
+    let (m, wd) = (T::from_f64_(m), T::from_f64_(wd));
     buf.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(p.par_chunks(CHUNK))).for_each(|(b, (g, p))| {
         for ((b, g), p) in b.iter_mut().zip(g).zip(p) {
             *b = m * *b + (*g + wd * *p);
@@ -105,7 +105,7 @@ struct AxpyOp {
 }
 
 fn axpy<T: Float>(p: &mut [T], x: &[T], alpha: f64) {
-    let a = T::from_f64(alpha);
+    let a = T::from_f64_(alpha);
     p.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(p, x)| {
         for (p, x) in p.iter_mut().zip(x) {
             *p += a * *x;
