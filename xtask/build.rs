@@ -1,5 +1,6 @@
 //! Records the git commit the binary is built from (`SEMISEG_BUILD_REV`), so reports name the code that trained
-//! their runs rather than whatever is checked out when the report is written.
+//! their runs rather than whatever is checked out when the report is written. A build from a tree with uncommitted
+//! changes to tracked files is marked `<commit>+dirty`.
 
 use std::process::Command;
 
@@ -9,9 +10,16 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    let rev = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let mut rev = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    if git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty()) {
+        rev.push_str("+dirty");
+    }
     println!("cargo:rustc-env=SEMISEG_BUILD_REV={rev}");
-    // Re-run when HEAD moves (a commit, a checkout); paths from git so worktrees work too.
+    // Re-run when the code the binary is made of changes (so `+dirty` appears and clears) ...
+    for dir in ["../crates", "../xtask/src", "../third_party", "../Cargo.toml", "../Cargo.lock"] {
+        println!("cargo:rerun-if-changed={dir}");
+    }
+    // ... and when HEAD moves (a commit, a checkout); paths from git so worktrees work too.
     for what in ["HEAD", "logs/HEAD"] {
         if let Some(p) = git(&["rev-parse", "--git-path", what]) {
             if std::path::Path::new(&p).exists() {
