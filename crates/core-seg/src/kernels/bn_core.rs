@@ -29,7 +29,7 @@ pub(super) fn batch_stats<T: Float>(x: &[T], (n, c, s): (usize, usize, usize)) -
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            // An element of x, so the shifted values are exact in T.
+            // An element of the channel: the differences, formed in T, stay on the scale of σ whatever μ is.
             let shift = x[ch * s];
             let (mut s1, mut s2) = (0f64, 0f64);
             for i in 0..n {
@@ -104,8 +104,8 @@ pub(super) fn grad_sums<T: Float>(
     mu: f64,
     (n, c, s): (usize, usize, usize),
 ) -> (f64, f64) {
-    // Σ g·(x − μ) = Σ g·(x − x₀) − (μ − x₀)·Σ g with x₀ an element of the channel: the T-precision differences
-    // stay on the scale of σ however large μ is, and the correction is exact in f64.
+    // Σ g·(x − μ) = Σ g·(x − x₀) − (μ − x₀)·Σ g with x₀ an element of the channel: the differences, formed in T,
+    // stay on the scale of σ however large μ is; the correction is applied in f64.
     let (shift, zero) = (x[ch * s], T::zero());
     let (mut sgx, mut sg) = (0f64, 0f64);
     for i in 0..n {
@@ -124,7 +124,8 @@ pub(super) fn grad_sums<T: Float>(
 }
 
 /// One plane of `dx = k·g + a·x + b` with `g = dy` masked where the fused ReLU's output `y ≤ 0` (`RELU`); `dr = g`
-/// when the residual needs its gradient. Branch-free, so it vectorises (the mask is data-dependent).
+/// when the residual needs its gradient (`y` is not read unless `RELU`). Branch-free, so it vectorises (the mask is
+/// data-dependent).
 #[inline(always)]
 pub(super) fn dx_plane<T: Float, const RELU: bool>(
     d: &mut [T],
