@@ -54,11 +54,12 @@ fn forward<T: Float>(x: &[T], (h, w): (usize, usize)) -> (Vec<T>, Vec<u32>) {
                 for r in r0..r1 {
                     for c in c0..c1 {
                         let v = xi[r * w + c];
-                        // Selects, not a branch: which tap wins is data-dependent and mispredicts.
                         #[allow(clippy::eq_op)]
-                        let take = v > m || v != v;
-                        m = if take { v } else { m };
-                        best = if take { r * w + c } else { best };
+                        let is_nan = v != v;
+                        if v > m || is_nan {
+                            m = v;
+                            best = r * w + c;
+                        }
                     }
                 }
                 yo[i * ow + j] = m;
