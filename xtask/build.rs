@@ -10,16 +10,20 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
+    // The code the binary is made of: `+dirty` means uncommitted changes here, and editing it re-runs this script
+    // (so the mark appears and clears); edits elsewhere (README, results) neither mark nor re-run.
+    const CODE: [&str; 6] =
+        ["../crates", "../xtask/src", "../xtask/build.rs", "../third_party", "../Cargo.toml", "../Cargo.lock"];
     let mut rev = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    if git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty()) {
+    let status = [&["status", "--porcelain", "--untracked-files=no", "--"][..], &CODE[..]].concat();
+    if git(&status).is_some_and(|s| !s.is_empty()) {
         rev.push_str("+dirty");
     }
     println!("cargo:rustc-env=SEMISEG_BUILD_REV={rev}");
-    // Re-run when the code the binary is made of changes (so `+dirty` appears and clears) ...
-    for dir in ["../crates", "../xtask/src", "../third_party", "../Cargo.toml", "../Cargo.lock"] {
-        println!("cargo:rerun-if-changed={dir}");
+    for path in CODE {
+        println!("cargo:rerun-if-changed={path}");
     }
-    // ... and when HEAD moves (a commit, a checkout); paths from git so worktrees work too.
+    // Also when HEAD moves (a commit, a checkout); paths from git so worktrees work too.
     for what in ["HEAD", "logs/HEAD"] {
         if let Some(p) = git(&["rev-parse", "--git-path", what]) {
             if std::path::Path::new(&p).exists() {
@@ -27,5 +31,4 @@ fn main() {
             }
         }
     }
-    println!("cargo:rerun-if-changed=build.rs");
 }
