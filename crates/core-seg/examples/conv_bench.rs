@@ -1,8 +1,9 @@
 //! Micro-benchmark: `kernels::conv2d` (forward, input gradient, weight gradient) vs Candle's `conv2d` on
 //! the DeepLabV3+-ResNet-18 layer shapes at batch 4 and a 128² input, f32.
 //!
-//! `cargo run --release -p core-seg --example conv_bench [reps]`. Reports the median of `reps` runs (default
-//! 5) after one warm-up, in ms and GFLOP/s (forward 2·N·Cout·P·Cin_g·kh·kw FLOP, backward twice that).
+//! `cargo run --release -p core-seg --example conv_bench [reps] [auto|direct|f2|f4]`. Runs our kernels with
+//! that algorithm (default `auto`; Winograd tilings apply to the 3×3 stride-1 layers only) and reports the
+//! median of `reps` runs (default 5) after one warm-up, in ms and GFLOP/s (forward 2·N·Cout·P·Cin_g·kh·kw FLOP, backward twice that).
 //! Candle's backward is timed as `loss.backward()` of `sum(y·r)` (includes one small elementwise product).
 //! GFLOP/s use the dense FLOP count, so rows where the kernels skip dead taps (d12/d18 on 8²) exceed the
 //! machine peak.
@@ -10,7 +11,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use core_seg::kernels::{self, ConvParams};
+use core_seg::kernels::{self, ConvAlgo, ConvParams, WinogradTile};
 
 struct Layer {
     name: &'static str,
@@ -55,6 +56,13 @@ fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() -> candle_core::Result<()> {
     let reps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let algo = match std::env::args().nth(2).as_deref() {
+        None | Some("auto") => ConvAlgo::Auto,
+        Some("direct") => ConvAlgo::Direct,
+        Some("f2") => ConvAlgo::Winograd(WinogradTile::F2),
+        Some("f4") => ConvAlgo::Winograd(WinogradTile::F4),
+        Some(other) => candle_core::bail!("conv_bench: unknown algorithm {other:?} (auto, direct, f2, f4)"),
+    };
     let n = 4;
     let layers = [
         Layer { name: "stem 7x7 s2 3->64 @128", cin: 3, cout: 64, hw: 128, k: 7, stride: 2, pad: 3, dil: 1 },
@@ -69,8 +77,12 @@ fn main() -> candle_core::Result<()> {
         Layer { name: "aspp 3x3 d18 512->256 @8", cin: 512, cout: 256, hw: 8, k: 3, stride: 1, pad: 18, dil: 18 },
         Layer { name: "aspp 1x1 512->256 @8", cin: 512, cout: 256, hw: 8, k: 1, stride: 1, pad: 0, dil: 1 },
         Layer { name: "decoder 3x3 304->256 @32", cin: 304, cout: 256, hw: 32, k: 3, stride: 1, pad: 1, dil: 1 },
+        Layer { name: "decoder 3x3 256->256 @32", cin: 256, cout: 256, hw: 32, k: 3, stride: 1, pad: 1, dil: 1 },
     ];
-    println!("threads {} (rayon), batch {n}, f32, median of {reps}; GFLOP/s in brackets", rayon::current_num_threads());
+    println!(
+        "threads {} (rayon), batch {n}, f32, median of {reps}, ours = {algo:?}; GFLOP/s (direct-FLOP equivalent) in brackets",
+        rayon::current_num_threads()
+    );
     // The machine's f32 ceiling right now (this VM's clock drifts): independent FMA chains, no memory traffic.
     for threads in [1, rayon::current_num_threads()] {
         match fma_peak_gflops(threads) {
@@ -79,7 +91,7 @@ fn main() -> candle_core::Result<()> {
         }
     }
     // Raw GEMM ceiling under the current machine load (decoder per-image shape, row-major C = A·B).
-    for (m, nn, k) in [(256usize, 1024usize, 2736usize), (512, 256, 4608)] {
+    for (m, nn, k) in [(256usize, 1024usize, 2736usize), (512, 256, 4608), (256, 256, 304), (256, 1024, 304)] {
         let a = vec![1.0f32; m * k];
         let b = vec![1.0f32; k * nn];
         let mut c = vec![0.0f32; m * nn];
@@ -125,28 +137,37 @@ fn main() -> candle_core::Result<()> {
         let p = ConvParams { stride: l.stride, padding: l.pad, dilation: l.dil, groups: 1 };
         let x = Tensor::randn(0f32, 1.0, (n, l.cin, l.hw, l.hw), &dev)?;
         let w = Tensor::randn(0f32, 0.1, (l.cout, l.cin, l.k, l.k), &dev)?;
-        let y = kernels::conv2d(&x, &w, p)?;
+        let y = kernels::conv2d_with(&x, &w, p, algo)?;
         let (_, _, oh, ow) = y.dims4()?;
         let flops = 2.0 * (n * l.cout * oh * ow * l.cin * l.k * l.k) as f64;
         let dy = Tensor::randn(0f32, 1.0, y.shape(), &dev)?;
 
-        let c_fwd = median_ms(reps, || {
-            x.conv2d(&w, l.pad, l.stride, l.dil, 1).unwrap();
-        });
+        let candle = std::env::var("CONV_BENCH_SKIP_CANDLE").map_or(true, |v| v != "1");
+        let c_fwd = if !candle {
+            f64::NAN
+        } else {
+            median_ms(reps, || {
+                x.conv2d(&w, l.pad, l.stride, l.dil, 1).unwrap();
+            })
+        };
         let o_fwd = median_ms(reps, || {
-            kernels::conv2d(&x, &w, p).unwrap();
+            kernels::conv2d_with(&x, &w, p, algo).unwrap();
         });
         let (xv, wv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?);
-        let c_bwd = median_ms(reps, || {
-            let y = xv.as_tensor().conv2d(wv.as_tensor(), l.pad, l.stride, l.dil, 1).unwrap();
-            let loss = (y * &dy).unwrap().sum_all().unwrap();
-            loss.backward().unwrap();
-        }) - c_fwd;
+        let c_bwd = if !candle {
+            f64::NAN
+        } else {
+            median_ms(reps, || {
+                let y = xv.as_tensor().conv2d(wv.as_tensor(), l.pad, l.stride, l.dil, 1).unwrap();
+                let loss = (y * &dy).unwrap().sum_all().unwrap();
+                loss.backward().unwrap();
+            }) - c_fwd
+        };
         let o_dx = median_ms(reps, || {
-            kernels::conv2d_grad_input(&dy, &w, (l.hw, l.hw), p).unwrap();
+            kernels::conv2d_grad_input(&dy, &w, (l.hw, l.hw), p, algo).unwrap();
         });
         let o_dw = median_ms(reps, || {
-            kernels::conv2d_grad_weight(&x, &dy, (l.k, l.k), p).unwrap();
+            kernels::conv2d_grad_weight(&x, &dy, (l.k, l.k), p, algo).unwrap();
         });
         let o_bwd = o_dx + o_dw;
         let gf = |ms: f64, f: f64| f / ms / 1e6;

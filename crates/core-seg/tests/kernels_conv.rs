@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::{DType, Tensor, Var};
 use common::{assert_close, rand_t, rand_vec, vec_of};
-use core_seg::kernels::{self, ConvParams};
+use core_seg::kernels::{self, ConvAlgo, ConvParams, WinogradTile};
 
 #[derive(Clone, Copy, Debug)]
 struct Case {
@@ -75,6 +75,10 @@ fn naive(c: &Case, x: &[f64], w: &[f64], r: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<
 }
 
 fn check(c: Case, seed: u64) {
+    check_with(c, seed, ConvAlgo::Auto);
+}
+
+fn check_with(c: Case, seed: u64, algo: ConvAlgo) {
     let (oh, ow) = c.out_hw();
     let x = rand_t(&[c.n, c.cin, c.h, c.w], seed);
     let w = rand_t(&[c.cout, c.cin / c.p.groups, c.kh, c.kw], seed + 1);
@@ -83,7 +87,7 @@ fn check(c: Case, seed: u64) {
 
     let xv = Var::from_tensor(&x).unwrap();
     let wv = Var::from_tensor(&w).unwrap();
-    let y = kernels::conv2d(xv.as_tensor(), wv.as_tensor(), c.p).unwrap();
+    let y = kernels::conv2d_with(xv.as_tensor(), wv.as_tensor(), c.p, algo).unwrap();
     assert_eq!(y.dims(), &[c.n, c.cout, oh, ow], "{c:?}");
     let loss = (&y * &r).unwrap().sum_all().unwrap();
     let grads = loss.backward().unwrap();
@@ -101,7 +105,7 @@ fn check(c: Case, seed: u64) {
     let (x32, w32, r32) =
         (x.to_dtype(DType::F32).unwrap(), w.to_dtype(DType::F32).unwrap(), r.to_dtype(DType::F32).unwrap());
     let (xv32, wv32) = (Var::from_tensor(&x32).unwrap(), Var::from_tensor(&w32).unwrap());
-    let y32 = kernels::conv2d(xv32.as_tensor(), wv32.as_tensor(), c.p).unwrap();
+    let y32 = kernels::conv2d_with(xv32.as_tensor(), wv32.as_tensor(), c.p, algo).unwrap();
     let g32 = (&y32 * &r32).unwrap().sum_all().unwrap().backward().unwrap();
     assert_close(&format!("f32 fwd {c:?}"), &vec_of(&y32), &y_ref, 1e-4);
     assert_close(&format!("f32 dx {c:?}"), &vec_of(g32.get(xv32.as_tensor()).unwrap()), &dx_ref, 1e-4);
@@ -109,7 +113,7 @@ fn check(c: Case, seed: u64) {
 
     // Central finite differences on a few probed elements of x and w.
     let loss_of = |xt: &Tensor, wt: &Tensor| -> f64 {
-        let y = kernels::conv2d(xt, wt, c.p).unwrap();
+        let y = kernels::conv2d_with(xt, wt, c.p, algo).unwrap();
         (&y * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
     };
     let hstep = 1e-6;
@@ -203,6 +207,25 @@ fn conv_1x1_and_7x7() {
     check(Case { n: 2, cin: 3, h: 13, w: 10, cout: 4, kh: 7, kw: 7, p: p(2, 3, 1, 1) }, 420);
     // non-square kernel
     check(Case { n: 2, cin: 3, h: 6, w: 7, cout: 2, kh: 1, kw: 3, p: p(1, 1, 1, 1) }, 430);
+}
+
+#[test]
+fn conv_winograd_f2_and_f4() {
+    // 3×3 stride 1, pad 0/1/2: odd sizes with H ≠ W, maps smaller than one tile, rows wider than the 8 tiles
+    // a transform handles at once, channel counts that are not multiples of 8.
+    for (t, tile) in [WinogradTile::F2, WinogradTile::F4].into_iter().enumerate() {
+        let a = ConvAlgo::Winograd(tile);
+        let s = 700 + 50 * t as u64;
+        check_with(Case { n: 2, cin: 3, h: 7, w: 9, cout: 5, kh: 3, kw: 3, p: p(1, 1, 1, 1) }, s, a);
+        check_with(Case { n: 1, cin: 9, h: 5, w: 38, cout: 3, kh: 3, kw: 3, p: p(1, 0, 1, 1) }, s + 1, a);
+        check_with(Case { n: 3, cin: 2, h: 11, w: 6, cout: 10, kh: 3, kw: 3, p: p(1, 2, 1, 1) }, s + 2, a);
+        check_with(Case { n: 2, cin: 4, h: 2, w: 3, cout: 3, kh: 3, kw: 3, p: p(1, 1, 1, 1) }, s + 3, a);
+        check_with(Case { n: 1, cin: 17, h: 3, w: 3, cout: 2, kh: 3, kw: 3, p: p(1, 0, 1, 1) }, s + 4, a);
+    }
+    // Auto takes Winograd F(4,3) here (≥ 16 channels, ≥ 16² output) and direct for stride 2.
+    check(Case { n: 2, cin: 16, h: 17, w: 18, cout: 16, kh: 3, kw: 3, p: p(1, 1, 1, 1) }, 800);
+    let a = ConvAlgo::Winograd(WinogradTile::F4);
+    check_with(Case { n: 2, cin: 3, h: 9, w: 8, cout: 4, kh: 3, kw: 3, p: p(2, 1, 1, 1) }, 810, a);
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! the tensors' own buffers (transposes as strides, no copies); backward skips the gradient of an input
 //! that no variable feeds.
 
-use super::conv_cpu::{forward, grad_input, grad_weight};
+use super::conv_cpu::{forward, grad_input, grad_weight, ConvAlgo};
 use super::im2col::Geom;
 use super::{contiguous_slice, require_cpu, unsupported_dtype};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -42,6 +42,12 @@ impl From<crate::nn::ConvConfig> for ConvParams {
 /// Differentiable 2-D convolution of `x [N, Cin, H, W]` with `w [Cout, Cin/groups, kh, kw]` (no bias),
 /// returning `[N, Cout, oh, ow]` with `oh = ⌊(H + 2p − d(kh − 1) − 1)/s⌋ + 1`. CPU only, f32/f64.
 pub fn conv2d(x: &Tensor, w: &Tensor, cfg: ConvParams) -> Result<Tensor> {
+    conv2d_with(x, w, cfg, ConvAlgo::Auto)
+}
+
+/// [`conv2d`] with an explicit algorithm (forward and backward); `Winograd` falls back to `Direct` where it
+/// does not apply (see [`ConvAlgo`]).
+pub fn conv2d_with(x: &Tensor, w: &Tensor, cfg: ConvParams, algo: ConvAlgo) -> Result<Tensor> {
     require_cpu("kernels::conv2d", x)?;
     require_cpu("kernels::conv2d", w)?;
     if x.dtype() != w.dtype() {
@@ -54,21 +60,34 @@ pub fn conv2d(x: &Tensor, w: &Tensor, cfg: ConvParams) -> Result<Tensor> {
         );
     }
     Geom::new("kernels::conv2d", x.dims4()?, w.dims4()?, cfg)?;
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp { cfg })
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp { cfg, algo })
 }
 
 /// Gradient of [`conv2d`] with respect to its input, for output gradient `dy [N, Cout, oh, ow]`, weight `w`
 /// and input spatial size `(h, w)`. Not itself differentiable.
-pub fn conv2d_grad_input(dy: &Tensor, w: &Tensor, input_hw: (usize, usize), cfg: ConvParams) -> Result<Tensor> {
+pub fn conv2d_grad_input(
+    dy: &Tensor,
+    w: &Tensor,
+    input_hw: (usize, usize),
+    cfg: ConvParams,
+    algo: ConvAlgo,
+) -> Result<Tensor> {
     require_cpu("kernels::conv2d_grad_input", dy)?;
-    dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &GradInputOp { cfg, h: input_hw.0, w: input_hw.1 })
+    dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &GradInputOp { cfg, algo, h: input_hw.0, w: input_hw.1 })
 }
 
 /// Gradient of [`conv2d`] with respect to its weight of spatial size `(kh, kw)`, for input `x` and
 /// output gradient `dy`. Not itself differentiable.
-pub fn conv2d_grad_weight(x: &Tensor, dy: &Tensor, kernel_hw: (usize, usize), cfg: ConvParams) -> Result<Tensor> {
+pub fn conv2d_grad_weight(
+    x: &Tensor,
+    dy: &Tensor,
+    kernel_hw: (usize, usize),
+    cfg: ConvParams,
+    algo: ConvAlgo,
+) -> Result<Tensor> {
     require_cpu("kernels::conv2d_grad_weight", x)?;
-    x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &GradWeightOp { cfg, kh: kernel_hw.0, kw: kernel_hw.1 })
+    let op = GradWeightOp { cfg, algo, kh: kernel_hw.0, kw: kernel_hw.1 };
+    x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &op)
 }
 
 /// Checks that `dy` has the output shape `g` predicts.
@@ -82,6 +101,7 @@ fn check_dy(op: &str, g: &Geom, dy: &Layout) -> Result<()> {
 
 struct Conv2dOp {
     cfg: ConvParams,
+    algo: ConvAlgo,
 }
 
 impl CustomOp2 for Conv2dOp {
@@ -94,11 +114,13 @@ impl CustomOp2 for Conv2dOp {
         let out = match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward::<f32>(
                 &g,
+                self.algo,
                 contiguous_slice("kernels::conv2d", s1, l1)?,
                 contiguous_slice("kernels::conv2d", s2, l2)?,
             )),
             (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward::<f64>(
                 &g,
+                self.algo,
                 contiguous_slice("kernels::conv2d", s1, l1)?,
                 contiguous_slice("kernels::conv2d", s2, l2)?,
             )),
@@ -112,8 +134,8 @@ impl CustomOp2 for Conv2dOp {
         let (_, _, kh, kw) = w.dims4()?;
         let dy = dy.contiguous()?;
         // Skip gradients nobody can use: an input image or a frozen weight that no variable feeds.
-        let dx = if x.track_op() { Some(conv2d_grad_input(&dy, w, (h, wd), self.cfg)?) } else { None };
-        let dw = if w.track_op() { Some(conv2d_grad_weight(x, &dy, (kh, kw), self.cfg)?) } else { None };
+        let dx = if x.track_op() { Some(conv2d_grad_input(&dy, w, (h, wd), self.cfg, self.algo)?) } else { None };
+        let dw = if w.track_op() { Some(conv2d_grad_weight(x, &dy, (kh, kw), self.cfg, self.algo)?) } else { None };
         Ok((dx, dw))
     }
 }
@@ -121,6 +143,7 @@ impl CustomOp2 for Conv2dOp {
 /// `dx = conv2dᵀ(dy, w)`: arguments (dy, w).
 struct GradInputOp {
     cfg: ConvParams,
+    algo: ConvAlgo,
     h: usize,
     w: usize,
 }
@@ -137,12 +160,18 @@ impl CustomOp2 for GradInputOp {
         let g = Geom::new(OP, (n, wt.1 * self.cfg.groups, self.h, self.w), wt, self.cfg)?;
         check_dy(OP, &g, l1)?;
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(grad_input::<f32>(&g, contiguous_slice(OP, s1, l1)?, contiguous_slice(OP, s2, l2)?))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(grad_input::<f64>(&g, contiguous_slice(OP, s1, l1)?, contiguous_slice(OP, s2, l2)?))
-            }
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(grad_input::<f32>(
+                &g,
+                self.algo,
+                contiguous_slice(OP, s1, l1)?,
+                contiguous_slice(OP, s2, l2)?,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(grad_input::<f64>(
+                &g,
+                self.algo,
+                contiguous_slice(OP, s1, l1)?,
+                contiguous_slice(OP, s2, l2)?,
+            )),
             _ => return unsupported_dtype(OP, s1),
         };
         Ok((out, Shape::from((g.n, g.cin, g.h, g.w))))
@@ -152,6 +181,7 @@ impl CustomOp2 for GradInputOp {
 /// `dW = Σ_n dy · colsᵀ`: arguments (x, dy).
 struct GradWeightOp {
     cfg: ConvParams,
+    algo: ConvAlgo,
     kh: usize,
     kw: usize,
 }
@@ -170,12 +200,18 @@ impl CustomOp2 for GradWeightOp {
         let g = Geom::new(OP, xd, wt, self.cfg)?;
         check_dy(OP, &g, l2)?;
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(grad_weight::<f32>(&g, contiguous_slice(OP, s1, l1)?, contiguous_slice(OP, s2, l2)?))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(grad_weight::<f64>(&g, contiguous_slice(OP, s1, l1)?, contiguous_slice(OP, s2, l2)?))
-            }
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(grad_weight::<f32>(
+                &g,
+                self.algo,
+                contiguous_slice(OP, s1, l1)?,
+                contiguous_slice(OP, s2, l2)?,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(grad_weight::<f64>(
+                &g,
+                self.algo,
+                contiguous_slice(OP, s1, l1)?,
+                contiguous_slice(OP, s2, l2)?,
+            )),
             _ => return unsupported_dtype(OP, s1),
         };
         Ok((out, Shape::from(wt)))

@@ -1,5 +1,6 @@
-//! CPU drivers of the convolution kernels: dispatch between the batch-concatenated path for small maps
-//! ([`super::conv_batched`]) and per-image GEMMs, parallel over the batch (single-threaded GEMMs,
+//! CPU drivers of the convolution kernels: dispatch between Winograd for 3×3 stride-1 convs
+//! ([`super::winograd`]), the batch-concatenated path for small maps ([`super::conv_batched`]) and per-image
+//! GEMMs, parallel over the batch (single-threaded GEMMs,
 //! thread-local im2col scratch) when the batch divides evenly over the threads, otherwise parallel inside
 //! each GEMM.
 
@@ -10,7 +11,60 @@ use rayon::prelude::*;
 use super::conv_batched as batched;
 use super::gemm_glue::{matmul, Parallelism, View};
 use super::im2col::{col2im, expand_weight_grad, im2col, live_weight, Geom};
+use super::winograd::{self, Sizes, Tile};
 use super::{num_threads, Float};
+
+/// Convolution algorithm of the CPU kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvAlgo {
+    /// Winograd where it applies and pays (see [`winograd_tile`]), otherwise direct. The environment
+    /// variable `SEMISEG_CONV_ALGO` = `direct`, `f2` or `f4` overrides this choice process-wide.
+    #[default]
+    Auto,
+    /// im2col/GEMM for every convolution.
+    Direct,
+    /// Winograd with this tiling for every 3×3, stride-1, dilation-1, ungrouped convolution with padding
+    /// ≤ 2; direct for the others.
+    Winograd(Tile),
+}
+
+/// `SEMISEG_CONV_ALGO`, read once: the algorithm `Auto` stands for.
+fn auto_override() -> Option<ConvAlgo> {
+    static OVERRIDE: std::sync::OnceLock<Option<ConvAlgo>> = std::sync::OnceLock::new();
+    *OVERRIDE.get_or_init(|| match std::env::var("SEMISEG_CONV_ALGO").ok()?.as_str() {
+        "direct" => Some(ConvAlgo::Direct),
+        "f2" => Some(ConvAlgo::Winograd(Tile::F2)),
+        "f4" => Some(ConvAlgo::Winograd(Tile::F4)),
+        _ => None,
+    })
+}
+
+/// The Winograd tiling `algo` selects for `g`, or `None` for the direct path.
+///
+/// `Auto` takes Winograd F(4,3) for 3×3 stride-1 layers with at least 16 input and output channels and an
+/// output map of at least 16×16. On the DeepLabV3+-R18 shapes at batch 4 (`conv_bench`, 2 threads,
+/// forward + backward ms, direct / F(2,3) / F(4,3)): decoder 304→256 at 32² 169 / 108 / 86, layer1
+/// 64→64 at 32² 11.6 / 13.6 / 8.5, layer2 128→128 at 16² 9.5 / 12.0 / 8.6, but layer3 256→256 at 8²
+/// 12.9 / 19.4 / 22.1: on 8² maps the transforms and the thin GEMMs cost more than they save.
+fn winograd_tile(g: &Geom, algo: ConvAlgo) -> Option<Tile> {
+    let fits = g.kh == 3 && g.kw == 3 && g.stride == 1 && g.dil == 1 && g.groups == 1 && g.pad <= 2;
+    if !fits {
+        return None;
+    }
+    match algo {
+        ConvAlgo::Auto => match auto_override() {
+            Some(a) => winograd_tile(g, a),
+            None if g.cin < 16 || g.cout < 16 || g.oh.min(g.ow) < 16 => None,
+            None => Some(Tile::F4),
+        },
+        ConvAlgo::Direct => None,
+        ConvAlgo::Winograd(t) => Some(t),
+    }
+}
+
+fn sizes(g: &Geom) -> Sizes {
+    Sizes { n: g.n, cin: g.cin, cout: g.cout, h: g.h, w: g.w, pad: g.pad, oh: g.oh, ow: g.ow }
+}
 
 /// Whether to split over the batch (single-threaded GEMMs) rather than inside each GEMM.
 fn batch_parallel(n: usize, nt: usize) -> bool {
@@ -62,7 +116,10 @@ fn forward_image<T: Float>(g: &Geom, x: &[T], w: &[T], out: &mut [T], par: Paral
 }
 
 /// `y [N, Cout, oh, ow]` from `x` and `w`.
-pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
+pub(crate) fn forward<T: Float>(g: &Geom, algo: ConvAlgo, x: &[T], w: &[T]) -> Vec<T> {
+    if let Some(tile) = winograd_tile(g, algo) {
+        return winograd::forward(tile, &sizes(g), x, w);
+    }
     let w = &*live_weight(g, w);
     let mut out = vec![T::zero(); g.n * g.out_len()];
     let nt = num_threads();
@@ -107,7 +164,10 @@ fn grad_input_image<T: Float>(g: &Geom, dy: &[T], w: &[T], dx: &mut [T], par: Pa
 }
 
 /// `dx [N, Cin, H, W]` from `dy` and `w`.
-pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+pub(crate) fn grad_input<T: Float>(g: &Geom, algo: ConvAlgo, dy: &[T], w: &[T]) -> Vec<T> {
+    if let Some(tile) = winograd_tile(g, algo) {
+        return winograd::grad_input(tile, &sizes(g), dy, w);
+    }
     let w = &*live_weight(g, w);
     let mut dx = vec![T::zero(); g.n * g.in_len()];
     let nt = num_threads();
@@ -182,7 +242,10 @@ fn untranspose<T: Float>(g: &Geom, dwt: Vec<T>) -> Vec<T> {
 }
 
 /// `dW [Cout, Cin_g, kh, kw]` from `x` and `dy`.
-pub(crate) fn grad_weight<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+pub(crate) fn grad_weight<T: Float>(g: &Geom, algo: ConvAlgo, x: &[T], dy: &[T]) -> Vec<T> {
+    if let Some(tile) = winograd_tile(g, algo) {
+        return winograd::grad_weight(tile, &sizes(g), x, dy);
+    }
     expand_weight_grad(g, grad_weight_live(g, x, dy))
 }
 

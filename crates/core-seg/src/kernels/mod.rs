@@ -5,6 +5,8 @@
 //! - [`conv2d`]: im2col + `gemm::gemm` forward; backward = GEMM + col2im (input gradient) and im2col + GEMM
 //!   (weight gradient), each its own custom op, so no Candle convolution runs in backward (Candle's
 //!   stride-2 backward is wrong when H and W differ in parity, and its input gradient is a slow direct loop).
+//!   3×3 stride-1 layers on maps of 16² and more run as Winograd F(4,3) (forward and both gradients;
+//!   [`ConvAlgo`] picks the algorithm explicitly).
 //! - [`batch_norm_train`]: fused training-mode batch norm (f64 statistics, one normalise pass) with a fused
 //!   backward.
 //! - [`batch_norm_act`]: batch norm (batch or running statistics) fused with the residual add and ReLU that
@@ -34,19 +36,23 @@ mod pool;
 mod resize;
 mod sgd;
 mod softmax_ce;
+mod winograd;
+mod winograd_tiles;
 
 pub use batch_norm::batch_norm_train;
 pub use bn_act::{batch_norm_act, BnStats};
-pub use conv::{conv2d, conv2d_grad_input, conv2d_grad_weight, ConvParams};
+pub use conv::{conv2d, conv2d_grad_input, conv2d_grad_weight, conv2d_with, ConvParams};
 #[doc(hidden)]
 pub use conv_batched::force_batched;
 #[doc(hidden)]
 pub use conv_cpu::set_band_cols;
+pub use conv_cpu::ConvAlgo;
 pub use conv_device::{conv2d_device, conv2d_device_grad_input, conv2d_device_grad_weight};
 pub use pool::max_pool_3x3_s2_p1;
 pub use resize::resize_bilinear;
 pub use sgd::{sgd_step, sgd_supported};
 pub use softmax_ce::softmax_cross_entropy;
+pub use winograd::Tile as WinogradTile;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};
