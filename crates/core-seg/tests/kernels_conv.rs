@@ -222,8 +222,8 @@ fn conv_winograd_f2_and_f4() {
         check_with(Case { n: 2, cin: 4, h: 2, w: 3, cout: 3, kh: 3, kw: 3, p: p(1, 1, 1, 1) }, s + 3, a);
         check_with(Case { n: 1, cin: 17, h: 3, w: 3, cout: 2, kh: 3, kw: 3, p: p(1, 0, 1, 1) }, s + 4, a);
     }
-    // Auto takes Winograd F(4,3) here (≥ 16 channels, ≥ 16² output) and direct for stride 2.
-    check(Case { n: 2, cin: 16, h: 17, w: 18, cout: 16, kh: 3, kw: 3, p: p(1, 1, 1, 1) }, 800);
+    // Auto takes Winograd F(4,3) here (≥ 64 channels, ≥ 16² output) and direct for stride 2.
+    check(Case { n: 1, cin: 64, h: 17, w: 16, cout: 64, kh: 3, kw: 3, p: p(1, 1, 1, 1) }, 800);
     let a = ConvAlgo::Winograd(WinogradTile::F4);
     check_with(Case { n: 2, cin: 3, h: 9, w: 8, cout: 4, kh: 3, kw: 3, p: p(2, 1, 1, 1) }, 810, a);
 }

@@ -41,11 +41,13 @@ fn auto_override() -> Option<ConvAlgo> {
 
 /// The Winograd tiling `algo` selects for `g`, or `None` for the direct path.
 ///
-/// `Auto` takes Winograd F(4,3) for 3×3 stride-1 layers with at least 16 input and output channels and an
+/// `Auto` takes Winograd F(4,3) for 3×3 stride-1 layers with at least 64 input and output channels and an
 /// output map of at least 16×16. On the DeepLabV3+-R18 shapes at batch 4 (`conv_bench`, 2 threads,
 /// forward + backward ms, direct / F(2,3) / F(4,3)): decoder 304→256 at 32² 169 / 108 / 86, layer1
 /// 64→64 at 32² 11.6 / 13.6 / 8.5, layer2 128→128 at 16² 9.5 / 12.0 / 8.6, but layer3 256→256 at 8²
-/// 12.9 / 19.4 / 22.1: on 8² maps the transforms and the thin GEMMs cost more than they save.
+/// 12.9 / 19.4 / 22.1: on 8² maps the transforms and the thin GEMMs cost more than they save. With 16
+/// channels (the CPU-sized synthetic model) the transforms dominate too: its training step took 113–125 ms
+/// with Winograd on its 16–64-channel 3×3 layers against 92–96 ms without (`xtask bench`).
 fn winograd_tile(g: &Geom, algo: ConvAlgo) -> Option<Tile> {
     let fits = g.kh == 3 && g.kw == 3 && g.stride == 1 && g.dil == 1 && g.groups == 1 && g.pad <= 2;
     if !fits {
@@ -54,7 +56,7 @@ fn winograd_tile(g: &Geom, algo: ConvAlgo) -> Option<Tile> {
     match algo {
         ConvAlgo::Auto => match auto_override() {
             Some(a) => winograd_tile(g, a),
-            None if g.cin < 16 || g.cout < 16 || g.oh.min(g.ow) < 16 => None,
+            None if g.cin.min(g.cout) < 64 || g.oh.min(g.ow) < 16 => None,
             None => Some(Tile::F4),
         },
         ConvAlgo::Direct => None,
