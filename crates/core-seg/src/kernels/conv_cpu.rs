@@ -42,12 +42,12 @@ fn auto_override() -> Option<ConvAlgo> {
 /// The Winograd tiling `algo` selects for `g`, or `None` for the direct path.
 ///
 /// `Auto` takes Winograd F(4,3) for 3×3 stride-1 layers with at least 64 input and output channels and an
-/// output map of at least 16×16. On the DeepLabV3+-R18 shapes at batch 4 (`conv_bench`, 2 threads,
-/// forward + backward ms, direct / F(2,3) / F(4,3)): decoder 304→256 at 32² 169 / 108 / 86, layer1
-/// 64→64 at 32² 11.6 / 13.6 / 8.5, layer2 128→128 at 16² 9.5 / 12.0 / 8.6, but layer3 256→256 at 8²
-/// 12.9 / 19.4 / 22.1: on 8² maps the transforms and the thin GEMMs cost more than they save. With 16
-/// channels (the CPU-sized synthetic model) the transforms dominate too: its training step took 113–125 ms
-/// with Winograd on its 16–64-channel 3×3 layers against 92–96 ms without (`xtask bench`).
+/// output map of at least 32×32. On the DeepLabV3+-R18 shapes at batch 4 (`conv_bench`, 2 threads,
+/// forward + backward ms, direct → F(4,3)): decoder 304→256 at 32² 145 → 64, 256→256 126 → 55, layer1
+/// 64→64 at 32² 8.9 → 7.4. Smaller maps lose: a transform works on 8 tiles of a tile row at once, and a 16²
+/// map has 4 tiles per row (layer2 128→128 at 16²: 7.4 → 9.1; the synthetic model's decoder, 88→64 at 16²,
+/// batch 16: 14.3 → 17.5), and on 8² maps the GEMMs are too thin (layer3 256→256: 12.9 → 22.1). With 16
+/// channels the transforms cost more than the GEMMs save.
 fn winograd_tile(g: &Geom, algo: ConvAlgo) -> Option<Tile> {
     let fits = g.kh == 3 && g.kw == 3 && g.stride == 1 && g.dil == 1 && g.groups == 1 && g.pad <= 2;
     if !fits {
@@ -56,7 +56,7 @@ fn winograd_tile(g: &Geom, algo: ConvAlgo) -> Option<Tile> {
     match algo {
         ConvAlgo::Auto => match auto_override() {
             Some(a) => winograd_tile(g, a),
-            None if g.cin.min(g.cout) < 64 || g.oh.min(g.ow) < 16 => None,
+            None if g.cin.min(g.cout) < 64 || g.oh.min(g.ow) < 32 => None,
             None => Some(Tile::F4),
         },
         ConvAlgo::Direct => None,

@@ -5,7 +5,7 @@
 //! - [`conv2d`]: im2col + `gemm::gemm` forward; backward = GEMM + col2im (input gradient) and im2col + GEMM
 //!   (weight gradient), each its own custom op, so no Candle convolution runs in backward (Candle's
 //!   stride-2 backward is wrong when H and W differ in parity, and its input gradient is a slow direct loop).
-//!   3×3 stride-1 layers on maps of 16² and more run as Winograd F(4,3) (forward and both gradients;
+//!   3×3 stride-1 layers with ≥ 64 channels on maps of 32² and more run as Winograd F(4,3) (forward and both gradients;
 //!   [`ConvAlgo`] picks the algorithm explicitly).
 //! - [`batch_norm_train`]: fused training-mode batch norm (f64 statistics, one normalise pass) with a fused
 //!   backward.
