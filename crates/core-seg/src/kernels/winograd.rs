@@ -223,21 +223,17 @@ fn grad_weight_limited<T: Float>(tile: Tile, s: &Sizes, x: &[T], dy: &[T], limit
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::SegRng;
 
-    fn lcg(n: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-            })
-            .collect()
+    fn uniform(n: usize, seed: u64) -> Vec<f64> {
+        let mut rng = SegRng::new(seed);
+        (0..n).map(|_| rng.uniform_range(-0.5, 0.5)).collect()
     }
 
     /// Direct 3×3 correlation, the reference for the chunked Winograd paths.
     fn direct(s: &Sizes, x: &[f64], w: &[f64]) -> Vec<f64> {
         let mut y = vec![0.0; s.n * s.cout * s.oh * s.ow];
-        for (i, k, oy, ox) in itertools(s) {
+        for (i, k, oy, ox) in output_pixels(s) {
             let mut acc = 0.0;
             for c in 0..s.cin {
                 for a in 0..3 {
@@ -255,7 +251,8 @@ mod tests {
         y
     }
 
-    fn itertools(s: &Sizes) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
+    /// Every `(image, channel, row, column)` of the output.
+    fn output_pixels(s: &Sizes) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
         (0..s.n).flat_map(move |i| {
             (0..s.cout).flat_map(move |k| (0..s.oh).flat_map(move |oy| (0..s.ow).map(move |ox| (i, k, oy, ox))))
         })
@@ -281,9 +278,9 @@ mod tests {
     #[test]
     fn chunked_paths_match_direct() {
         let s = Sizes { n: 5, cin: 3, cout: 2, h: 9, w: 11, pad: 1, oh: 9, ow: 11 };
-        let x = lcg(s.n * s.cin * s.h * s.w, 1);
-        let w = lcg(s.cout * s.cin * 9, 2);
-        let dy = lcg(s.n * s.cout * s.oh * s.ow, 3);
+        let x = uniform(s.n * s.cin * s.h * s.w, 1);
+        let w = uniform(s.cout * s.cin * 9, 2);
+        let dy = uniform(s.n * s.cout * s.oh * s.ow, 3);
         for tile in [Tile::F2, Tile::F4] {
             let want = direct(&s, &x, &w);
             for limit in [1, 3000, CHUNK_ELEMS] {

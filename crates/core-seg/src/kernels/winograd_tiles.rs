@@ -124,8 +124,9 @@ impl Grid {
     pub fn per_image(&self) -> usize {
         self.th * self.tw
     }
-    /// The groups of [`LANES`] tiles: `(ty, first tx, tile index within the image)`. (The transforms loop
-    /// over these without closures: a closure would be compiled apart from the AVX2 copy of its caller.)
+    /// The groups of [`LANES`] tiles: `(ty, first tx, tile index within the image)`. The transforms loop over
+    /// these in their own bodies: work passed in as a closure would be compiled apart from the AVX2 copy of
+    /// its caller (a closure does not inherit `target_feature`).
     #[inline(always)]
     fn groups(&self) -> impl Iterator<Item = (usize, usize, usize)> {
         let tw = self.tw;
@@ -133,8 +134,9 @@ impl Grid {
     }
 }
 
-/// `fn name[generics](args) => body::<generic names>` defines `pub(crate) fn name` that runs `$body` (an `#[inline(always)]` function with the same
-/// arguments) compiled a second time with AVX2 enabled when the CPU supports it, else as compiled.
+/// `fn name[generics](args) => body::<generic names>` defines `pub(crate) fn name`, which runs `body` (an
+/// `#[inline(always)]` function with the same arguments) compiled a second time with AVX2 enabled when the CPU
+/// supports it, else as compiled.
 macro_rules! avx2_dispatch {
     ($(#[$doc:meta])* fn $name:ident[$($gen:tt)*]($($arg:ident: $ty:ty),* $(,)?) => $body:ident::<$($ga:tt),*>) => {
         $(#[$doc])*
