@@ -90,6 +90,25 @@ pub fn conv2d_grad_weight(
     x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &op)
 }
 
+/// Runs the f32 or the f64 instance of a kernel on a pair of contiguous storages of that dtype.
+fn run_f32_f64(
+    op: &str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    f32_kernel: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
+    f64_kernel: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
+) -> Result<CpuStorage> {
+    Ok(match (s1, s2) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+            CpuStorage::F32(f32_kernel(contiguous_slice(op, s1, l1)?, contiguous_slice(op, s2, l2)?))
+        }
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+            CpuStorage::F64(f64_kernel(contiguous_slice(op, s1, l1)?, contiguous_slice(op, s2, l2)?))
+        }
+        _ => return unsupported_dtype(op, s1),
+    })
+}
+
 /// Checks that `dy` has the output shape `g` predicts.
 fn check_dy(op: &str, g: &Geom, dy: &Layout) -> Result<()> {
     let want = [g.n, g.cout, g.oh, g.ow];
@@ -111,21 +130,13 @@ impl CustomOp2 for Conv2dOp {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geom::new("kernels::conv2d", l1.shape().dims4()?, l2.shape().dims4()?, self.cfg)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward::<f32>(
-                &g,
-                self.algo,
-                contiguous_slice("kernels::conv2d", s1, l1)?,
-                contiguous_slice("kernels::conv2d", s2, l2)?,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward::<f64>(
-                &g,
-                self.algo,
-                contiguous_slice("kernels::conv2d", s1, l1)?,
-                contiguous_slice("kernels::conv2d", s2, l2)?,
-            )),
-            _ => return unsupported_dtype("kernels::conv2d", s1),
-        };
+        let out = run_f32_f64(
+            "kernels::conv2d",
+            (s1, l1),
+            (s2, l2),
+            |a, b| forward(&g, self.algo, a, b),
+            |a, b| forward(&g, self.algo, a, b),
+        )?;
         Ok((out, Shape::from((g.n, g.cout, g.oh, g.ow))))
     }
 
@@ -159,21 +170,13 @@ impl CustomOp2 for GradInputOp {
         let wt = l2.shape().dims4()?;
         let g = Geom::new(OP, (n, wt.1 * self.cfg.groups, self.h, self.w), wt, self.cfg)?;
         check_dy(OP, &g, l1)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(grad_input::<f32>(
-                &g,
-                self.algo,
-                contiguous_slice(OP, s1, l1)?,
-                contiguous_slice(OP, s2, l2)?,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(grad_input::<f64>(
-                &g,
-                self.algo,
-                contiguous_slice(OP, s1, l1)?,
-                contiguous_slice(OP, s2, l2)?,
-            )),
-            _ => return unsupported_dtype(OP, s1),
-        };
+        let out = run_f32_f64(
+            OP,
+            (s1, l1),
+            (s2, l2),
+            |a, b| grad_input(&g, self.algo, a, b),
+            |a, b| grad_input(&g, self.algo, a, b),
+        )?;
         Ok((out, Shape::from((g.n, g.cin, g.h, g.w))))
     }
 }
@@ -199,21 +202,13 @@ impl CustomOp2 for GradWeightOp {
         let wt = (cout, xd.1 / groups, self.kh, self.kw);
         let g = Geom::new(OP, xd, wt, self.cfg)?;
         check_dy(OP, &g, l2)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(grad_weight::<f32>(
-                &g,
-                self.algo,
-                contiguous_slice(OP, s1, l1)?,
-                contiguous_slice(OP, s2, l2)?,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(grad_weight::<f64>(
-                &g,
-                self.algo,
-                contiguous_slice(OP, s1, l1)?,
-                contiguous_slice(OP, s2, l2)?,
-            )),
-            _ => return unsupported_dtype(OP, s1),
-        };
+        let out = run_f32_f64(
+            OP,
+            (s1, l1),
+            (s2, l2),
+            |a, b| grad_weight(&g, self.algo, a, b),
+            |a, b| grad_weight(&g, self.algo, a, b),
+        )?;
         Ok((out, Shape::from(wt)))
     }
 }
