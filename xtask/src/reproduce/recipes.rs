@@ -48,11 +48,15 @@ const GM_SYNTHETIC: &str = include_str!("../../../configs/guidedmix-synthetic.to
 const GM_VOC: &str = include_str!("../../../configs/guidedmix-voc.toml");
 const GM_CITYSCAPES: &str = include_str!("../../../configs/guidedmix-cityscapes.toml");
 
-/// TV-paper rows: supervised, supervised + MRF (same checkpoints), supervised + TV, UniMatch + TV.
+/// TV-paper rows: supervised, supervised + MRF (same checkpoints), the same MRF without its contrast term
+/// (plain Potts smoothing: separates the MRF's smoothing from its image-edge alignment), supervised + TV,
+/// UniMatch + TV.
 fn tv_rows() -> Vec<RowSpec> {
+    let mrf = |method, patch| RowSpec { method, patch, mrf_of: Some("supervised") };
     vec![
         row("supervised", "[semi]\nmethod = \"supervised\"\n[tv]\nenabled = false\n"),
-        RowSpec { method: "supervised+mrf", patch: "[semi]\nmethod = \"supervised\"\n", mrf_of: Some("supervised") },
+        mrf("supervised+mrf", "[semi]\nmethod = \"supervised\"\n"),
+        mrf("supervised+mrf-potts", "[semi]\nmethod = \"supervised\"\n[mrf]\ncontrast = false\n"),
         row("supervised+tv", "[semi]\nmethod = \"supervised\"\n[tv]\nenabled = true\n"),
         row("unimatch+tv", "[semi]\nmethod = \"unimatch\"\n[tv]\nenabled = true\n"),
     ]
@@ -190,7 +194,7 @@ pub fn all() -> Vec<Recipe> {
         },
         Recipe {
             name: "tv-synthetic",
-            description: "TV loss, 1% labelled pixels per image: supervised, + MRF, + TV, UniMatch + TV (3 seeds)",
+            description: "TV loss, 1% labelled pixels per image: supervised, + MRF (and its Potts part alone), + TV, UniMatch + TV (3 seeds)",
             dataset: "synthetic (embedded)",
             cpu_time: "≈ 1.5 h",
             base: TV_SYNTHETIC,

@@ -35,6 +35,26 @@ fn tv_voc_rows_are_sparse() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The two MRF rows of the TV recipes evaluate the supervised checkpoints; the Potts row differs from the MRF row
+/// only in switching the contrast (image-edge) weights off.
+#[test]
+fn tv_mrf_rows_differ_only_in_contrast() -> anyhow::Result<()> {
+    for name in ["tv-synthetic", "tv-voc"] {
+        let r = find(name).ok_or_else(|| anyhow::anyhow!("{name} missing"))?;
+        let get = |m: &str| r.rows.iter().find(|row| row.method == m).ok_or_else(|| anyhow::anyhow!("{name}: {m}"));
+        let (full, potts) = (get("supervised+mrf")?, get("supervised+mrf-potts")?);
+        assert_eq!((full.mrf_of, potts.mrf_of), (Some("supervised"), Some("supervised")));
+        let mrf = |row| -> anyhow::Result<tv_loss::MrfConfig> {
+            Ok(super::super::row_config(&r, row, 0)?.mrf.unwrap_or_default())
+        };
+        let (a, mut b) = (mrf(full)?, mrf(potts)?);
+        assert!(a.contrast && !b.contrast, "{name}");
+        b.contrast = true;
+        assert_eq!(a, b, "{name}");
+    }
+    Ok(())
+}
+
 /// `--rows` keeps the named rows in recipe order and rejects a name the recipe lacks, listing its rows.
 #[test]
 fn row_selection() -> anyhow::Result<()> {
