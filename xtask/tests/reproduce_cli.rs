@@ -68,6 +68,38 @@ fn smoke_recipe_writes_report_and_check_works() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--only-seeds` trains a subset of the seeds; a later `--resume` trains the rest and reuses the finished runs.
+#[test]
+fn only_seeds_splits_a_recipe_and_resume_completes_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let run = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
+        Ok(xtask().args(["reproduce", "smoke", "--quiet", "--out"]).arg(dir.path()).args(extra).output()?)
+    };
+    let seeds_of = |row: usize| -> anyhow::Result<Vec<u64>> {
+        let p = dir.path().join("smoke/results.json");
+        let results: serde_json::Value = serde_json::from_slice(&std::fs::read(p)?)?;
+        let seeds = results["rows"][row]["seeds"].as_array().cloned().unwrap_or_default();
+        Ok(seeds.iter().filter_map(|s| s.as_u64()).collect())
+    };
+    let bad = run(&["--only-seeds", "2"])?;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--only-seeds 2"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let first = run(&["--only-seeds", "1"])?;
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!((seeds_of(0)?, seeds_of(1)?), (vec![1], vec![1]));
+    assert!(!dir.path().join("smoke/unimatch/seed0").exists());
+    let rec1 = std::fs::read(dir.path().join("smoke/unimatch/seed1/run.json"))?;
+    let rest = run(&["--resume"])?;
+    assert!(rest.status.success(), "{}", String::from_utf8_lossy(&rest.stderr));
+    assert_eq!((seeds_of(0)?, seeds_of(1)?), (vec![0, 1], vec![0, 1]));
+    assert_eq!(std::fs::read(dir.path().join("smoke/unimatch/seed1/run.json"))?, rec1, "seed 1 was retrained");
+    Ok(())
+}
+
 #[test]
 fn paper_recipe_without_data_fails_fast_with_guidance() -> anyhow::Result<()> {
     let t = std::time::Instant::now();

@@ -45,6 +45,10 @@ pub struct ReproduceArgs {
     /// as not run.
     #[arg(long)]
     pub rows: Option<String>,
+    /// Train only these seeds (comma-separated, each below the seed count), e.g. to split a recipe over cores or
+    /// machines sharing `--out`. Seeds not listed enter the table only when a finished run exists (`--resume`).
+    #[arg(long, value_delimiter = ',')]
+    pub only_seeds: Option<Vec<u64>>,
     /// Override every run's iteration budget (the recipe's otherwise).
     #[arg(long)]
     pub iters: Option<usize>,
@@ -117,6 +121,10 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     }
     let selected = select_rows(&recipe, a.rows.as_deref())?;
     let seeds = a.seeds.unwrap_or(recipe.seeds).max(1);
+    if let Some(bad) = a.only_seeds.iter().flatten().find(|&&s| s >= seeds as u64) {
+        bail!("--only-seeds {bad} is not below the seed count {seeds} (--seeds)");
+    }
+    let trains = |seed: u64| a.only_seeds.as_ref().is_none_or(|only| only.contains(&seed));
     let dir = a.out.join(recipe.name);
     let started = std::time::Instant::now();
     let mut rows = Vec::new();
@@ -144,6 +152,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
             let rec_path = run_dir.join("run.json");
             let rec = match std::fs::read(&rec_path).ok().filter(|_| a.resume) {
                 Some(bytes) => serde_json::from_slice::<RunRecord>(&bytes)?,
+                None if !trains(seed) => continue,
                 None if row.mrf_of.is_some() && !primary => continue,
                 None if row.mrf_of.is_some() => {
                     let src =
@@ -200,8 +209,13 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
                 channels.push(diagnostics::recon_channel_summary(row.method, *seed, &run_dir, d, a.resume)?);
             }
         }
-        if row.mrf_of.is_none() {
-            grid.predict(row.method, &cfg0, &dir.join(row.method).join("seed0").join("latest.safetensors"))?;
+        // The qualitative grid shows each row's lowest seed in the table (seed 0 unless `--only-seeds` left it out).
+        if let (None, Some((seed, _))) = (row.mrf_of, runs.first()) {
+            grid.predict(
+                row.method,
+                &cfg0,
+                &dir.join(row.method).join(format!("seed{seed}")).join("latest.safetensors"),
+            )?;
         }
         rows.push(ResultRow::from_runs(
             row.method,
@@ -241,7 +255,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A few validation images, their ground truth and each method's prediction (seed 0), for the report.
+/// A few validation images, their ground truth and each method's prediction (its lowest seed), for the report.
 struct Grid {
     images: Vec<data::RgbImage>,
     gts: Vec<Vec<u8>>,

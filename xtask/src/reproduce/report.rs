@@ -169,7 +169,7 @@ pub fn write(
     sections.iter().for_each(|sec| s.push_str(sec));
     super::super::plots::learning_curves(&dir.join("curves.png"), curves)?;
     s.push_str("\n## Learning curves\n\n![loss and mIoU vs iteration](curves.png)\n");
-    s.push_str("\n## Qualitative results\n\nColumns: image, ground truth, then each row's prediction (seed 0), in table order.\n\n![qualitative grid](qualitative.png)\n");
+    s.push_str("\n## Qualitative results\n\nColumns: image, ground truth, then each row's prediction (its lowest seed, normally 0), in table order.\n\n![qualitative grid](qualitative.png)\n");
     s.push_str(
         "\n## Settings that are this project's [design] choices\n\n\
          - All randomness from one seeded xoshiro256++ stream (the official code has no seed control).\n\
