@@ -5,6 +5,7 @@ mod config;
 mod data_cmd;
 mod datasets;
 mod diagnose;
+mod fetch_weights;
 mod forward;
 mod gpus;
 mod plots;
@@ -36,6 +37,8 @@ enum Command {
     Eval(train_cmd::EvalArgs),
     /// Predict masks (dataset palette) and overlays for images.
     Predict(train_cmd::PredictArgs),
+    /// Download, check and convert ImageNet encoder weights into the cache (`fetch-weights mobilenet_v2`).
+    FetchWeights(fetch_weights::FetchWeightsArgs),
     /// Pretrain the shipped encoder of the synthetic recipes on a disjoint synthetic pretext set.
     PretrainSynthetic(pretrain::PretrainArgs),
     /// List the reproduction recipes.
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(a) => train_cmd::train(a),
         Command::Eval(a) => train_cmd::eval(a),
         Command::Predict(a) => train_cmd::predict(a),
+        Command::FetchWeights(a) => fetch_weights::run(a),
         Command::PretrainSynthetic(a) => pretrain::run(a),
         Command::List => reproduce::list(),
         Command::Reproduce(a) => reproduce::reproduce(a),

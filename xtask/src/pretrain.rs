@@ -23,12 +23,19 @@ pub fn shipped_encoder() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/pretrained/synthetic-encoder.safetensors")
 }
 
-/// Resolves `@synthetic-encoder` in a config's `pretrained` to the shipped file.
+/// Resolves `@synthetic-encoder` (the shipped file) and `@mobilenet_v2` (the cache of `fetch-weights`) in a
+/// config's `pretrained`.
 pub fn resolve(cfg: &mut RunConfig) -> anyhow::Result<()> {
     if cfg.pretrained.as_deref() == Some(Path::new("@synthetic-encoder")) {
         let p = shipped_encoder();
         if !p.exists() {
             anyhow::bail!("{} is missing: run `cargo xtask pretrain-synthetic` to make it", p.display());
+        }
+        cfg.pretrained = Some(p);
+    } else if cfg.pretrained.as_deref() == Some(Path::new("@mobilenet_v2")) {
+        let p = crate::fetch_weights::cached_weights("mobilenet_v2")?;
+        if !p.exists() {
+            anyhow::bail!("{} is missing: run `cargo xtask fetch-weights mobilenet_v2` to make it", p.display());
         }
         cfg.pretrained = Some(p);
     }

@@ -3,7 +3,9 @@
 
 pub mod deeplab;
 pub mod head;
+pub mod pretrained;
 pub mod resnet;
+pub mod torch_legacy;
 pub mod weights;
 
 pub use deeplab::{DeepLabConfig, DeepLabV3Plus, SegOutput};
