@@ -11,6 +11,7 @@
 //! views), shared storages and old storage views are honoured; tensors come back contiguous, in file order.
 //! [`load_torch_file`] sniffs the format.
 
+mod objects;
 mod pickle;
 
 use std::collections::HashMap;
@@ -19,7 +20,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
-use pickle::{PickleError, TensorRef, Value};
+use objects::{TensorRef, Value};
+use pickle::PickleError;
 
 /// PyTorch's legacy magic number `0x1950a86a20f9469cfc6c`, little-endian.
 const MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];

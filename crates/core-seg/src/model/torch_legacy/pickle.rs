@@ -1,13 +1,13 @@
 //! A small, strict pickle machine for the objects PyTorch checkpoints hold: containers, strings, numbers, the
-//! `OrderedDict` of a state dict and tensors rebuilt from persistent storage ids. Any opcode outside protocols
-//! 2–5's binary set, any persistent id that is not a storage, or a malformed stream is an error with its byte
-//! offset; nothing is executed.
+//! `OrderedDict` of a state dict and tensors rebuilt from persistent storage ids (see [`super::objects`]). Any
+//! opcode outside protocols 2–5's binary set, any persistent id that is not a storage, or a malformed stream is an
+//! error with its byte offset; nothing is executed.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use candle_core::DType;
+use super::objects::{self, ObjError, Value};
 
 /// Why a pickle stream could not be read; `offset` is relative to the start of the stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,101 +18,6 @@ pub(crate) enum PickleError {
 }
 
 type PResult<T> = std::result::Result<T, PickleError>;
-
-/// A storage reference from a persistent id `('storage', <dtype>Storage, key, location, numel[, view])`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StorageRef {
-    /// Element type (a `BoolStorage` is read as `u8`).
-    pub dtype: DType,
-    /// The root storage's key (its record in the file).
-    pub key: String,
-    /// Elements in the root storage `key`.
-    pub root_numel: usize,
-    /// For an old-style storage view `(view_key, offset, size)`: its offset (elements) into the root storage.
-    pub view_offset: usize,
-    /// Elements visible through this reference (the view's size, or the root's).
-    pub numel: usize,
-}
-
-/// `_rebuild_tensor[_v2](storage, storage_offset, size, stride, …)`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct TensorRef {
-    pub storage: StorageRef,
-    pub offset: usize,
-    pub size: Vec<usize>,
-    pub stride: Vec<usize>,
-}
-
-pub(crate) type Dict = Rc<RefCell<Vec<(Value, Value)>>>;
-
-#[derive(Debug, Clone)]
-pub(crate) enum Value {
-    None,
-    Bool(bool),
-    Int(i64),
-    /// An integer wider than 64 bits, as its little-endian two's-complement bytes (e.g. PyTorch's magic number).
-    BigInt(Vec<u8>),
-    Float(f64),
-    Str(String),
-    Bytes(Vec<u8>),
-    Tuple(Rc<Vec<Value>>),
-    List(Rc<RefCell<Vec<Value>>>),
-    Dict(Dict),
-    Global(Rc<(String, String)>),
-    Storage(Rc<StorageRef>),
-    Tensor(Rc<TensorRef>),
-    /// Any other constructed object (`REDUCE`/`NEWOBJ` of a class we do not model); kept opaque.
-    Object(Rc<(String, String)>),
-}
-
-impl Value {
-    /// A short description for error messages (`float 0.5`, `object torch.device`, `dict of 3`).
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Value::Int(i) => format!("int {i}"),
-            Value::Float(x) => format!("float {x}"),
-            Value::Str(s) => format!("str {s:?}"),
-            Value::Bytes(b) => format!("bytes ({} bytes)", b.len()),
-            Value::List(l) => format!("list of {}", l.borrow().len()),
-            Value::Dict(d) => format!("dict of {}", d.borrow().len()),
-            Value::Object(c) | Value::Global(c) => format!("{} {}.{}", self.kind(), c.0, c.1),
-            other => other.kind().to_string(),
-        }
-    }
-
-    pub(crate) fn kind(&self) -> &'static str {
-        match self {
-            Value::None => "None",
-            Value::Bool(_) => "bool",
-            Value::Int(_) | Value::BigInt(_) => "int",
-            Value::Float(_) => "float",
-            Value::Str(_) => "str",
-            Value::Bytes(_) => "bytes",
-            Value::Tuple(_) => "tuple",
-            Value::List(_) => "list",
-            Value::Dict(_) => "dict",
-            Value::Global(_) => "global",
-            Value::Storage(_) => "storage",
-            Value::Tensor(_) => "tensor",
-            Value::Object(_) => "object",
-        }
-    }
-}
-
-/// Storage class name → dtype.
-fn storage_dtype(name: &str) -> Option<DType> {
-    Some(match name {
-        "FloatStorage" => DType::F32,
-        "DoubleStorage" => DType::F64,
-        "HalfStorage" => DType::F16,
-        "BFloat16Storage" => DType::BF16,
-        "LongStorage" => DType::I64,
-        "IntStorage" => DType::I32,
-        "ShortStorage" => DType::I16,
-        "ByteStorage" | "BoolStorage" => DType::U8,
-        _ => return None,
-    })
-}
 
 struct Machine<'a> {
     data: &'a [u8],
@@ -208,28 +113,11 @@ impl Machine<'_> {
         }
         Ok(&self.stack[self.stack.len() - 1])
     }
-    fn int(&self, v: &Value, what: &str) -> PResult<i64> {
-        match v {
-            Value::Int(i) => Ok(*i),
-            Value::Bool(b) => Ok(*b as i64),
-            other => self.bad(format!("{what}: expected an int, found {}", other.kind())),
-        }
-    }
-    fn index(&self, v: &Value, what: &str) -> PResult<usize> {
-        let i = self.int(v, what)?;
-        usize::try_from(i).or_else(|_| self.bad(format!("{what}: negative value {i}")))
-    }
-    fn dims(&self, v: &Value, what: &str) -> PResult<Vec<usize>> {
-        match v {
-            Value::Tuple(t) => t.iter().map(|x| self.index(x, what)).collect(),
-            other => self.bad(format!("{what}: expected a tuple, found {}", other.kind())),
-        }
-    }
-    fn args(&self, v: Value, what: &str) -> PResult<Rc<Vec<Value>>> {
-        match v {
-            Value::Tuple(t) => Ok(t),
-            other => self.bad(format!("{what}: arguments are a {}, not a tuple", other.kind())),
-        }
+    fn obj(&self, r: std::result::Result<Value, ObjError>) -> PResult<Value> {
+        r.map_err(|e| match e {
+            ObjError::Malformed(msg) => PickleError::Malformed { offset: self.op_at, msg },
+            ObjError::UnsupportedStorage(class) => PickleError::UnsupportedStorage { offset: self.op_at, class },
+        })
     }
 
     fn step(&mut self, op: u8) -> PResult<()> {
@@ -360,7 +248,7 @@ impl Machine<'_> {
             b'R' | 0x81 => {
                 let args = self.pop()?;
                 let callable = self.pop()?;
-                self.reduce(callable, args)?
+                self.obj(objects::reduce(callable, args))?
             }
             b'b' => {
                 // Instance state (e.g. a state dict's `_metadata`): not part of the tensors; kept out.
@@ -372,7 +260,7 @@ impl Machine<'_> {
             }
             b'Q' => {
                 let pid = self.pop()?;
-                self.storage(pid)?
+                self.obj(objects::persistent_load(pid))?
             }
             b'h' | b'j' => {
                 let k = if op == b'h' { self.u8()? as u32 } else { self.u32()? };
@@ -407,78 +295,5 @@ impl Machine<'_> {
             out.push((k, v));
         }
         Ok(out)
-    }
-
-    /// `('storage', <dtype>Storage, key, location, numel[, view])`.
-    fn storage(&self, pid: Value) -> PResult<Value> {
-        let t = self.args(pid, "persistent id")?;
-        let tag = matches!(t.first(), Some(Value::Str(s)) if s == "storage");
-        if !tag || !(5..=6).contains(&t.len()) {
-            return self.bad("persistent id is not a ('storage', type, key, location, numel[, view]) tuple");
-        }
-        let Value::Global(class) = &t[1] else { return self.bad("storage type is not a class") };
-        let Some(dtype) = storage_dtype(&class.1) else {
-            return Err(PickleError::UnsupportedStorage { offset: self.op_at, class: format!("{}.{}", class.0, class.1) });
-        };
-        let Value::Str(key) = &t[2] else { return self.bad("storage key is not a string") };
-        let root_numel = self.index(&t[4], "storage size")?;
-        let (view_offset, numel) = match t.get(5) {
-            None | Some(Value::None) => (0, root_numel),
-            Some(Value::Tuple(v)) if v.len() == 3 => {
-                let (o, n) = (self.index(&v[1], "view offset")?, self.index(&v[2], "view size")?);
-                if o.checked_add(n).is_none_or(|e| e > root_numel) {
-                    return self.bad(format!("storage view {o}+{n} exceeds its storage of {root_numel}"));
-                }
-                (o, n)
-            }
-            Some(other) => return self.bad(format!("storage view is a {}", other.kind())),
-        };
-        Ok(Value::Storage(Rc::new(StorageRef { dtype, key: key.clone(), root_numel, view_offset, numel })))
-    }
-
-    fn reduce(&mut self, callable: Value, args: Value) -> PResult<Value> {
-        let Value::Global(g) = callable else {
-            return self.bad(format!("REDUCE of a {}", callable.kind()));
-        };
-        let (module, name) = (g.0.as_str(), g.1.as_str());
-        match (module, name) {
-            ("collections", "OrderedDict") => Ok(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
-            ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => {
-                let a = self.args(args, name)?;
-                if a.len() < 4 {
-                    return self.bad(format!("{name} with {} arguments", a.len()));
-                }
-                let Value::Storage(s) = &a[0] else { return self.bad(format!("{name}: first argument is not a storage")) };
-                let t = TensorRef {
-                    storage: (**s).clone(),
-                    offset: self.index(&a[1], "storage offset")?,
-                    size: self.dims(&a[2], "size")?,
-                    stride: self.dims(&a[3], "stride")?,
-                };
-                if t.size.len() != t.stride.len() {
-                    return self.bad(format!("size {:?} and stride {:?} differ in rank", t.size, t.stride));
-                }
-                Ok(Value::Tensor(Rc::new(t)))
-            }
-            ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
-                match self.args(args, name)?.first() {
-                    Some(t @ Value::Tensor(_)) => Ok(t.clone()),
-                    _ => self.bad(format!("{name} without a tensor")),
-                }
-            }
-            ("torch._tensor", "_rebuild_from_type_v2") => {
-                let a = self.args(args, name)?;
-                if a.len() < 3 {
-                    return self.bad(format!("{name} with {} arguments", a.len()));
-                }
-                self.reduce(a[0].clone(), a[2].clone())
-            }
-            ("_codecs", "encode") => match self.args(args, name)?.first() {
-                // Python 3 `bytes` in protocol 2: `_codecs.encode(latin-1 text, "latin1")`.
-                Some(Value::Str(s)) => Ok(Value::Bytes(s.chars().map(|c| c as u32 as u8).collect())),
-                _ => self.bad("_codecs.encode without a string"),
-            },
-            _ => Ok(Value::Object(g)),
-        }
     }
 }
