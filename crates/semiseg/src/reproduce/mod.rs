@@ -13,7 +13,7 @@ use data::DatasetKind;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
-use crate::train::{run_training, TrainOptions};
+use crate::train::{Runner, TrainOptions};
 pub use report::{check_against, ResultRow, Results};
 
 #[derive(Debug, Clone)]
@@ -106,6 +106,7 @@ pub fn row_config(recipe: &recipes::Recipe, row: &recipes::RowSpec, seed: u64) -
     let t = merge::merged(recipe.base, &[recipe.budget, row.patch])?;
     let mut cfg: RunConfig = t.try_into().with_context(|| format!("recipe {} row {}", recipe.name, row.method))?;
     cfg.train.seed = seed;
+    cfg.validate().with_context(|| format!("recipe {} row {}", recipe.name, row.method))?;
     Ok(cfg)
 }
 
@@ -181,7 +182,7 @@ pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
                         device: a.device.clone(),
                     };
                     let t0 = std::time::Instant::now();
-                    let r = run_training(&cfg, &args)?;
+                    let r = Runner::from_config(cfg)?.options(args).train()?;
                     if !primary {
                         continue;
                     }
@@ -205,7 +206,7 @@ pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
             continue;
         }
         let cfg0 = row_config(&recipe, row, 0)?;
-        if row.mrf_of.is_none() && diagnostics::wants_recon_channels(&cfg0) {
+        if row.mrf_of.is_none() && diagnostics::wants_recon_channels(&cfg0)? {
             for (seed, _) in &runs {
                 let run_dir = dir.join(row.method).join(format!("seed{seed}"));
                 let d = a.data_root.as_ref();
@@ -240,7 +241,7 @@ pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     crate::plots::qualitative_grid(&dir.join("qualitative.png"), &grid.images, &grid.gts, &grid.preds, &grid.palette)?;
     let time = report::Timing { invocation_s: elapsed, runs_s: runs_secs, revisions };
-    let quantile = probe.recon.as_ref().map(|r| r.diagnose.quantile);
+    let quantile = probe.section::<aux_recon::ReconConfig>("recon")?.map(|r| r.diagnose.quantile);
     let sections = [diagnostics::recon_channels_section(&channels, quantile)];
     report::write(&dir, &recipe, &results, &configs, &curves, &time, &sections)?;
     println!("{}", results.table());
@@ -280,7 +281,7 @@ impl Grid {
     fn predict(&mut self, method: &str, cfg: &RunConfig, weights: &std::path::Path) -> anyhow::Result<()> {
         use candle_core::{Device, Tensor};
         let dev = Device::Cpu;
-        let model = crate::train::load_model(cfg, weights, &dev)?;
+        let model = crate::eval::load_model(cfg, weights, &dev)?;
         let mut out = Vec::new();
         for img in &self.images {
             let x = Tensor::from_vec(data::augment::normalize_image(img), (1, 3, img.height, img.width), &dev)?;
@@ -295,9 +296,9 @@ impl Grid {
 /// Evaluates another row's checkpoint with MRF post-processing (β chosen on validation).
 fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&PathBuf>) -> anyhow::Result<RunRecord> {
     let dev = candle_core::Device::Cpu;
-    let model = crate::train::load_model(cfg, weights, &dev)?;
+    let model = crate::eval::load_model(cfg, weights, &dev)?;
     let val = crate::datasets::build(cfg, data_root, false)?.val;
-    let (beta, r) = crate::train::evaluate_mrf_tuned(&model, &val, cfg, None, &dev)?;
+    let (beta, r) = crate::eval::evaluate_mrf_tuned(&model, &val, cfg, None, &dev)?;
     eprintln!("MRF β = {beta}: mIoU {:.2}", r.miou);
     Ok(RunRecord {
         miou: r.miou,

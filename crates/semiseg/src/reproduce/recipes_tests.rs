@@ -9,10 +9,10 @@ fn every_recipe_row_parses() -> anyhow::Result<()> {
         for row in &r.rows {
             let cfg = super::super::row_config(&r, row, 3)?;
             assert_eq!(cfg.train.seed, 3);
-            let method = serde_json::to_value(cfg.semi.method)?;
-            let mut m = method.as_str().unwrap_or_default();
+            let mut m = cfg.semi.method.name();
             // GuidedMix's supervised baseline is its own framework with the unlabelled loss off.
-            if m == "guidedmix" && cfg.guidedmix_config().unsup_weight == 0.0 {
+            let gm: guidedmix::GuidedMixConfig = cfg.section("guidedmix")?.unwrap_or_default();
+            if m == "guidedmix" && gm.unsup_weight == 0.0 {
                 m = "supervised";
             }
             let label_ok =
@@ -45,7 +45,7 @@ fn tv_mrf_rows_differ_only_in_contrast() -> anyhow::Result<()> {
         let (full, potts) = (get("supervised+mrf")?, get("supervised+mrf-potts")?);
         assert_eq!((full.mrf_of, potts.mrf_of), (Some("supervised"), Some("supervised")));
         let mrf = |row| -> anyhow::Result<tv_loss::MrfConfig> {
-            Ok(super::super::row_config(&r, row, 0)?.mrf.unwrap_or_default())
+            Ok(super::super::row_config(&r, row, 0)?.section("mrf")?.unwrap_or_default())
         };
         let (a, mut b) = (mrf(full)?, mrf(potts)?);
         assert!(a.contrast && !b.contrast, "{name}");
@@ -86,15 +86,15 @@ fn recon_recipe_rows_train_a_step_on_the_toy_model() -> anyhow::Result<()> {
         cfg.model = tiny_model(3);
         cfg.semi.conf_thresh = 0.0;
         let tcfg = TrainConfig { iters: 1, ..cfg.train.clone() };
-        let mut t = Trainer::new(&cfg.model, tcfg, frameworks::build(&cfg.semi), DType::F32, &Device::Cpu)?;
-        crate::train::add_method_terms(&mut t, &cfg, 1)?;
+        let mut t = Trainer::new(&cfg.model, tcfg, frameworks::build(&cfg.semi)?, DType::F32, &Device::Cpu)?;
+        crate::methods::add_terms(&cfg.context(Some(1)), &mut t)?;
         let mut src: Box<dyn BatchSource> = match cfg.semi.method {
             Method::Supervised => Box::new(ToySource { n_train: 4, batch: 2, size: 32, dtype: DType::F32 }),
             _ => Box::new(ToySemiSource { batch: 2, size: 32 }),
         };
         let rec = t.step(src.as_mut())?;
         let recon = rec.terms.iter().find(|(n, _)| n == "loss_recon").map(|x| x.1);
-        let enabled = cfg.recon.as_ref().is_some_and(|c| c.enabled);
+        let enabled = cfg.section::<aux_recon::ReconConfig>("recon")?.is_some_and(|c| c.enabled);
         assert_eq!(recon.is_some(), enabled, "{}", row.method);
         assert!(rec.loss.is_finite() && recon.is_none_or(|v| v > 0.0 && v.is_finite()), "{}", row.method);
         let has_r = t.store.named_vars().iter().any(|(n, _)| n.starts_with("recon."));
