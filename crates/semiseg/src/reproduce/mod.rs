@@ -4,6 +4,7 @@
 mod diagnostics;
 mod merge;
 pub mod recipes;
+pub mod references;
 pub mod report;
 
 use std::path::PathBuf;
@@ -103,7 +104,7 @@ pub fn select_rows(recipe: &recipes::Recipe, wanted: Option<&str>) -> anyhow::Re
 
 /// The effective config of one row and seed.
 pub fn row_config(recipe: &recipes::Recipe, row: &recipes::RowSpec, seed: u64) -> anyhow::Result<RunConfig> {
-    let t = merge::merged(recipe.base, &[recipe.budget, row.patch])?;
+    let t = merge::merged(recipe.base, &[row.base.unwrap_or(""), recipe.budget, row.patch])?;
     let mut cfg: RunConfig = t.try_into().with_context(|| format!("recipe {} row {}", recipe.name, row.method))?;
     cfg.train.seed = seed;
     cfg.validate().with_context(|| format!("recipe {} row {}", recipe.name, row.method))?;
@@ -242,9 +243,15 @@ pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
     crate::plots::qualitative_grid(&dir.join("qualitative.png"), &grid.images, &grid.gts, &grid.preds, &grid.palette)?;
     let time = report::Timing { invocation_s: elapsed, runs_s: runs_secs, revisions };
     let quantile = probe.section::<aux_recon::ReconConfig>("recon")?.map(|r| r.diagnose.quantile);
-    let sections = [diagnostics::recon_channels_section(&channels, quantile)];
+    let references =
+        selected.iter().filter_map(|r| r.reference.map(|x| x.resolve(r.method))).collect::<anyhow::Result<Vec<_>>>()?;
+    let beside = references::table(&results, &references);
+    let sections = [references::section(&beside), diagnostics::recon_channels_section(&channels, quantile)];
     report::write(&dir, &recipe, &results, &configs, &curves, &time, &sections)?;
     println!("{}", results.table());
+    if !beside.is_empty() {
+        println!("{}{beside}", references::HEADING);
+    }
     println!("{:.1} min; report: {}", elapsed / 60.0, dir.join("report.md").display());
     if let Some(base) = &a.check {
         let baseline: Results =

@@ -102,3 +102,60 @@ fn recon_recipe_rows_train_a_step_on_the_toy_model() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Every row of `quick` is read against a committed 3-seed result, and each method row trains its reference's
+/// configuration (framework, method tables, model, data, loader, optimiser) at quick's budget.
+#[test]
+fn quick_rows_match_their_committed_references() -> anyhow::Result<()> {
+    let quick = find("quick").ok_or_else(|| anyhow::anyhow!("quick missing"))?;
+    let names: Vec<&str> = quick.rows.iter().map(|r| r.method).collect();
+    for m in ["supervised+tv", "unimatch+recon", "unimatch+s4mim", "guidedmix"] {
+        assert!(names.contains(&m), "{m} missing from quick: {names:?}");
+    }
+    for row in &quick.rows {
+        let spec = row.reference.ok_or_else(|| anyhow::anyhow!("{} has no reference", row.method))?;
+        let r = spec.resolve(row.method)?;
+        assert_eq!((r.reference.seeds.len(), r.reference.miou.len()), (3, 3), "{}", row.method);
+        assert!(r.reference.miou_mean > 30.0 && r.iters >= 300, "{}: {r:?}", row.method);
+        let ours = super::super::row_config(&quick, row, 0)?;
+        let reference_recipe = find(spec.recipe).ok_or_else(|| anyhow::anyhow!("{}", spec.recipe))?;
+        let reference_row = reference_recipe.rows.iter().find(|x| x.method == spec.method).expect("resolved above");
+        let theirs = super::super::row_config(&reference_recipe, reference_row, 0)?;
+        let (mut a, mut b) = (ours.data.synthetic.clone(), theirs.data.synthetic.clone());
+        (a.num_val, b.num_val) = (0, 0);
+        assert_eq!(
+            (ours.semi.method.name(), &ours.methods),
+            (theirs.semi.method.name(), &theirs.methods),
+            "{}",
+            row.method
+        );
+        assert_eq!((&ours.model, &a, &ours.loader), (&theirs.model, &b, &theirs.loader), "{}", row.method);
+        assert_eq!((ours.train.lr, ours.train.optim), (theirs.train.lr, theirs.train.optim), "{}", row.method);
+        assert_eq!((ours.train.iters, ours.data.synthetic.num_val), (300, 200), "{}: quick's budget", row.method);
+        assert_eq!(ours.pretrained, theirs.pretrained, "{}", row.method);
+    }
+    Ok(())
+}
+
+/// The reference table puts this run's mean beside the committed mean ± std and names the reference run.
+#[test]
+fn reference_table_shows_both_numbers() -> anyhow::Result<()> {
+    use super::super::references::{table, RowReference};
+    use super::super::report::{ResultRow, Results};
+    let quick = find("quick").ok_or_else(|| anyhow::anyhow!("quick missing"))?;
+    let row = quick.rows.iter().find(|r| r.method == "supervised+tv").expect("row");
+    let r = row.reference.map(|x: RowReference| x.resolve(row.method)).transpose()?.expect("reference");
+    let ours = Results {
+        recipe: "quick".into(),
+        rows: vec![ResultRow::from_runs("supervised+tv", &[(0, 51.25, vec![51.25])], vec!["bg".into()])],
+    };
+    let t = table(&ours, &[r.clone()]);
+    let expected = format!(
+        "| supervised+tv | 51.25 | {:.2} ± {:.2} (3) | `tv-synthetic` row",
+        r.reference.miou_mean, r.reference.miou_std
+    );
+    assert!(t.contains(&expected), "{t}");
+    assert!(t.contains("1000 iterations, 500 validation scenes"), "{t}");
+    assert!(table(&ours, &[]).is_empty());
+    Ok(())
+}
