@@ -180,6 +180,24 @@ mod tests {
         assert!(err("[semi]\nmethod = \"guidedmix\"\n[loader]\nbatch_size = 2\nbatch_size_u = 2\n").is_empty());
     }
 
+    /// A config with method tables survives the round trips a run makes: TOML (`config.toml` in the run
+    /// directory, reports) and JSON (the copy stored in checkpoints).
+    #[test]
+    fn method_tables_round_trip_through_toml_and_json() -> anyhow::Result<()> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        for file in ["tv-synthetic.toml", "mim-synthetic.toml", "recon-synthetic.toml", "guidedmix-synthetic.toml"] {
+            let cfg = RunConfig::load(&dir.join(file))?;
+            assert!(!cfg.methods.is_empty(), "{file}");
+            let from_toml = RunConfig::from_toml(&toml::to_string(&cfg)?, Path::new(file))?;
+            assert_eq!(from_toml, cfg, "{file}");
+            let from_json: RunConfig = serde_json::from_value(serde_json::to_value(&cfg)?)?;
+            assert_eq!(from_json, cfg, "{file}");
+        }
+        let tv = RunConfig::load(&dir.join("tv-synthetic.toml"))?.section::<tv_loss::TvConfig>("tv")?;
+        assert_eq!(tv.map(|t| (t.enabled, t.weight)), Some((true, 0.1)));
+        Ok(())
+    }
+
     #[test]
     fn recipes_parse_with_spec_defaults() -> anyhow::Result<()> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");

@@ -179,7 +179,7 @@ pub fn all() -> Vec<Recipe> {
             dataset: "synthetic (embedded)",
             cpu_time: "≤ 10 min",
             base: SYNTHETIC,
-            budget: "pretrained = \"@synthetic-encoder\"\n[train]\niters = 300\neval_every = 100\n[data.synthetic]\nnum_val = 200\n",
+            budget: "pretrained = \"@synthetic-encoder\"\n[train]\niters = 150\neval_every = 50\n[data.synthetic]\nnum_val = 200\n",
             rows: quick_rows(),
             seeds: 1,
             reference: &[],

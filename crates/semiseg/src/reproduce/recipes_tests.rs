@@ -131,7 +131,7 @@ fn quick_rows_match_their_committed_references() -> anyhow::Result<()> {
         );
         assert_eq!((&ours.model, &a, &ours.loader), (&theirs.model, &b, &theirs.loader), "{}", row.method);
         assert_eq!((ours.train.lr, ours.train.optim), (theirs.train.lr, theirs.train.optim), "{}", row.method);
-        assert_eq!((ours.train.iters, ours.data.synthetic.num_val), (300, 200), "{}: quick's budget", row.method);
+        assert_eq!((ours.train.iters, ours.data.synthetic.num_val), (150, 200), "{}: quick's budget", row.method);
         assert_eq!(ours.pretrained, theirs.pretrained, "{}", row.method);
     }
     Ok(())
