@@ -63,3 +63,29 @@ pub fn add_terms(run: &RunContext, trainer: &mut Trainer) -> Result<()> {
 pub fn training_only_prefixes() -> Vec<&'static str> {
     METHODS.iter().flat_map(|p| p.training_only_prefixes().iter().copied()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plug-ins own distinct tables, none named like a core key of the run config, and frameworks that do not
+    /// shadow core-seg's; their training-only prefixes are collected in registration order.
+    #[test]
+    fn plugins_do_not_collide() -> anyhow::Result<()> {
+        let mut tables: Vec<&str> = METHODS.iter().flat_map(|p| p.sections().iter().copied()).collect();
+        let n = tables.len();
+        tables.sort_unstable();
+        tables.dedup();
+        assert_eq!(tables.len(), n, "{tables:?}");
+        let core = crate::RunConfig::from_toml("[data]\ndataset = \"synthetic\"\n[model]\nnclass = 6\n", "t".as_ref())?;
+        let json = serde_json::to_value(&core)?;
+        let keys: Vec<&String> = json.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+        assert!(keys.len() >= 10 && keys.iter().all(|k| !tables.contains(&k.as_str())), "{keys:?}");
+        for p in METHODS {
+            assert!(p.frameworks().iter().all(|f| Method::BUILTIN.iter().all(|m| m.name() != *f)), "{}", p.name());
+        }
+        let prefixes = training_only_prefixes();
+        assert_eq!(prefixes, ["mim_head.", "recon.", "decode_head_mix.", "head_mix.", "mitrans."]);
+        Ok(())
+    }
+}
