@@ -23,7 +23,7 @@ pub struct TrainArgs {
     /// Run directory (checkpoints, metrics.csv, TensorBoard events).
     #[arg(long, default_value = "runs/train")]
     pub out: PathBuf,
-    /// Continue from OUT/latest.safetensors.
+    /// Continue from OUT/latest.safetensors (OUT/previous.safetensors, with a warning, when latest is unreadable).
     #[arg(long)]
     pub resume: bool,
     #[arg(long)]
@@ -101,10 +101,11 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
         let r = weights::load_safetensors(&t.store, p, false)?;
         tracing::info!(loaded = r.loaded.len(), missing = r.missing.len(), unexpected = ?r.unexpected, "pretrained {}", p.display());
     }
-    let latest = a.out.join("latest.safetensors");
-    if a.resume && latest.exists() {
-        t.resume_from(&latest)?;
-        tracing::info!(iter = t.iter, "resumed from {}", latest.display());
+    if a.resume {
+        // Falls back to `previous.safetensors` (with a warning) when `latest` is unreadable.
+        if let Some(r) = t.resume_latest(&a.out)? {
+            tracing::info!(iter = r.iter, "resumed from {}", r.path.display());
+        }
     }
     // Data parallel: only rank 0 writes the run directory; the other ranks log into a scratch directory.
     let log_dir = if primary {
