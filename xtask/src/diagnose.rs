@@ -1,5 +1,5 @@
 //! `cargo xtask diagnose recon-channels`: do the reconstruction decoder's channels align with semantic classes
-//! (recon.md §7)? Scores every channel of an intermediate layer of R (default `u2`) against every class's
+//! (`docs/aux-recon.md`)? Scores every channel of an intermediate layer of R (default `u2`) against every class's
 //! ground-truth mask on the validation set — IoU after thresholding at the channel's 0.995 quantile, and the
 //! point-biserial correlation — for the trained decoder and two controls: the same decoder at its random
 //! initialisation (R's own stream of the run seed: exactly the weights the run started from) and the segmentation
