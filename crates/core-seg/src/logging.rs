@@ -249,6 +249,7 @@ const CSV_HEADER: &str = "iter,name,value";
 pub struct CsvLogger {
     file: BufWriter<File>,
     path: PathBuf,
+    kept: Vec<(usize, String, f64)>,
     dropped: usize,
 }
 
@@ -257,18 +258,19 @@ impl CsvLogger {
     /// keeps its rows with `iter ≤ start` (rewritten atomically); later rows, which a run killed after its
     /// last checkpoint leaves behind, and torn rows are dropped ([`CsvLogger::dropped_rows`] counts them).
     pub fn create(path: &Path, start: usize) -> Result<Self> {
-        let mut kept = format!("{CSV_HEADER}\n");
-        let mut dropped = 0;
+        let mut text = format!("{CSV_HEADER}\n");
+        let (mut kept, mut dropped) = (Vec::new(), 0);
         if path.exists() {
             let old = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
             for line in old.lines().skip(1).filter(|l| !l.is_empty()) {
                 let fields: Vec<&str> = line.split(',').collect();
                 let it = fields.first().and_then(|f| f.parse::<usize>().ok());
-                let whole = fields.len() == 3 && fields[2].parse::<f64>().is_ok();
-                match it {
-                    Some(it) if it <= start && whole => {
-                        kept.push_str(line);
-                        kept.push('\n');
+                let value = fields.get(2).and_then(|f| f.parse::<f64>().ok()).filter(|_| fields.len() == 3);
+                match (it, value) {
+                    (Some(it), Some(v)) if it <= start => {
+                        text.push_str(line);
+                        text.push('\n');
+                        kept.push((it, fields[1].to_string(), v));
                     }
                     _ => dropped += 1,
                 }
@@ -278,10 +280,15 @@ impl CsvLogger {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("metrics.csv");
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, kept).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
         let f = std::fs::OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
-        Ok(Self { file: BufWriter::new(f), path: path.to_path_buf(), dropped })
+        Ok(Self { file: BufWriter::new(f), path: path.to_path_buf(), kept, dropped })
+    }
+
+    /// The rows `(iter, name, value)` of an earlier run that [`CsvLogger::create`] kept (empty for a new file).
+    pub fn kept_rows(&self) -> &[(usize, String, f64)] {
+        &self.kept
     }
 
     /// Rows of an earlier run past the start iteration (or torn) that [`CsvLogger::create`] removed.

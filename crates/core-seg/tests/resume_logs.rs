@@ -126,6 +126,8 @@ fn killed_and_resumed_run_logs_every_iteration_once() -> Result<()> {
     assert_eq!((r.iter, r.warning.as_deref()), (3, None));
     let mut logs = Logs::open(dir.path(), r.iter)?;
     assert_eq!(logs.csv.dropped_rows(), 3, "rows 4, 5 and the torn row");
+    let kept: Vec<usize> = logs.csv.kept_rows().iter().map(|r| r.0).collect();
+    assert_eq!(kept, vec![1, 2, 3], "the rows up to the checkpoint, readable for curves");
     resumed.run(&mut source(), &mut |m| val_eval(m), &mut logs)?;
     drop(logs);
 

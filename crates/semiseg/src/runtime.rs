@@ -37,7 +37,19 @@ impl RunObserver {
         }
         let tb = TensorBoardWriter::create(&dir.join("tb"), start as u64)?;
         let log_every = (total / 8).max(1);
-        Ok(Self { bar, csv, tb, class_names, log_every, losses: Vec::new(), evals: Vec::new(), failed: None })
+        // A resumed run's curves start with what the log kept, so reports show the whole run.
+        let (mut losses, mut evals) = (Vec::<(usize, Vec<(String, f64)>)>::new(), Vec::new());
+        for (it, name, v) in csv.kept_rows() {
+            if name == "eval/mIoU" {
+                evals.push((*it, *v));
+            } else if name.starts_with("train/") {
+                match losses.last_mut() {
+                    Some((i, scalars)) if i == it => scalars.push((name.clone(), *v)),
+                    _ => losses.push((*it, vec![(name.clone(), *v)])),
+                }
+            }
+        }
+        Ok(Self { bar, csv, tb, class_names, log_every, losses, evals, failed: None })
     }
 
     fn try_step(&mut self, rec: &StepRecord) -> core_seg::Result<()> {
