@@ -49,7 +49,6 @@ pub struct ReproduceArgs {
     pub gpus: Option<usize>,
 }
 
-
 pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     if let Some(n) = a.gpus {
         return semiseg::gpus::launch(n, &a.out);

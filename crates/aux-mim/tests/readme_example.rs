@@ -12,5 +12,13 @@ fn readme_block_is_the_unimatch_mim_example() {
         .find(|b| b.starts_with("use aux_mim"))
         .and_then(|b| b.split("\n```").next())
         .expect("a ```rust block starting with `use aux_mim` in README.md");
-    assert_eq!(block.trim_end(), body.trim_end(), "README block and examples/unimatch_mim.rs differ");
+    let (block, body): (Vec<&str>, Vec<&str>) = (block.trim_end().lines().collect(), body.trim_end().lines().collect());
+    let first = block.iter().zip(&body).position(|(a, b)| a != b).unwrap_or(block.len().min(body.len()));
+    assert!(
+        block == body,
+        "README block and examples/unimatch_mim.rs differ from the example's line {}: {:?} vs {:?}",
+        first + 1,
+        block.get(first),
+        body.get(first)
+    );
 }

@@ -7,12 +7,13 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use core_seg::batch::{BatchSource, TrainBatch};
 use core_seg::eval::{evaluate, EvalConfig, EvalReport};
+use core_seg::frameworks::{Criterion, Supervised};
 use core_seg::logging::{read_tensorboard_run, CsvLogger, TensorBoardWriter};
 use core_seg::model::DeepLabV3Plus;
 use core_seg::nn::Mode;
 use core_seg::optim::OptimConfig;
 use core_seg::testing::{tiny_model, toy_batch, ToySource};
-use core_seg::train::{load_checkpoint, Criterion, Observer, StepRecord, Supervised, TrainConfig, Trainer};
+use core_seg::train::{load_checkpoint, Observer, StepRecord, TrainConfig, Trainer};
 use core_seg::{Error, Result};
 
 const SIZE: usize = 32;

@@ -1,10 +1,10 @@
-//! Stacking augmented crops into Candle tensors.
+//! Stacking augmented crops into the trainer's batch tensors (`core_seg::batch`).
 
 use candle_core::{Device, Tensor};
 
 use crate::augment::{LabeledCrop, UnlabeledCrop};
 use crate::error::Result;
-use crate::loader::{LabeledBatch, SemiBatch, UnlabeledBatch};
+use core_seg::batch::{LabeledBatch, UnlabeledBatch};
 
 fn stack_f32<'a>(
     parts: impl Iterator<Item = &'a [f32]>,
@@ -52,40 +52,4 @@ pub fn unlabeled(crops: Vec<(String, UnlabeledCrop)>, s: usize, d: &Device) -> R
         valid: stack_u8(crops.iter().map(|c| c.1.valid.as_slice()), (b, s, s), d)?,
         ids: crops.into_iter().map(|c| c.0).collect(),
     })
-}
-
-/// The training loop's labelled batch (the sample ids are dropped).
-impl From<LabeledBatch> for core_seg::batch::LabeledBatch {
-    fn from(b: LabeledBatch) -> Self {
-        Self { image: b.image, mask: b.mask, valid: b.valid }
-    }
-}
-
-/// The training loop's unlabelled batch (the sample ids are dropped).
-impl From<UnlabeledBatch> for core_seg::batch::UnlabeledBatch {
-    fn from(b: UnlabeledBatch) -> Self {
-        Self {
-            weak: b.weak,
-            strong1: b.strong1,
-            strong2: b.strong2,
-            ignore: b.ignore,
-            box1: b.box1,
-            box2: b.box2,
-            valid: b.valid,
-        }
-    }
-}
-
-/// One semi-supervised step's batch for the training loop: labelled, unlabelled and mix partner.
-impl From<SemiBatch> for core_seg::batch::TrainBatch {
-    fn from(b: SemiBatch) -> Self {
-        Self { labeled: b.labeled.into(), unlabeled: Some(b.unlabeled.into()), mix: Some(b.mix.into()) }
-    }
-}
-
-/// A supervised step's batch for the training loop.
-impl From<LabeledBatch> for core_seg::batch::TrainBatch {
-    fn from(b: LabeledBatch) -> Self {
-        Self { labeled: b.into(), unlabeled: None, mix: None }
-    }
 }

@@ -6,10 +6,8 @@
 //! `cargo run --release -p guidedmix --example guidedmix_synthetic`; `cargo test` runs it too.
 
 use candle_core::{DType, Device};
-use core_seg::batch::TrainBatch;
-use core_seg::frameworks::{self, Method, SemiConfig};
-use core_seg::model::{DeepLabConfig, Depth};
 use core_seg::optim::OptimConfig;
+use core_seg::testing::tiny_model;
 use core_seg::train::{TrainConfig, Trainer};
 use data::synthetic::{SynthConfig, SyntheticDataset};
 use data::{AugConfig, Dataset, Loader, LoaderConfig};
@@ -25,28 +23,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let batches = LoaderConfig { batch_size: 4, batch_size_u: 4, ..Default::default() };
     let loader = Loader::new(scenes(8)?, Some(scenes(32)?), aug, batches, device.clone())?;
 
-    let model = DeepLabConfig {
-        backbone: Depth::Resnet18,
-        base_width: 8,
-        output_stride: 8,
-        dilations: Some([2, 4, 6]),
-        aspp_channels: Some(32),
-        reduce_channels: 12,
-        fuse_channels: 32,
-        nclass: 6,
-        ..Default::default()
-    };
+    // A CPU-sized DeepLabV3+: ResNet-18 (deep stem) at width 8, output stride 8, 6 classes.
+    let model = tiny_model(6);
     let adamw = OptimConfig::Adamw { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-4 };
     let train = TrainConfig { iters: ITERS, lr: 0.002, lr_multi: 1.0, optim: adamw, seed: 0, ..Default::default() };
-    let semi = SemiConfig { method: Method::Guidedmix, ..Default::default() };
-    let mut trainer = Trainer::new(&model, train, frameworks::build(&semi), DType::F32, &device)?;
-    // GuidedMix-Net replaces the framework: its mixed head is built on the model's store, so it is trained (at the
-    // head learning rate) and checkpointed with the model. Defaults = the official code.
+    // GuidedMix-Net is the framework: its mixed head is built on the model's store, so it is trained (at the head
+    // learning rate) and checkpointed with the model. Defaults = the official code.
     let gm = GuidedMixConfig::default();
-    trainer.set_framework(|vb| guidedmix::build(&gm, &model, vb))?;
+    let framework = |vb| guidedmix::build(&gm, &model, vb);
+    let mut trainer = Trainer::with_framework(&model, train, framework, DType::F32, &device)?;
 
     for batch in loader.epoch(0)?.take(ITERS) {
-        let mut batch: TrainBatch = batch?.into();
+        let mut batch = batch?;
         let rec = trainer.step(&mut batch)?;
         let terms: Vec<String> = rec.terms.iter().map(|(n, v)| format!("{n} {v:.4}")).collect();
         println!("iter {}  loss {:.4}  {}", rec.iter + 1, rec.loss, terms.join("  "));

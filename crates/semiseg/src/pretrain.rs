@@ -13,7 +13,7 @@ use anyhow::Context;
 use candle_core::Tensor;
 
 use crate::config::RunConfig;
-use crate::train::{run_training, TrainOptions};
+use crate::train::{Runner, TrainOptions};
 
 /// Seed of the pretext scenes (the benchmark uses seed 1 for train and another stream for val).
 pub const PRETEXT_SEED: u64 = 7_700_001;
@@ -69,7 +69,7 @@ pub fn run(a: PretrainOptions) -> anyhow::Result<()> {
         skip_bad: false,
         device: "cpu".into(),
     };
-    let r = run_training(&cfg, &args)?;
+    let r = Runner::from_config(cfg.clone())?.options(args).train()?;
     let ck = core_seg::train::load_checkpoint(&run_dir.join("latest.safetensors"), &candle_core::Device::Cpu)?;
     let backbone: HashMap<String, Tensor> = ck.model.into_iter().filter(|(k, _)| k.starts_with("backbone.")).collect();
     core_seg::model::weights::save_tensors_atomic(&backbone, &a.out)?;

@@ -22,8 +22,9 @@ pub struct ChannelSummary {
 }
 
 /// Whether `cfg` trains the reconstruction branch on a dataset the diagnostic runs on here.
-pub fn wants_recon_channels(cfg: &RunConfig) -> bool {
-    cfg.data.dataset == DatasetKind::Synthetic && cfg.recon.as_ref().is_some_and(|r| r.enabled)
+pub fn wants_recon_channels(cfg: &RunConfig) -> anyhow::Result<bool> {
+    let enabled = cfg.section::<aux_recon::ReconConfig>("recon")?.is_some_and(|r| r.enabled);
+    Ok(cfg.data.dataset == DatasetKind::Synthetic && enabled)
 }
 
 /// Runs (or with `resume`, reuses) the diagnostic of `run_dir/best.safetensors` into `run_dir/diagnose`.
