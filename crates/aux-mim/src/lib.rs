@@ -59,6 +59,7 @@ pub mod classwise_cuda;
 pub mod config;
 pub mod head;
 pub mod mask;
+pub mod plugin;
 pub mod semantic;
 pub mod term;
 
@@ -66,4 +67,5 @@ pub use config::{
     FaConfig, FaMode, FeatureLevel, MaskConfig, MaskSampling, MimBn, MimConfig, MimMode, RecConfig, RecLoss, S2Fp,
     SemConfig, SemForward, SemMode, Source, VisibleFrom,
 };
+pub use plugin::Plugin;
 pub use term::{build, build_with_semi, MimTerm};

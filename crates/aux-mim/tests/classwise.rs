@@ -10,11 +10,11 @@ use aux_mim::classwise::{
 use aux_mim::{FaConfig, FaMode, MimConfig, MimMode, MimTerm, RecLoss, SemConfig, SemMode};
 use candle_core::{DType, Device, Tensor, Var};
 use core_seg::batch::{LabeledBatch, UnlabeledBatch};
-use core_seg::frameworks::{AuxTerm, Pseudo};
 use core_seg::model::DeepLabV3Plus;
 use core_seg::nn::ParamStore;
+use core_seg::plugin::StepCtx;
+use core_seg::plugin::{AuxTerm, Pseudo};
 use core_seg::rng::SegRng;
-use core_seg::train::StepCtx;
 use core_seg::Result;
 use support::{manual_step, scalar, vec_f64};
 

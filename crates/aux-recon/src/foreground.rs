@@ -8,8 +8,8 @@
 //! ```
 
 use candle_core::{DType, Tensor};
-use core_seg::frameworks::Pseudo;
 use core_seg::ops::IGNORE_INDEX;
+use core_seg::plugin::Pseudo;
 use core_seg::Result;
 
 use crate::config::{FgSourceL, FgSourceU};

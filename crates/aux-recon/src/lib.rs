@@ -55,6 +55,7 @@ pub mod config;
 pub mod decoder;
 pub mod foreground;
 pub mod loss;
+pub mod plugin;
 pub mod term;
 
 pub use channels::{ChannelScores, ChannelStats, Phase};
@@ -64,4 +65,5 @@ pub use config::{
 };
 pub use decoder::{ReconDecoder, ReconOutput};
 pub use loss::{compose, masked_rec_loss, psnr};
+pub use plugin::Plugin;
 pub use term::{build, var_builder, ReconStep, ReconTerm, PREFIX, RECON_STREAM};

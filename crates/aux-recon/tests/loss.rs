@@ -5,7 +5,7 @@
 mod support;
 
 use candle_core::{DType, Device, Tensor, Var};
-use core_seg::frameworks::Pseudo;
+use core_seg::plugin::Pseudo;
 use core_seg::Result;
 
 use aux_recon::foreground;

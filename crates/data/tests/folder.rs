@@ -96,7 +96,7 @@ fn seeded_labelled_subset_leaves_the_rest_unlabelled_without_masks() {
     assert_eq!(batches.len(), 1);
     let m: Vec<u32> = batches[0].labeled.mask.flatten_all().unwrap().to_vec1().unwrap();
     assert!(m.iter().all(|&v| v < 11 || v == 255), "labels after the remap only");
-    assert_eq!(batches[0].unlabeled.ids.len(), 2);
+    assert_eq!(batches[0].unlabeled_pair().unwrap().0.ids.len(), 2);
 }
 
 #[test]

@@ -43,8 +43,8 @@
 //!
 //! ## Use
 //! ```text
-//! let mut t = Trainer::new(&model_cfg, train_cfg, frameworks::build(&semi), DType::F32, &dev)?;
-//! t.set_framework(|vb| guidedmix::build(&gm_cfg, &model_cfg, vb))?;
+//! let build = |vb| guidedmix::build(&gm_cfg, &model_cfg, vb);
+//! let mut t = Trainer::with_framework(&model_cfg, train_cfg, build, DType::F32, &dev)?;
 //! ```
 
 pub mod config;
@@ -52,7 +52,9 @@ pub mod framework;
 pub mod loss;
 pub mod mitrans;
 pub mod pairing;
+pub mod plugin;
 
 pub use config::{CeReduction, Direction, GuidedMixConfig, MixSpace, Pairing, UnsupLoss};
 pub use framework::{build, mix_head_prefix, Forced, GuidedMix, MixParts, MixStep};
 pub use mitrans::{MITrans, NonLocal2d};
+pub use plugin::Plugin;

@@ -10,7 +10,7 @@
 //! It is numerically the same function as the composite [`crate::tv::tv_loss`] (checked to 1e-12 in f64, and its
 //! gradient against f64 finite differences). Accumulation is in f64 for f32 inputs too.
 //!
-//! With the `cuda` feature the same op runs on CUDA tensors (f32, f64, bf16) through core-seg's `tv.cu`
+//! With the `cuda` feature the same op runs on CUDA tensors (f32, f64, bf16) through `cuda/tv.cu`
 //! kernels ([`fused_cuda`]): softmax into an f64 buffer, deterministic block reductions, a per-pixel backward.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};

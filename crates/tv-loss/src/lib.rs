@@ -55,6 +55,7 @@ pub mod contrast;
 pub mod curvilinear;
 pub mod fused;
 pub mod mrf;
+pub mod plugin;
 pub mod term;
 pub mod tv;
 
@@ -62,5 +63,6 @@ pub use config::{ApplyTo, CurvilinearConfig, TvAt, TvConfig, TvKernel, TvNormali
 pub use contrast::{contrast_weights, PairWeights};
 pub use fused::tv_loss_fused;
 pub use mrf::{mrf_labels, mrf_smooth, rgb_from_normalized, select_beta, MrfConfig, MrfSolver};
+pub use plugin::Plugin;
 pub use term::{build, class_histogram, TvTerm};
 pub use tv::{tv_loss, tv_loss_weighted, tv_of_probs, tv_of_probs_weighted};

@@ -1,8 +1,8 @@
-//! The one training loop. Frameworks ([`Framework`]) supply the step's losses; the loop owns the model,
-//! the optimiser and its schedule, evaluation, checkpoints and resume.
+//! The one training loop. Frameworks ([`Framework`]) supply the step's losses and auxiliary terms
+//! ([`AuxTerm`]) add to them; the loop owns the model, the optimiser and its schedule, evaluation, checkpoints and
+//! resume.
 
 pub mod checkpoint;
-pub mod framework;
 
 use std::path::{Path, PathBuf};
 
@@ -10,14 +10,13 @@ use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState};
-pub use framework::{Criterion, Framework, StepCtx, StepLosses, Supervised};
 
 use crate::batch::BatchSource;
 use crate::eval::EvalReport;
-use crate::frameworks::AuxTerm;
 use crate::model::{weights, DeepLabConfig, DeepLabV3Plus};
 use crate::nn::ParamStore;
 use crate::optim::{backbone_head_groups, poly_lr_floor, OptimConfig, Optimizer};
+use crate::plugin::{AuxTerm, Framework, StepCtx};
 use crate::rng::SegRng;
 use crate::{Error, Result};
 
@@ -122,11 +121,24 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A freshly initialised model (weights drawn from the seed).
+    /// A freshly initialised model (weights drawn from the seed) trained by `framework`.
     pub fn new(
         model_cfg: &DeepLabConfig,
         cfg: TrainConfig,
         framework: Box<dyn Framework>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::with_framework(model_cfg, cfg, |_| Ok(framework), dtype, device)
+    }
+
+    /// As [`Trainer::new`], with the framework built by `build` from a `VarBuilder` on the model's store (after
+    /// the model's weights are drawn), for frameworks with parameters of their own (e.g. GuidedMix's mixed head):
+    /// they are trained (at the head lr) and checkpointed like the model's.
+    pub fn with_framework(
+        model_cfg: &DeepLabConfig,
+        cfg: TrainConfig,
+        build: impl FnOnce(candle_nn::VarBuilder<'static>) -> Result<Box<dyn Framework>>,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
@@ -138,6 +150,7 @@ impl Trainer {
         }
         let store = ParamStore::new(cfg.seed);
         let model = DeepLabV3Plus::new(model_cfg, store.var_builder(dtype, device))?;
+        let framework = build(store.var_builder(dtype, device))?;
         let groups = backbone_head_groups(&store.named_vars(), cfg.lr_multi);
         let opt = Optimizer::new(cfg.optim, groups, cfg.lr);
         // Data parallel: every rank initialises the same weights (same seed) but draws its own dropout and
@@ -169,18 +182,6 @@ impl Trainer {
     ) -> Result<()> {
         let term = build(self.model_var_builder()?)?;
         self.aux.push(term);
-        self.opt.groups = backbone_head_groups(&self.store.named_vars(), self.cfg.lr_multi);
-        Ok(())
-    }
-
-    /// Replaces the framework by one built with a `VarBuilder` on the model's store, for frameworks with
-    /// parameters of their own (e.g. GuidedMix's mixed head): they are trained (at the head lr) and
-    /// checkpointed like the model's. Call before [`Trainer::resume_from`].
-    pub fn set_framework(
-        &mut self,
-        build: impl FnOnce(candle_nn::VarBuilder<'static>) -> Result<Box<dyn Framework>>,
-    ) -> Result<()> {
-        self.framework = build(self.model_var_builder()?)?;
         self.opt.groups = backbone_head_groups(&self.store.named_vars(), self.cfg.lr_multi);
         Ok(())
     }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use data::DatasetKind;
 
 use crate::config::RunConfig;
-use crate::diagnose::{recon_channels, ReconChannelsArgs};
+use crate::diagnose::{recon_channels, ReconChannelsOptions};
 
 /// Mean over classes of the best channel IoU, for the trained decoder, its random-init control and the
 /// segmentation decoder's `fuse` features, on one seed's checkpoint.
@@ -22,8 +22,9 @@ pub struct ChannelSummary {
 }
 
 /// Whether `cfg` trains the reconstruction branch on a dataset the diagnostic runs on here.
-pub fn wants_recon_channels(cfg: &RunConfig) -> bool {
-    cfg.data.dataset == DatasetKind::Synthetic && cfg.recon.as_ref().is_some_and(|r| r.enabled)
+pub fn wants_recon_channels(cfg: &RunConfig) -> anyhow::Result<bool> {
+    let enabled = cfg.section::<aux_recon::ReconConfig>("recon")?.is_some_and(|r| r.enabled);
+    Ok(cfg.data.dataset == DatasetKind::Synthetic && enabled)
 }
 
 /// Runs (or with `resume`, reuses) the diagnostic of `run_dir/best.safetensors` into `run_dir/diagnose`.
@@ -37,7 +38,7 @@ pub fn recon_channel_summary(
     let out = run_dir.join("diagnose");
     let scores = out.join("scores.json");
     if !(resume && scores.exists()) {
-        recon_channels(ReconChannelsArgs {
+        recon_channels(ReconChannelsOptions {
             checkpoint: run_dir.join("best.safetensors"),
             config: None,
             data_root: data_root.cloned(),
