@@ -1,4 +1,4 @@
-//! `MimTerm`: the three S4MIM components as one [`AuxTerm`] on any semi-supervised framework (`mim.md` §7–8).
+//! `MimTerm`: the three S4MIM components as one [`AuxTerm`] on any semi-supervised framework (`docs/aux-mim.md`).
 
 use candle_core::{DType, Tensor, Var};
 use candle_nn::VarBuilder;

@@ -1,4 +1,4 @@
-//! MIM in semantic space (mim.md §13.7) and hand-computed values.
+//! MIM in semantic space and hand-computed values.
 
 mod support;
 use core_seg::testing as toy;

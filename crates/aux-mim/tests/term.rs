@@ -1,5 +1,5 @@
 //! `MimTerm` on the training loop: smoke runs of every ablation row, determinism, logging, zero-weight identity
-//! with plain UniMatch, BN handling, configuration parsing (mim.md §9, §11, §13.9–10).
+//! with plain UniMatch, BN handling, configuration parsing.
 
 mod support;
 use core_seg::testing as toy;
@@ -97,7 +97,7 @@ fn three_steps_unimatch_and_fixmatch_with_mim_are_deterministic() -> Result<()> 
     Ok(())
 }
 
-/// §13.9: all MIM weights 0 with all components on: trainable parameters and BN running statistics
+/// all MIM weights 0 with all components on: trainable parameters and BN running statistics
 /// bit-identical to plain UniMatch after 3 steps (`bn = train_no_update`, sem off); with S1 on (its forward
 /// updates running statistics, read by the eval-mode mix prediction) the parameters are identical when the
 /// mix prediction uses batch statistics.
@@ -123,7 +123,7 @@ fn zero_weights_reproduce_plain_unimatch() -> Result<()> {
     Ok(())
 }
 
-/// §13.10 on the toy data: 3 steps of every ablation row (§9) and of every alternative key value; all finite,
+/// On the toy data: 3 steps of every ablation row and of every alternative key value; all finite,
 /// each row logs exactly its terms.
 #[test]
 fn every_ablation_row_runs() -> Result<()> {
@@ -262,7 +262,7 @@ fn class_wise_forward_restores_bn_statistics() -> Result<()> {
     Ok(())
 }
 
-/// TOML: defaults are the spec's; sub-tables parse; unknown keys are rejected; invalid values are refused.
+/// TOML: the documented defaults; sub-tables parse; unknown keys are rejected; invalid values are refused.
 #[test]
 fn config_parses_with_spec_defaults() -> Result<()> {
     let d = MimConfig::default();
@@ -312,7 +312,7 @@ fn config_parses_with_spec_defaults() -> Result<()> {
     Ok(())
 }
 
-/// §13.10 at the synthetic recipe's size: the synthetic model (R-18, width 16, OS 8, 6 classes) on 64² crops,
+/// At the synthetic recipe's size: the synthetic model (R-18, width 16, OS 8, 6 classes) on 64² crops,
 /// full S4MIM with P = 16, 3 steps of UniMatch: finite, all three terms > 0 after the warm-up iteration.
 #[test]
 fn full_s4mim_on_the_synthetic_model_at_64px() -> Result<()> {

@@ -1,4 +1,4 @@
-//! The detached foreground probability `m [N,H,W]` of the disentangled modes (`recon.md` §5).
+//! The detached foreground probability `m [N,H,W]` of the disentangled modes (`docs/aux-recon.md`).
 //!
 //! ```text
 //! soft(p)        = Σ_{c∈fg} P_c(p),          P = softmax(sg(z)) of the train-mode prediction

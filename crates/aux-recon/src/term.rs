@@ -1,4 +1,4 @@
-//! `ReconTerm`: the reconstruction branch as an [`AuxTerm`] on any framework (`recon.md` §4–6, §8).
+//! `ReconTerm`: the reconstruction branch as an [`AuxTerm`] on any framework (`docs/aux-recon.md`).
 
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;

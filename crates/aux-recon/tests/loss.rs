@@ -1,4 +1,4 @@
-//! The loss (recon.md §12.3, §12.6): 0 when `x̂ = x`; with `x̂ = 0`, `x = 1` on valid pixels and arbitrary values on
+//! The loss: 0 when `x̂ = x`; with `x̂ = 0`, `x = 1` on valid pixels and arbitrary values on
 //! padded ones, MSE = L1 = 1; padded pixels change nothing and get no gradient; the target gets no gradient;
 //! `fgbg` and `fgonly` invariants with a hard foreground map; the foreground map itself.
 

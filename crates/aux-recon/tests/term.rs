@@ -1,4 +1,4 @@
-//! `ReconTerm` on the training loop (recon.md §12.7, §12.9): 3 steps of every base framework with the branch on
+//! `ReconTerm` on the training loop: 3 steps of every base framework with the branch on
 //! in every mode (finite losses, `loss_recon` and `recon_psnr` logged); `recon.weight = 0` leaves the
 //! segmentation model bit-identical to a run without the branch; determinism; the options that change which
 //! views are reconstructed; configuration errors that name the key.
@@ -88,7 +88,7 @@ fn three_steps_of_every_base_in_every_mode() -> Result<()> {
     Ok(())
 }
 
-/// §12.7: `recon.weight = 0` with the branch on: every segmentation variable (parameters and BN statistics) and
+/// `recon.weight = 0` with the branch on: every segmentation variable (parameters and BN statistics) and
 /// every loss bit-identical to a run without the branch after 3 steps; R itself still changes (its BN statistics).
 #[test]
 fn zero_weight_leaves_the_segmentation_model_bit_identical() -> Result<()> {

@@ -1,4 +1,4 @@
-//! UniMatch / FixMatch / mean-teacher pieces on tiny hand-computed tensors (unimatch.md §10.5–6, 14, 15).
+//! UniMatch / FixMatch / mean-teacher pieces on tiny hand-computed tensors.
 
 use core_seg::testing as toy;
 

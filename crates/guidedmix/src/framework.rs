@@ -1,5 +1,5 @@
 //! The GuidedMix step as a [`Framework`]: one backbone pass on `cat(x_l, x_u)`, the main head on each half,
-//! the mixed head on the mixture, the decoupled logits and the losses (`guidedmix.md` §3, §7).
+//! the mixed head on the mixture, the decoupled logits and the losses (`docs/guidedmix.md`).
 //!
 //! One difference from the code, in BN bookkeeping only: the code re-runs the main `image_pool` to build
 //! `A_l` and `A_u` (same values, a second running-statistics update of that BN per half); here `A` is the

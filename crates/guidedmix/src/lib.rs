@@ -3,7 +3,7 @@
 //! Tu, Huang, Zheng, He, Cao, Shao, "GuidedMix-Net: Semi-Supervised Semantic Segmentation by Using Labeled
 //! Images as Reference", AAAI 2022 (arXiv 2112.14015); extended version arXiv 2106.15064. The papers' full
 //! texts are not available to this project; the official code (`yh-pengtu/GuidedMix-Net`, an mmsegmentation
-//! 0.27 fork) is the precise specification and differs from the papers (`shared/specs/guidedmix.md` §6).
+//! 0.27 fork) is the precise specification and differs from the papers (`docs/guidedmix.md` lists how).
 //! The default of every key of [`GuidedMixConfig`] is the code ("GM-code"); the papers' readings are switches.
 //!
 //! ## Network

@@ -1,5 +1,5 @@
-//! The GuidedMix step on the tiny DeepLabV3 (ResNetV1c, OS 8) and DeepLabV3+ models (guidedmix.md §10.4,
-//! §10.5, §10.13, §10.14), and short training runs on the toy data.
+//! The GuidedMix step on the tiny DeepLabV3 (ResNetV1c, OS 8) and DeepLabV3+ models, and short training runs on
+//! the toy data.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! The run configuration: one TOML file, every hyper-parameter with the spec's default, unknown keys rejected.
+//! The run configuration: one TOML file, every hyper-parameter with its documented default, unknown keys rejected.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -293,7 +293,7 @@ mod tests {
         }
     }
 
-    /// GuidedMix's official schedule (guidedmix.md §4) and network (§2) in the VOC / Cityscapes configs.
+    /// GuidedMix's official schedule and network (`yh-pengtu/GuidedMix-Net` configs) in the VOC / Cityscapes configs.
     #[test]
     fn guidedmix_configs_have_the_official_schedule() -> anyhow::Result<()> {
         use core_seg::model::{Depth, HeadKind, Stem};

@@ -1,6 +1,6 @@
-//! The reconstruction channel diagnostic (`cargo xtask diagnose recon-channels`): do the reconstruction decoder's channels align with semantic classes
-//! (recon.md §7)? Scores every channel of an intermediate layer of R (default `u2`) against every class's
-//! ground-truth mask on the validation set — IoU after thresholding at the channel's 0.995 quantile, and the
+//! The reconstruction channel diagnostic (`cargo xtask diagnose recon-channels`): do the reconstruction decoder's
+//! channels align with semantic classes (`docs/aux-recon.md`)? Scores every channel of an intermediate layer of R
+//! (default `u2`) against every class's ground-truth mask on the validation set — IoU after thresholding at the channel's 0.995 quantile, and the
 //! point-biserial correlation — for the trained decoder and two controls: the same decoder at its random
 //! initialisation (R's own stream of the run seed: exactly the weights the run started from) and the segmentation
 //! decoder's `fuse` map. Prints the summaries and the top channels per class, writes `scores.json`, and renders

@@ -1,7 +1,7 @@
 //! `cargo xtask pretrain-synthetic`: the shipped encoder for the synthetic recipes.
 //!
 //! The paper recipes start from ImageNet weights; a from-scratch CPU model trained for minutes is too weak a
-//! teacher for FixMatch/UniMatch (shared/specs/synthetic-notes.md). The synthetic recipes therefore start
+//! teacher for FixMatch/UniMatch (`docs/data.md`). The synthetic recipes therefore start
 //! from an encoder pretrained once on a **pretext task that shares no images with the benchmark**: supervised
 //! segmentation of a disjoint synthetic set (its own seed, `PRETEXT_SEED`), all labels. Only `backbone.*`
 //! is kept, as with ImageNet weights; the decoder starts fresh in every run.

@@ -29,7 +29,8 @@ use crate::{eval, methods};
 pub struct TrainOptions {
     /// Run directory (checkpoints, metrics.csv, TensorBoard events).
     pub out: PathBuf,
-    /// Continue from `out/latest.safetensors`.
+    /// Continue from `out/latest.safetensors` (`out/previous.safetensors`, with a warning, when latest is
+    /// unreadable).
     pub resume: bool,
     /// Dataset root (else the config's, else `$SEMISEG_DATA`).
     pub data_root: Option<PathBuf>,
@@ -104,7 +105,8 @@ impl Runner {
         self
     }
 
-    /// Continue from `out/latest.safetensors` when it exists.
+    /// Continue from `out/latest.safetensors` when it exists (`out/previous.safetensors`, with a warning, when
+    /// latest is unreadable).
     pub fn resume(mut self, resume: bool) -> Self {
         self.opts.resume = resume;
         self
@@ -177,10 +179,11 @@ impl Runner {
             let r = weights::load_safetensors(&t.store, p, false)?;
             tracing::info!(loaded = r.loaded.len(), missing = r.missing.len(), unexpected = ?r.unexpected, "pretrained {}", p.display());
         }
-        let latest = a.out.join("latest.safetensors");
-        if a.resume && latest.exists() {
-            t.resume_from(&latest)?;
-            tracing::info!(iter = t.iter, "resumed from {}", latest.display());
+        if a.resume {
+            // Falls back to `previous.safetensors` (with a warning) when `latest` is unreadable.
+            if let Some(r) = t.resume_latest(&a.out)? {
+                tracing::info!(iter = r.iter, "resumed from {}", r.path.display());
+            }
         }
         // Data parallel: only rank 0 writes the run directory; the other ranks log into a scratch directory.
         let log_dir = if primary {

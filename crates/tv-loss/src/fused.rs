@@ -1,5 +1,5 @@
 //! Fused CPU kernel for variant A: softmax → forward differences → Charbonnier/L1 → weighted reduction in one
-//! pass per image, with a hand-written backward (spec §3):
+//! pass per image, with a hand-written backward:
 //!
 //! ```text
 //! TV      = Σ_{n,k,i,j} vx·ρ_ε(DxP) + vy·ρ_ε(DyP)  / Z

@@ -2,7 +2,7 @@
 //!
 //! Javanmardi, Sajjadi, Liu, Tasdizen, "Unsupervised Total Variation Loss for Semi-supervised Deep Learning of
 //! Semantic Segmentation", arXiv 1605.01368. Only the abstract is known; every choice below that the abstract
-//! does not fix is a config key whose default is this project's [design] choice (`shared/specs/tv-loss.md`).
+//! does not fix is a config key whose default is this project's [design] choice (`docs/tv-loss.md`).
 //!
 //! ## Method
 //!

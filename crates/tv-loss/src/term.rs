@@ -126,7 +126,7 @@ impl AuxTerm for TvTerm {
 }
 
 /// Fraction of valid pixels predicted as each class (`argmax_K z`) — a too large λ collapses P to a constant map,
-/// visible here as one class near 1 (spec §4: log it). `valid [N,H,W]` or `None`.
+/// visible here as one class near 1 (hence logged). `valid [N,H,W]` or `None`.
 pub fn class_histogram(logits: &Tensor, valid: Option<&Tensor>) -> Result<Vec<f64>> {
     let (n, k, h, w) = logits.dims4()?;
     let pred: Vec<u32> = logits.argmax(1)?.flatten_all()?.to_vec1()?;

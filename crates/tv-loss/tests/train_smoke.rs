@@ -1,5 +1,5 @@
 //! TV as a plug-in term in the one training loop: supervised with sparse pixel labels, UniMatch and FixMatch
-//! (weak view, all views, decoder resolution), λ = 0 bit-identity (§13.6) and warm-up.
+//! (weak view, all views, decoder resolution), λ = 0 bit-identity and warm-up.
 
 mod toy;
 
@@ -60,7 +60,7 @@ fn supervised_plus_tv_three_steps_on_sparse_labels() -> Result<()> {
     Ok(())
 }
 
-/// §13.6: `tv.weight = 0` gives a trajectory bit-identical to the plain supervised run; a positive weight
+/// `tv.weight = 0` gives a trajectory bit-identical to the plain supervised run; a positive weight
 /// changes it.
 #[test]
 fn zero_weight_is_bit_identical_to_plain_supervised() -> Result<()> {
@@ -135,7 +135,7 @@ fn decoder_logits_reproduce_the_model_output() -> Result<()> {
     Ok(())
 }
 
-/// §13.8 on the toy data: with sparse masks the supervised CE is the mean over the labelled pixels only, and at
+/// On the toy data: with sparse masks the supervised CE is the mean over the labelled pixels only, and at
 /// r = 100% it equals the dense CE. The class histogram of a prediction sums to 1 over valid pixels.
 #[test]
 fn sparse_ce_is_the_labelled_pixel_mean_and_histogram_sums_to_one() -> Result<()> {

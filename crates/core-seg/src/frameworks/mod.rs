@@ -85,7 +85,8 @@ pub enum FpOn {
     None,
 }
 
-/// Framework hyper-parameters (unimatch.md §7; defaults = VOC config).
+/// Framework hyper-parameters (defaults = UniMatch's VOC config, `LiheYoung/UniMatch` `configs/pascal.yaml`;
+/// `docs/frameworks.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SemiConfig {

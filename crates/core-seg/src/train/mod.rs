@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
-pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState};
+pub use checkpoint::{load_checkpoint, load_resumable, save_checkpoint, Checkpoint, Resumable, TrainState};
 
 use crate::batch::BatchSource;
 use crate::eval::EvalReport;
@@ -97,6 +97,9 @@ pub struct StepRecord {
 pub trait Observer {
     fn on_step(&mut self, _rec: &StepRecord, _total: usize) {}
     fn on_eval(&mut self, _iter: usize, _report: &EvalReport) {}
+    /// Called before the checkpoint after iteration `iter` is written: flush logs, so that a run killed
+    /// later and resumed from this checkpoint finds every logged iteration up to `iter` on disk.
+    fn on_checkpoint(&mut self, _iter: usize) {}
 }
 
 /// Does nothing.
@@ -118,6 +121,18 @@ pub struct Trainer {
     pub out_dir: Option<PathBuf>,
     /// The full run configuration, stored in checkpoints.
     pub run_config: serde_json::Value,
+    /// `out_dir/latest.safetensors` is unreadable (a resume fell back to `previous`): the next save replaces
+    /// it instead of rotating it into `previous`.
+    latest_is_bad: bool,
+}
+
+/// Where [`Trainer::resume_latest`] resumed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resumed {
+    pub path: PathBuf,
+    pub iter: usize,
+    /// Set when `latest.safetensors` was missing or unreadable and `previous.safetensors` was used instead.
+    pub warning: Option<String>,
 }
 
 impl Trainer {
@@ -171,6 +186,7 @@ impl Trainer {
             best: None,
             out_dir: None,
             run_config: serde_json::Value::Null,
+            latest_is_bad: false,
         })
     }
 
@@ -273,12 +289,14 @@ impl Trainer {
                 if improved {
                     self.best = Some((report.miou, self.iter));
                 }
+                observer.on_checkpoint(self.iter);
                 self.save_latest()?;
                 if improved {
                     self.save_named("best.safetensors")?;
                 }
                 last = Some(report);
             } else if self.cfg.checkpoint_every > 0 && self.iter % self.cfg.checkpoint_every == 0 {
+                observer.on_checkpoint(self.iter);
                 self.save_latest()?;
             }
         }
@@ -303,21 +321,57 @@ impl Trainer {
         self.save_checkpoint(&dir.join(name))
     }
 
-    /// Writes `latest.safetensors` in `out_dir` (no-op without one).
-    pub fn save_latest(&self) -> Result<()> {
-        self.save_named("latest.safetensors")
+    /// Writes `latest.safetensors` in `out_dir`, keeping the one it replaces as `previous.safetensors`
+    /// (no-op without `out_dir`).
+    pub fn save_latest(&mut self) -> Result<()> {
+        let Some(dir) = &self.out_dir else {
+            return Ok(());
+        };
+        let model = self.model_tensors();
+        let (framework, state) = (self.framework.state_tensors(), self.state());
+        let parts =
+            checkpoint::CheckpointParts { model: &model, optim: &self.opt.state, framework: &framework, state: &state };
+        checkpoint::save_rotating(dir, &parts, !self.latest_is_bad)?;
+        self.latest_is_bad = false;
+        Ok(())
     }
 
     /// Writes a full checkpoint to `path`.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        let model: Vec<_> = self.store.named_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
-        save_checkpoint(path, &model, &self.opt.state, &self.framework.state_tensors(), &self.state())
+        save_checkpoint(path, &self.model_tensors(), &self.opt.state, &self.framework.state_tensors(), &self.state())
+    }
+
+    fn model_tensors(&self) -> Vec<(String, candle_core::Tensor)> {
+        self.store.named_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect()
+    }
+
+    fn device(&self) -> Device {
+        self.store.named_vars().first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu)
+    }
+
+    /// Resumes from the run directory `dir`: `latest.safetensors`, or `previous.safetensors` when `latest` is
+    /// missing, truncated or corrupt (logged as a warning and returned in [`Resumed::warning`]). `None` when
+    /// `dir` holds no checkpoint.
+    pub fn resume_latest(&mut self, dir: &Path) -> Result<Option<Resumed>> {
+        let Some(r) = load_resumable(dir, &self.device())? else {
+            return Ok(None);
+        };
+        if let Some(w) = &r.warning {
+            tracing::warn!("{w}");
+        }
+        self.latest_is_bad = r.warning.is_some();
+        let iter = r.checkpoint.state.iter;
+        self.apply_checkpoint(r.checkpoint, &r.path)?;
+        Ok(Some(Resumed { path: r.path, iter, warning: r.warning }))
     }
 
     /// Restores model, optimiser, RNG and counters from a checkpoint.
     pub fn resume_from(&mut self, path: &Path) -> Result<()> {
-        let device = self.store.named_vars().first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
-        let ck = load_checkpoint(path, &device)?;
+        let ck = load_checkpoint(path, &self.device())?;
+        self.apply_checkpoint(ck, path)
+    }
+
+    fn apply_checkpoint(&mut self, ck: Checkpoint, path: &Path) -> Result<()> {
         weights::load_tensors(&self.store, &ck.model, true).map_err(|e| Error::file(path, e.to_string()))?;
         let dtypes: std::collections::HashMap<String, DType> =
             self.store.named_vars().into_iter().map(|(n, v)| (n, v.dtype())).collect();

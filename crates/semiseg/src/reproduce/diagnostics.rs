@@ -1,4 +1,4 @@
-//! Diagnostics a recipe's report carries beside its table: the reconstruction channel diagnostic (recon.md §7,
+//! Diagnostics a recipe's report carries beside its table: the reconstruction channel diagnostic (`docs/aux-recon.md`,
 //! `cargo xtask diagnose recon-channels`) on the best checkpoint of every seed of every row that trains the
 //! reconstruction branch (synthetic recipes; on VOC/Cityscapes run the command yourself — it is CPU-only).
 
@@ -65,7 +65,7 @@ pub fn recon_channels_section(summaries: &[ChannelSummary], quantile: Option<f64
     if summaries.is_empty() {
         return String::new();
     }
-    let mut s = String::from("\n## Reconstruction channel diagnostic (recon.md §7)\n\n");
+    let mut s = String::from("\n## Reconstruction channel diagnostic\n\n");
     let q = quantile.map(|q| format!(" at activation quantile {q}")).unwrap_or_default();
     let _ = writeln!(
         s,

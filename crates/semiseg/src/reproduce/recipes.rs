@@ -84,7 +84,7 @@ fn paper_mim_rows() -> Vec<RowSpec> {
     vec![row("unimatch", MIM_OFF), row("unimatch+s4mim", "")]
 }
 
-/// S4MIM ablation rows (mim.md §9).
+/// S4MIM ablation rows (`docs/aux-mim.md`).
 fn mim_rows() -> Vec<RowSpec> {
     vec![
         row("unimatch", MIM_OFF),
@@ -95,7 +95,8 @@ fn mim_rows() -> Vec<RowSpec> {
     ]
 }
 
-/// Reconstruction rows (recon.md §8): for each base, the base alone, + recon (plain), + disentangled recon (fgbg).
+/// Reconstruction rows (`docs/aux-recon.md`): for each base, the base alone, + recon (plain), + disentangled
+/// recon (fgbg).
 macro_rules! recon_rows {
     ($($base:literal),*) => {
         vec![$(
@@ -119,7 +120,7 @@ fn recon_rows() -> Vec<RowSpec> {
 /// The supervised baseline of GuidedMix's own code: same network, batches and BN, `L_uns = 0`.
 const GM_SUPERVISED: &str = "[guidedmix]\nunsup_weight = 0.0\n";
 
-/// GuidedMix rows (guidedmix.md §8): supervised, the official code, and each paper reading on its own.
+/// GuidedMix rows (`docs/guidedmix.md`): supervised, the official code, and each paper reading on its own.
 fn guidedmix_rows() -> Vec<RowSpec> {
     vec![
         row("supervised", GM_SUPERVISED),
@@ -294,7 +295,7 @@ pub fn all() -> Vec<Recipe> {
             rows: paper_mim_rows(),
             seeds: 1,
             reference: &[("unimatch", 75.2)],
-            reference_source: "UniMatch README / unimatch.md §8 (VOC classic 92, R-101; re-run mean 75.0). No verified S4MIM number exists",
+            reference_source: "UniMatch README and logs (VOC classic 92, R-101; re-run mean 75.0). No verified S4MIM number exists",
         },
         Recipe {
             name: "mim-cityscapes",
@@ -306,7 +307,7 @@ pub fn all() -> Vec<Recipe> {
             rows: paper_mim_rows(),
             seeds: 1,
             reference: &[("unimatch", 76.6)],
-            reference_source: "UniMatch README / unimatch.md §8 (Cityscapes 1/16, R-101). No verified S4MIM number exists",
+            reference_source: "UniMatch README (Cityscapes 1/16, R-101). No verified S4MIM number exists",
         },
         Recipe {
             name: "recon-voc",
@@ -318,7 +319,7 @@ pub fn all() -> Vec<Recipe> {
             rows: recon_rows(),
             seeds: 1,
             reference: &[("supervised", 55.3), ("unimatch", 77.2)],
-            reference_source: "UniMatch README / recon.md §9 (VOC classic 183, R-101). No paper number for the \
+            reference_source: "UniMatch README (VOC classic 183, R-101). No paper number for the \
                                reconstruction branch exists",
         },
         Recipe {
@@ -331,7 +332,7 @@ pub fn all() -> Vec<Recipe> {
             rows: recon_rows(),
             seeds: 1,
             reference: &[("supervised", 66.3), ("unimatch", 76.6)],
-            reference_source: "UniMatch README / recon.md §9 (Cityscapes 1/16, R-101). No paper number for the \
+            reference_source: "UniMatch README (Cityscapes 1/16, R-101). No paper number for the \
                                reconstruction branch exists",
         },
         Recipe {
@@ -356,7 +357,7 @@ pub fn all() -> Vec<Recipe> {
             rows: vec![row("supervised", GM_SUPERVISED), row("guidedmix", "")],
             seeds: 1,
             reference: &[],
-            reference_source: "No verified GuidedMix number exists (guidedmix.md §8)",
+            reference_source: "No verified GuidedMix number exists (the papers' tables are not available)",
         },
         Recipe {
             name: "guidedmix-cityscapes",
@@ -368,7 +369,7 @@ pub fn all() -> Vec<Recipe> {
             rows: vec![row("supervised", GM_SUPERVISED), row("guidedmix", "")],
             seeds: 1,
             reference: &[],
-            reference_source: "No verified GuidedMix number exists (guidedmix.md §8)",
+            reference_source: "No verified GuidedMix number exists (the papers' tables are not available)",
         },
         Recipe {
             name: "unimatch-voc",
@@ -383,7 +384,7 @@ pub fn all() -> Vec<Recipe> {
             ],
             seeds: 1,
             reference: &[("supervised", 45.1), ("unimatch", 75.2)],
-            reference_source: "UniMatch README / unimatch.md §8 (VOC classic 92, R-101, crop 321; re-run mean 75.0)",
+            reference_source: "UniMatch README and training logs (VOC classic 92, R-101, crop 321; re-run mean 75.0)",
         },
         Recipe {
             name: "unimatch-cityscapes",
@@ -398,7 +399,7 @@ pub fn all() -> Vec<Recipe> {
             ],
             seeds: 1,
             reference: &[("supervised", 66.3), ("unimatch", 76.6)],
-            reference_source: "UniMatch README / unimatch.md §8 (Cityscapes 1/16, R-101)",
+            reference_source: "UniMatch README (Cityscapes 1/16, R-101)",
         },
     ]
 }
