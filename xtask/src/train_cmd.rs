@@ -102,18 +102,21 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
         tracing::info!(loaded = r.loaded.len(), missing = r.missing.len(), unexpected = ?r.unexpected, "pretrained {}", p.display());
     }
     let latest = a.out.join("latest.safetensors");
-    if a.resume && latest.exists() {
+    let resumed = a.resume && latest.exists();
+    if resumed {
         t.resume_from(&latest)?;
         tracing::info!(iter = t.iter, "resumed from {}", latest.display());
     }
+    // Data parallel: every rank must continue from the same checkpoint (an error naming each rank's view).
+    core_seg::dist::agree_on_resume(&latest, resumed.then_some(t.iter))?;
     // Data parallel: only rank 0 writes the run directory; the other ranks log into a scratch directory.
     let log_dir = if primary {
         a.out.clone()
     } else {
         std::env::temp_dir().join(format!("semiseg-rank{}-{}", core_seg::dist::rank(), std::process::id()))
     };
-    std::fs::create_dir_all(&a.out)?;
     if primary {
+        std::fs::create_dir_all(&a.out)?;
         std::fs::write(a.out.join("config.toml"), toml::to_string(&cfg)?)?;
     }
     let mut obs = RunObserver::new(&log_dir, iters, t.iter, class_names.clone(), a.quiet || !primary)?;
@@ -167,7 +170,7 @@ pub(crate) fn add_method_terms(t: &mut Trainer, cfg: &RunConfig, steps_per_epoch
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let cfg = RunConfig::load(&a.config)?;
     if let Some(n) = a.gpus {
-        return crate::gpus::launch(n, &a.out);
+        return crate::gpus::launch(n);
     }
     let r = run_training(&cfg, &a)?;
     if !core_seg::dist::is_primary() {

@@ -109,7 +109,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
         bail!("unknown recipe `{}`; recipes: {}", a.recipe, names.join(", "));
     };
     if let Some(n) = a.gpus {
-        return crate::gpus::launch(n, &a.out);
+        return crate::gpus::launch(n);
     }
     // Data parallel: every rank trains every run; only rank 0 records, predicts and reports.
     let primary = core_seg::dist::is_primary() && core_seg::dist::DistEnv::from_env()?.is_none_or(|e| e.rank == 0);
