@@ -1,6 +1,6 @@
-//! The reconstruction channel diagnostic (`cargo xtask diagnose recon-channels`): do the reconstruction decoder's channels align with semantic classes
-//! (recon.md §7)? Scores every channel of an intermediate layer of R (default `u2`) against every class's
-//! ground-truth mask on the validation set — IoU after thresholding at the channel's 0.995 quantile, and the
+//! The reconstruction channel diagnostic (`cargo xtask diagnose recon-channels`): do the reconstruction decoder's
+//! channels align with semantic classes (`docs/aux-recon.md`)? Scores every channel of an intermediate layer of R
+//! (default `u2`) against every class's ground-truth mask on the validation set — IoU after thresholding at the channel's 0.995 quantile, and the
 //! point-biserial correlation — for the trained decoder and two controls: the same decoder at its random
 //! initialisation (R's own stream of the run seed: exactly the weights the run started from) and the segmentation
 //! decoder's `fuse` map. Prints the summaries and the top channels per class, writes `scores.json`, and renders
@@ -80,8 +80,8 @@ impl Nets {
 }
 
 fn load(a: &ReconChannelsOptions, device: &Device) -> anyhow::Result<(RunConfig, Nets)> {
-    let cfg = crate::train::config_of(a.config.as_deref(), &a.checkpoint, device)?;
-    let mut rc = cfg.recon.clone().unwrap_or_default();
+    let cfg = crate::eval::config_of(a.config.as_deref(), &a.checkpoint, device)?;
+    let mut rc: aux_recon::ReconConfig = cfg.section("recon")?.unwrap_or_default();
     if let Some(l) = &a.layer {
         rc.diagnose.layer = l.clone();
     }
@@ -123,7 +123,7 @@ pub fn random_init_decoder(
 pub fn recon_channels(a: ReconChannelsOptions) -> anyhow::Result<()> {
     let device = Device::Cpu;
     let (cfg, nets) = load(&a, &device)?;
-    let rc = cfg.recon.clone().unwrap_or_default();
+    let rc: aux_recon::ReconConfig = cfg.section("recon")?.unwrap_or_default();
     let layer_name = a.layer.clone().unwrap_or(rc.diagnose.layer.clone());
     let quantile = a.quantile.unwrap_or(rc.diagnose.quantile);
     let val = crate::datasets::build(&cfg, a.data_root.as_ref(), false)?.val;
@@ -234,10 +234,10 @@ mod tests {
         cfg.model = core_seg::testing::tiny_model(3);
         cfg.train.seed = 17;
         let t_cfg = core_seg::train::TrainConfig { iters: 1, ..cfg.train.clone() };
-        let fw = core_seg::frameworks::build(&cfg.semi);
+        let fw = core_seg::frameworks::build(&cfg.semi)?;
         let mut t = core_seg::train::Trainer::new(&cfg.model, t_cfg, fw, DType::F32, &Device::Cpu)?;
-        crate::train::add_method_terms(&mut t, &cfg, 1)?;
-        let g = cfg.recon.clone().unwrap_or_default().geometry(&cfg.model)?;
+        crate::methods::add_terms(&cfg.context(Some(1)), &mut t)?;
+        let g = cfg.section::<aux_recon::ReconConfig>("recon")?.unwrap_or_default().geometry(&cfg.model)?;
         let (_, store) = random_init_decoder(&g, 17, &Device::Cpu)?;
         let values = |s: &ParamStore| -> anyhow::Result<Vec<(String, Vec<f32>)>> {
             let mut v = Vec::new();

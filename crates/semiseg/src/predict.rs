@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use core_seg::nn::Mode;
 
 use crate::config::RunConfig;
-use crate::train::load_model;
+use crate::eval::load_model;
 
 /// Writes `<stem>_mask.png` (dataset palette) and `<stem>_overlay.png` into `out` for every input image, with the
 /// model of `cfg` and the weights of `checkpoint`; returns the written files, per input.

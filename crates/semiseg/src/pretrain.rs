@@ -1,7 +1,7 @@
 //! `cargo xtask pretrain-synthetic`: the shipped encoder for the synthetic recipes.
 //!
 //! The paper recipes start from ImageNet weights; a from-scratch CPU model trained for minutes is too weak a
-//! teacher for FixMatch/UniMatch (shared/specs/synthetic-notes.md). The synthetic recipes therefore start
+//! teacher for FixMatch/UniMatch (`docs/data.md`). The synthetic recipes therefore start
 //! from an encoder pretrained once on a **pretext task that shares no images with the benchmark**: supervised
 //! segmentation of a disjoint synthetic set (its own seed, `PRETEXT_SEED`), all labels. Only `backbone.*`
 //! is kept, as with ImageNet weights; the decoder starts fresh in every run.
@@ -13,7 +13,7 @@ use anyhow::Context;
 use candle_core::Tensor;
 
 use crate::config::RunConfig;
-use crate::train::{run_training, TrainOptions};
+use crate::train::{Runner, TrainOptions};
 
 /// Seed of the pretext scenes (the benchmark uses seed 1 for train and another stream for val).
 pub const PRETEXT_SEED: u64 = 7_700_001;
@@ -69,7 +69,7 @@ pub fn run(a: PretrainOptions) -> anyhow::Result<()> {
         skip_bad: false,
         device: "cpu".into(),
     };
-    let r = run_training(&cfg, &args)?;
+    let r = Runner::from_config(cfg.clone())?.options(args).train()?;
     let ck = core_seg::train::load_checkpoint(&run_dir.join("latest.safetensors"), &candle_core::Device::Cpu)?;
     let backbone: HashMap<String, Tensor> = ck.model.into_iter().filter(|(k, _)| k.starts_with("backbone.")).collect();
     core_seg::model::weights::save_tensors_atomic(&backbone, &a.out)?;

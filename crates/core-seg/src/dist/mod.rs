@@ -148,18 +148,19 @@ pub fn agree(what: &str, value: &str) -> Result<()> {
     }
 }
 
-/// Checks that every rank continues the same run from the same checkpoint: `resumed_at` is the iteration this
-/// rank resumed from `checkpoint`, or `None` for a fresh start. Ranks that see different files (a run directory
-/// that is not on a filesystem every rank shares, a stale local copy) get an error naming each rank's view.
-pub fn agree_on_resume(checkpoint: &Path, resumed_at: Option<usize>) -> Result<()> {
+/// Checks that every rank continues the run in `run_dir` from the same checkpoint: `resumed` is the checkpoint
+/// this rank resumed from and its iteration, or `None` for a fresh start. Ranks that see different files (a run
+/// directory that is not on a filesystem every rank shares, a stale local copy, a fallback to the previous
+/// checkpoint on one rank only) get an error naming each rank's view.
+pub fn agree_on_resume(run_dir: &Path, resumed: Option<(&Path, usize)>) -> Result<()> {
     if world_size() == 1 {
         return Ok(());
     }
-    let view = match resumed_at {
-        Some(iter) => format!("iteration {iter} of {}", checkpoint_fingerprint(checkpoint)?),
+    let view = match resumed {
+        Some((checkpoint, iter)) => format!("iteration {iter} of {}", checkpoint_fingerprint(checkpoint)?),
         None => "a fresh start".to_string(),
     };
-    let what = format!("the start of the run with checkpoint {}", checkpoint.display());
+    let what = format!("the start of the run in {}", run_dir.display());
     agree(&what, &view).map_err(|e| match e {
         Error::Dist(DistError::Mismatch { at, msg }) => Error::Dist(DistError::Mismatch {
             at,

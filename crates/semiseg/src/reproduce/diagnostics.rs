@@ -1,4 +1,4 @@
-//! Diagnostics a recipe's report carries beside its table: the reconstruction channel diagnostic (recon.md §7,
+//! Diagnostics a recipe's report carries beside its table: the reconstruction channel diagnostic (`docs/aux-recon.md`,
 //! `cargo xtask diagnose recon-channels`) on the best checkpoint of every seed of every row that trains the
 //! reconstruction branch (synthetic recipes; on VOC/Cityscapes run the command yourself — it is CPU-only).
 
@@ -22,8 +22,9 @@ pub struct ChannelSummary {
 }
 
 /// Whether `cfg` trains the reconstruction branch on a dataset the diagnostic runs on here.
-pub fn wants_recon_channels(cfg: &RunConfig) -> bool {
-    cfg.data.dataset == DatasetKind::Synthetic && cfg.recon.as_ref().is_some_and(|r| r.enabled)
+pub fn wants_recon_channels(cfg: &RunConfig) -> anyhow::Result<bool> {
+    let enabled = cfg.section::<aux_recon::ReconConfig>("recon")?.is_some_and(|r| r.enabled);
+    Ok(cfg.data.dataset == DatasetKind::Synthetic && enabled)
 }
 
 /// Runs (or with `resume`, reuses) the diagnostic of `run_dir/best.safetensors` into `run_dir/diagnose`.
@@ -64,7 +65,7 @@ pub fn recon_channels_section(summaries: &[ChannelSummary], quantile: Option<f64
     if summaries.is_empty() {
         return String::new();
     }
-    let mut s = String::from("\n## Reconstruction channel diagnostic (recon.md §7)\n\n");
+    let mut s = String::from("\n## Reconstruction channel diagnostic\n\n");
     let q = quantile.map(|q| format!(" at activation quantile {q}")).unwrap_or_default();
     let _ = writeln!(
         s,

@@ -4,6 +4,7 @@
 mod diagnostics;
 mod merge;
 pub mod recipes;
+pub mod references;
 pub mod report;
 
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use data::DatasetKind;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
-use crate::train::{run_training, TrainOptions};
+use crate::train::{Runner, TrainOptions};
 pub use report::{check_against, ResultRow, Results};
 
 #[derive(Debug, Clone)]
@@ -103,9 +104,10 @@ pub fn select_rows(recipe: &recipes::Recipe, wanted: Option<&str>) -> anyhow::Re
 
 /// The effective config of one row and seed.
 pub fn row_config(recipe: &recipes::Recipe, row: &recipes::RowSpec, seed: u64) -> anyhow::Result<RunConfig> {
-    let t = merge::merged(recipe.base, &[recipe.budget, row.patch])?;
+    let t = merge::merged(recipe.base, &[row.base.unwrap_or(""), recipe.budget, row.patch])?;
     let mut cfg: RunConfig = t.try_into().with_context(|| format!("recipe {} row {}", recipe.name, row.method))?;
     cfg.train.seed = seed;
+    cfg.validate().with_context(|| format!("recipe {} row {}", recipe.name, row.method))?;
     Ok(cfg)
 }
 
@@ -181,7 +183,7 @@ pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
                         device: a.device.clone(),
                     };
                     let t0 = std::time::Instant::now();
-                    let r = run_training(&cfg, &args)?;
+                    let r = Runner::from_config(cfg)?.options(args).train()?;
                     if !primary {
                         continue;
                     }
@@ -205,7 +207,7 @@ pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
             continue;
         }
         let cfg0 = row_config(&recipe, row, 0)?;
-        if row.mrf_of.is_none() && diagnostics::wants_recon_channels(&cfg0) {
+        if row.mrf_of.is_none() && diagnostics::wants_recon_channels(&cfg0)? {
             for (seed, _) in &runs {
                 let run_dir = dir.join(row.method).join(format!("seed{seed}"));
                 let d = a.data_root.as_ref();
@@ -240,10 +242,16 @@ pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     crate::plots::qualitative_grid(&dir.join("qualitative.png"), &grid.images, &grid.gts, &grid.preds, &grid.palette)?;
     let time = report::Timing { invocation_s: elapsed, runs_s: runs_secs, revisions };
-    let quantile = probe.recon.as_ref().map(|r| r.diagnose.quantile);
-    let sections = [diagnostics::recon_channels_section(&channels, quantile)];
+    let quantile = probe.section::<aux_recon::ReconConfig>("recon")?.map(|r| r.diagnose.quantile);
+    let references =
+        selected.iter().filter_map(|r| r.reference.map(|x| x.resolve(r.method))).collect::<anyhow::Result<Vec<_>>>()?;
+    let beside = references::table(&results, &references);
+    let sections = [references::section(&beside), diagnostics::recon_channels_section(&channels, quantile)];
     report::write(&dir, &recipe, &results, &configs, &curves, &time, &sections)?;
     println!("{}", results.table());
+    if !beside.is_empty() {
+        println!("{}{beside}", references::HEADING);
+    }
     println!("{:.1} min; report: {}", elapsed / 60.0, dir.join("report.md").display());
     if let Some(base) = &a.check {
         let baseline: Results =
@@ -280,7 +288,7 @@ impl Grid {
     fn predict(&mut self, method: &str, cfg: &RunConfig, weights: &std::path::Path) -> anyhow::Result<()> {
         use candle_core::{Device, Tensor};
         let dev = Device::Cpu;
-        let model = crate::train::load_model(cfg, weights, &dev)?;
+        let model = crate::eval::load_model(cfg, weights, &dev)?;
         let mut out = Vec::new();
         for img in &self.images {
             let x = Tensor::from_vec(data::augment::normalize_image(img), (1, 3, img.height, img.width), &dev)?;
@@ -295,9 +303,9 @@ impl Grid {
 /// Evaluates another row's checkpoint with MRF post-processing (β chosen on validation).
 fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&PathBuf>) -> anyhow::Result<RunRecord> {
     let dev = candle_core::Device::Cpu;
-    let model = crate::train::load_model(cfg, weights, &dev)?;
+    let model = crate::eval::load_model(cfg, weights, &dev)?;
     let val = crate::datasets::build(cfg, data_root, false)?.val;
-    let (beta, r) = crate::train::evaluate_mrf_tuned(&model, &val, cfg, None, &dev)?;
+    let (beta, r) = crate::eval::evaluate_mrf_tuned(&model, &val, cfg, None, &dev)?;
     eprintln!("MRF β = {beta}: mIoU {:.2}", r.miou);
     Ok(RunRecord {
         miou: r.miou,
