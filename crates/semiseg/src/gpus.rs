@@ -12,20 +12,21 @@
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
+use crate::{Error, Result};
 use candle_core::Device;
 use core_seg::dist::{self, launch as env, Launch};
 
 static DEVICE: OnceLock<Device> = OnceLock::new();
 
 /// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
-pub fn parse_device(s: &str) -> anyhow::Result<Device> {
+pub fn parse_device(s: &str) -> Result<Device> {
     let s = s.trim();
     let ordinal = match s {
         "cpu" => return Ok(Device::Cpu),
         "cuda" | "gpu" => 0,
         _ => match s.strip_prefix("cuda:") {
-            Some(n) => n.parse().with_context(|| format!("--device {s}: bad GPU index"))?,
+            Some(n) => n.parse().map_err(|_| Error::Invalid(format!("--device {s}: bad GPU index")))?,
             None => bail!("--device {s}: expected cpu, cuda or cuda:N"),
         },
     };
@@ -34,13 +35,18 @@ pub fn parse_device(s: &str) -> anyhow::Result<Device> {
     })
 }
 
+/// The data-parallel launch this process belongs to (torchrun, Slurm or `--gpus`), if any.
+fn launch_env() -> Result<Option<Launch>> {
+    Ok(Launch::from_env().map_err(core_seg::Error::from)?)
+}
+
 /// The device of this process: its local GPU in a data-parallel launch (joining the NCCL group once), else
 /// `arg`.
-pub fn device(arg: &str) -> anyhow::Result<Device> {
+pub fn device(arg: &str) -> Result<Device> {
     if let Some(d) = DEVICE.get() {
         return Ok(d.clone());
     }
-    let dev = match Launch::from_env()? {
+    let dev = match launch_env()? {
         // In a launch `--device` is ignored: each rank trains on its local GPU.
         Some(l) => {
             let dev = parse_device(&format!("cuda:{}", l.device_ordinal))?;
@@ -68,11 +74,11 @@ fn args_without_gpus() -> Vec<String> {
 }
 
 /// Runs this command as `gpus` ranks on this machine and waits for them; an error if any rank fails.
-pub fn launch(gpus: usize) -> anyhow::Result<()> {
+pub fn launch(gpus: usize) -> Result<()> {
     if gpus == 0 {
         bail!("--gpus must be ≥ 1");
     }
-    if let Some(l) = Launch::from_env()? {
+    if let Some(l) = launch_env()? {
         bail!(
             "--gpus inside a launched rank ({:?} launch, rank {} of {}): drop --gpus",
             l.source,
@@ -85,8 +91,11 @@ pub fn launch(gpus: usize) -> anyhow::Result<()> {
     }
     // Rank 0 listens on this port for the others (a free one now; another process could take it in between,
     // which fails rank 0 with an error naming the port).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let exe = std::env::current_exe()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| Error::Process(format!("--gpus: finding a free port on 127.0.0.1: {e}")))?
+        .port();
+    let exe = std::env::current_exe().map_err(|e| Error::Process(format!("--gpus: locating this executable: {e}")))?;
     let args = args_without_gpus();
     let mut children: Vec<(usize, Child)> = Vec::new();
     for rank in 0..gpus {
@@ -113,12 +122,12 @@ pub fn launch(gpus: usize) -> anyhow::Result<()> {
 }
 
 /// Waits for every rank; on the first failure stops the others.
-fn wait_all(children: &mut Vec<(usize, Child)>) -> anyhow::Result<()> {
+fn wait_all(children: &mut Vec<(usize, Child)>) -> Result<()> {
     let mut failed = None;
     while !children.is_empty() {
         let mut i = 0;
         while i < children.len() {
-            match children[i].1.try_wait()? {
+            match children[i].1.try_wait().map_err(|e| Error::Process(format!("--gpus: waiting for a rank: {e}")))? {
                 Some(status) => {
                     let (rank, _) = children.remove(i);
                     if !status.success() && failed.is_none() {
