@@ -1,4 +1,4 @@
-//! `cargo xtask train`, `eval` and `predict`.
+//! Training one run from its config; evaluation (plain and with MRF post-processing); loading models for inference.
 
 use std::path::{Path, PathBuf};
 
@@ -15,37 +15,40 @@ use crate::config::RunConfig;
 use crate::datasets::{self, LoaderSource};
 use crate::runtime::{iou_table, RunObserver};
 
-#[derive(clap::Args)]
-pub struct TrainArgs {
-    /// Run configuration (TOML); see configs/.
-    #[arg(long)]
-    pub config: PathBuf,
+/// How one run is trained, besides its config (what `cargo xtask train` takes on its command line).
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
     /// Run directory (checkpoints, metrics.csv, TensorBoard events).
-    #[arg(long, default_value = "runs/train")]
     pub out: PathBuf,
-    /// Continue from OUT/latest.safetensors.
-    #[arg(long)]
+    /// Continue from `out/latest.safetensors`.
     pub resume: bool,
-    #[arg(long)]
+    /// Dataset root (else the config's, else `$SEMISEG_DATA`).
     pub data_root: Option<PathBuf>,
-    /// Override train.seed.
-    #[arg(long)]
+    /// Override `train.seed`.
     pub seed: Option<u64>,
     /// Override the number of iterations.
-    #[arg(long)]
     pub iters: Option<usize>,
     /// No progress bar.
-    #[arg(long)]
     pub quiet: bool,
     /// Skip (and list) unreadable or invalid samples instead of refusing to start (= `data.skip_bad`).
-    #[arg(long)]
     pub skip_bad: bool,
     /// Training device: cpu, cuda or cuda:N (cuda needs a `--features cuda` build).
-    #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Data-parallel training on N GPUs: N processes, one per GPU, over NCCL (`--features nccl` build).
-    #[arg(long)]
-    pub gpus: Option<usize>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            out: PathBuf::from("runs/train"),
+            resume: false,
+            data_root: None,
+            seed: None,
+            iters: None,
+            quiet: false,
+            skip_bad: false,
+            device: "cpu".into(),
+        }
+    }
 }
 
 /// Result of one finished run.
@@ -69,7 +72,7 @@ pub fn evaluate_model(
 }
 
 /// Trains one run as configured; used by `train` and by `reproduce`.
-pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult> {
+pub fn run_training(cfg: &RunConfig, a: &TrainOptions) -> anyhow::Result<RunResult> {
     let device = crate::gpus::device(&a.device)?;
     let (primary, world) = (core_seg::dist::is_primary(), core_seg::dist::world_size());
     let mut cfg = cfg.clone();
@@ -142,7 +145,7 @@ pub fn run_training(cfg: &RunConfig, a: &TrainArgs) -> anyhow::Result<RunResult>
 }
 
 /// Registers the configured method terms (TV, MIM, reconstruction) on the trainer; they compose with any framework.
-pub(crate) fn add_method_terms(t: &mut Trainer, cfg: &RunConfig, steps_per_epoch: usize) -> anyhow::Result<()> {
+pub fn add_method_terms(t: &mut Trainer, cfg: &RunConfig, steps_per_epoch: usize) -> anyhow::Result<()> {
     if let Some(tv) = cfg.tv.as_ref().filter(|tv| tv.enabled) {
         t.add_aux_term(|_vb| tv_loss::build(tv))?;
     }
@@ -162,37 +165,6 @@ pub(crate) fn add_method_terms(t: &mut Trainer, cfg: &RunConfig, steps_per_epoch
         })?;
     }
     Ok(())
-}
-
-pub fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let cfg = RunConfig::load(&a.config)?;
-    if let Some(n) = a.gpus {
-        return crate::gpus::launch(n, &a.out);
-    }
-    let r = run_training(&cfg, &a)?;
-    if !core_seg::dist::is_primary() {
-        return Ok(());
-    }
-    println!("{}", iou_table(&r.final_report, &r.class_names));
-    println!("best mIoU {:.2} — checkpoints in {}", r.best_miou, a.out.display());
-    Ok(())
-}
-
-#[derive(clap::Args)]
-pub struct EvalArgs {
-    #[arg(long)]
-    config: PathBuf,
-    /// A checkpoint or weights file (full model).
-    #[arg(long)]
-    checkpoint: PathBuf,
-    #[arg(long)]
-    data_root: Option<PathBuf>,
-    /// `mrf`: Potts-MRF smoothing of the predicted probabilities (the TV paper's baseline; config `[mrf]`).
-    /// Without `--mrf-beta`, β is chosen from `mrf.beta_grid` by validation mIoU.
-    #[arg(long, value_parser = ["none", "mrf"], default_value = "none")]
-    postprocess: String,
-    #[arg(long)]
-    mrf_beta: Option<f64>,
 }
 
 /// Validation mIoU with MRF post-processing of the probabilities.
@@ -272,36 +244,7 @@ pub fn load_model(cfg: &RunConfig, weights_path: &Path, device: &Device) -> anyh
     Ok(model)
 }
 
-pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
-    let cfg = RunConfig::load(&a.config)?;
-    let device = Device::Cpu;
-    let model = load_model(&cfg, &a.checkpoint, &device)?;
-    let d = datasets::build(&cfg, a.data_root.as_ref(), false)?;
-    let r = if a.postprocess == "mrf" {
-        let (beta, r) = evaluate_mrf_tuned(&model, &d.val, &cfg, a.mrf_beta, &device)?;
-        println!("MRF post-processing, β = {beta}");
-        r
-    } else {
-        evaluate_model(&model, &d.val, &cfg, &device)?
-    };
-    println!("{}", iou_table(&r, &d.val.class_names()));
-    Ok(())
-}
-
-#[derive(clap::Args)]
-pub struct PredictArgs {
-    /// A checkpoint written by `train` (its stored config gives the model), or weights with --config.
-    #[arg(long)]
-    checkpoint: PathBuf,
-    #[arg(long)]
-    config: Option<PathBuf>,
-    #[arg(long, num_args = 1.., required = true)]
-    input: Vec<PathBuf>,
-    #[arg(long)]
-    out: PathBuf,
-}
-
-/// The run config: `--config` when given, else the one a `train` checkpoint stores.
+/// The run config: `config` when given, else the one a `train` checkpoint stores.
 pub fn config_of(config: Option<&Path>, checkpoint: &Path, device: &Device) -> anyhow::Result<RunConfig> {
     match config {
         Some(p) => RunConfig::load(p),
@@ -311,43 +254,4 @@ pub fn config_of(config: Option<&Path>, checkpoint: &Path, device: &Device) -> a
             serde_json::from_value(ck.state.config).context("checkpoint's stored config")
         }
     }
-}
-
-pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
-    let device = Device::Cpu;
-    let cfg = config_of(a.config.as_deref(), &a.checkpoint, &device)?;
-    let model = load_model(&cfg, &a.checkpoint, &device)?;
-    let palette = if cfg.data.dataset == data::DatasetKind::Cityscapes {
-        data::palette::cityscapes_palette()
-    } else {
-        data::palette::voc_palette()
-    };
-    std::fs::create_dir_all(&a.out)?;
-    for path in &a.input {
-        let img = data::io::read_image(path)?;
-        let (w, h) = (img.width, img.height);
-        let x = Tensor::from_vec(data::augment::normalize_image(&img), (1, 3, h, w), &device)?;
-        let labels: Vec<u32> =
-            core_seg::eval::predict_labels(&x, &cfg.eval, &|t: &Tensor| model.forward_t(t, Mode::Eval))?
-                .flatten_all()?
-                .to_vec1()?;
-        let mask = data::Mask { width: w, height: h, data: labels.iter().map(|&v| v as u8).collect() };
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
-        data::io::write_paletted_png(&a.out.join(format!("{stem}_mask.png")), &mask, &palette)?;
-        let overlay: Vec<u8> = img
-            .data
-            .chunks(3)
-            .zip(&mask.data)
-            .flat_map(|(px, &l)| (0..3).map(move |c| ((px[c] as u16 + palette[l as usize][c] as u16) / 2) as u8))
-            .collect();
-        data::io::write_rgb(
-            &a.out.join(format!("{stem}_overlay.png")),
-            &data::RgbImage { width: w, height: h, data: overlay },
-        )?;
-        println!("{} → {}/{stem}_mask.png, {stem}_overlay.png", path.display(), a.out.display());
-    }
-    if a.input.is_empty() {
-        bail!("no --input images");
-    }
-    Ok(())
 }

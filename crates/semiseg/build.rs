@@ -13,7 +13,7 @@ fn main() {
     // The code the binary is made of: `+dirty` means uncommitted changes here, and editing it re-runs this script
     // (so the mark appears and clears); edits elsewhere (README, results) neither mark nor re-run.
     const CODE: [&str; 6] =
-        ["../crates", "../xtask/src", "../xtask/build.rs", "../third_party", "../Cargo.toml", "../Cargo.lock"];
+        ["../../crates", "../../xtask/src", "../../xtask/Cargo.toml", "../../third_party", "../../Cargo.toml", "../../Cargo.lock"];
     let mut rev = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
     let status = [&["status", "--porcelain", "--untracked-files=no", "--"][..], &CODE[..]].concat();
     if git(&status).is_some_and(|s| !s.is_empty()) {

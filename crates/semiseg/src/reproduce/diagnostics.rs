@@ -9,7 +9,7 @@ use anyhow::Context;
 use data::DatasetKind;
 
 use crate::config::RunConfig;
-use crate::diagnose::{recon_channels, ReconChannelsArgs};
+use crate::diagnose::{recon_channels, ReconChannelsOptions};
 
 /// Mean over classes of the best channel IoU, for the trained decoder, its random-init control and the
 /// segmentation decoder's `fuse` features, on one seed's checkpoint.
@@ -37,7 +37,7 @@ pub fn recon_channel_summary(
     let out = run_dir.join("diagnose");
     let scores = out.join("scores.json");
     if !(resume && scores.exists()) {
-        recon_channels(ReconChannelsArgs {
+        recon_channels(ReconChannelsOptions {
             checkpoint: run_dir.join("best.safetensors"),
             config: None,
             data_root: data_root.cloned(),

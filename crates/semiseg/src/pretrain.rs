@@ -13,14 +13,14 @@ use anyhow::Context;
 use candle_core::Tensor;
 
 use crate::config::RunConfig;
-use crate::train_cmd::{run_training, TrainArgs};
+use crate::train::{run_training, TrainOptions};
 
 /// Seed of the pretext scenes (the benchmark uses seed 1 for train and another stream for val).
 pub const PRETEXT_SEED: u64 = 7_700_001;
 
 /// Where the shipped encoder lives (committed; see `assets/pretrained/README.md`).
 pub fn shipped_encoder() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/pretrained/synthetic-encoder.safetensors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/pretrained/synthetic-encoder.safetensors")
 }
 
 /// Resolves `@synthetic-encoder` in a config's `pretrained` to the shipped file.
@@ -35,23 +35,20 @@ pub fn resolve(cfg: &mut RunConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(clap::Args)]
-pub struct PretrainArgs {
-    #[arg(long, default_value_os_t = shipped_encoder())]
-    out: PathBuf,
-    #[arg(long, default_value_t = 2000)]
-    iters: usize,
-    #[arg(long, default_value_t = 2000)]
-    num: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long)]
-    quiet: bool,
+/// What `cargo xtask pretrain-synthetic` takes: output file, iterations, pretext scenes, seed.
+#[derive(Debug, Clone)]
+pub struct PretrainOptions {
+    pub out: PathBuf,
+    pub iters: usize,
+    pub num: usize,
+    pub seed: u64,
+    pub quiet: bool,
 }
 
-const SYNTHETIC: &str = include_str!("../../configs/synthetic.toml");
+const SYNTHETIC: &str = include_str!("../../../configs/synthetic.toml");
 
-pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
+/// Trains the pretext run and writes its `backbone.*` tensors to `a.out` with a JSON note beside them.
+pub fn run(a: PretrainOptions) -> anyhow::Result<()> {
     let mut cfg: RunConfig = toml::from_str(SYNTHETIC)?;
     cfg.semi.method = core_seg::frameworks::Method::Supervised;
     cfg.pretrained = None;
@@ -62,8 +59,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     cfg.train.iters = a.iters;
     cfg.train.eval_every = 0;
     let run_dir = std::env::temp_dir().join(format!("semiseg-pretrain-{}", std::process::id()));
-    let args = TrainArgs {
-        config: PathBuf::new(),
+    let args = TrainOptions {
         out: run_dir.clone(),
         resume: false,
         data_root: None,
@@ -72,7 +68,6 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         quiet: a.quiet,
         skip_bad: false,
         device: "cpu".into(),
-        gpus: None,
     };
     let r = run_training(&cfg, &args)?;
     let ck = core_seg::train::load_checkpoint(&run_dir.join("latest.safetensors"), &candle_core::Device::Cpu)?;

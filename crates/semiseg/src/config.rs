@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn recipes_parse_with_spec_defaults() -> anyhow::Result<()> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
         let voc = RunConfig::load(&dir.join("voc.toml"))?;
         assert_eq!((voc.aug.crop_size, voc.train.lr, voc.train.lr_multi), (321, 0.001, 10.0));
         assert_eq!((voc.semi.conf_thresh, voc.loader.batch_size, voc.epochs), (0.95, 8, Some(80)));
@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn guidedmix_configs_have_the_official_schedule() -> anyhow::Result<()> {
         use core_seg::model::{Backbone, HeadKind, Stem};
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
         for (file, crop, b, depth) in [
             ("guidedmix-voc.toml", 512, 4, Backbone::Resnet50),
             ("guidedmix-cityscapes.toml", 769, 2, Backbone::Resnet101),

@@ -33,20 +33,20 @@ pub struct Recipe {
     pub reference_source: &'static str,
 }
 
-const SYNTHETIC: &str = include_str!("../../../configs/synthetic.toml");
-const VOC: &str = include_str!("../../../configs/voc.toml");
-const CITYSCAPES: &str = include_str!("../../../configs/cityscapes.toml");
-const TV_SYNTHETIC: &str = include_str!("../../../configs/tv-synthetic.toml");
-const TV_VOC: &str = include_str!("../../../configs/tv-voc.toml");
-const MIM_SYNTHETIC: &str = include_str!("../../../configs/mim-synthetic.toml");
-const MIM_VOC: &str = include_str!("../../../configs/mim-voc.toml");
-const MIM_CITYSCAPES: &str = include_str!("../../../configs/mim-cityscapes.toml");
-const RECON_SYNTHETIC: &str = include_str!("../../../configs/recon-synthetic.toml");
-const RECON_VOC: &str = include_str!("../../../configs/recon-voc.toml");
-const RECON_CITYSCAPES: &str = include_str!("../../../configs/recon-cityscapes.toml");
-const GM_SYNTHETIC: &str = include_str!("../../../configs/guidedmix-synthetic.toml");
-const GM_VOC: &str = include_str!("../../../configs/guidedmix-voc.toml");
-const GM_CITYSCAPES: &str = include_str!("../../../configs/guidedmix-cityscapes.toml");
+const SYNTHETIC: &str = include_str!("../../../../configs/synthetic.toml");
+const VOC: &str = include_str!("../../../../configs/voc.toml");
+const CITYSCAPES: &str = include_str!("../../../../configs/cityscapes.toml");
+const TV_SYNTHETIC: &str = include_str!("../../../../configs/tv-synthetic.toml");
+const TV_VOC: &str = include_str!("../../../../configs/tv-voc.toml");
+const MIM_SYNTHETIC: &str = include_str!("../../../../configs/mim-synthetic.toml");
+const MIM_VOC: &str = include_str!("../../../../configs/mim-voc.toml");
+const MIM_CITYSCAPES: &str = include_str!("../../../../configs/mim-cityscapes.toml");
+const RECON_SYNTHETIC: &str = include_str!("../../../../configs/recon-synthetic.toml");
+const RECON_VOC: &str = include_str!("../../../../configs/recon-voc.toml");
+const RECON_CITYSCAPES: &str = include_str!("../../../../configs/recon-cityscapes.toml");
+const GM_SYNTHETIC: &str = include_str!("../../../../configs/guidedmix-synthetic.toml");
+const GM_VOC: &str = include_str!("../../../../configs/guidedmix-voc.toml");
+const GM_CITYSCAPES: &str = include_str!("../../../../configs/guidedmix-cityscapes.toml");
 
 /// TV-paper rows: supervised, supervised + MRF (same checkpoints), the same MRF without its contrast term
 /// (plain Potts smoothing: separates the MRF's smoothing from its image-edge alignment), supervised + TV,

@@ -1,10 +1,10 @@
-//! `cargo xtask list` and `cargo xtask reproduce <recipe>`: rows × seeds of training runs from one recipe,
+//! The reproduce engine (`cargo xtask list`, `cargo xtask reproduce <recipe>`): rows × seeds of training runs from one recipe,
 //! a results table (mean ± std), `results.json`, `report.md`, and a regression check against a baseline.
 
 mod diagnostics;
 mod merge;
 pub mod recipes;
-pub(crate) mod report;
+pub mod report;
 
 use std::path::PathBuf;
 
@@ -13,52 +13,57 @@ use data::DatasetKind;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
-use crate::train_cmd::{run_training, TrainArgs};
+use crate::train::{run_training, TrainOptions};
 pub use report::{check_against, ResultRow, Results};
 
-#[derive(clap::Args)]
-pub struct ReproduceArgs {
+#[derive(Debug, Clone)]
+pub struct ReproduceOptions {
     /// Recipe name (`cargo xtask list`).
     pub recipe: String,
     /// Dataset root for VOC/Cityscapes recipes (else $SEMISEG_DATA).
-    #[arg(long)]
     pub data_root: Option<PathBuf>,
-    #[arg(long, default_value = "runs/reproduce")]
     pub out: PathBuf,
     /// Number of seeds (default: the recipe's).
-    #[arg(long)]
     pub seeds: Option<usize>,
     /// Reuse finished runs and continue interrupted ones.
-    #[arg(long)]
     pub resume: bool,
     /// Backbone weights to start every run from (UniMatch deep-stem, timm or torchvision names).
-    #[arg(long)]
     pub pretrained: Option<PathBuf>,
     /// Exit non-zero if any method's mean mIoU falls more than --tolerance points below this results.json.
-    #[arg(long)]
     pub check: Option<PathBuf>,
-    #[arg(long, default_value_t = 3.0)]
     pub tolerance: f64,
-    #[arg(long)]
     pub quiet: bool,
     /// Run only these rows (comma-separated row names; an unknown name lists them); the report lists the rest
     /// as not run.
-    #[arg(long)]
     pub rows: Option<String>,
     /// Train only these seeds (comma-separated, each below the seed count), e.g. to split a recipe over cores or
     /// machines sharing `--out`. Seeds not listed enter the table only when a finished run exists (`--resume`).
-    #[arg(long, value_delimiter = ',')]
     pub only_seeds: Option<Vec<u64>>,
     /// Override every run's iteration budget (the recipe's otherwise).
-    #[arg(long)]
     pub iters: Option<usize>,
     /// Training device: cpu, cuda or cuda:N (cuda needs a `--features cuda` build).
-    #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Train every run data-parallel on N GPUs (N processes over NCCL; `--features nccl` build). Rank 0
-    /// writes the results and the report.
-    #[arg(long)]
-    pub gpus: Option<usize>,
+}
+
+impl ReproduceOptions {
+    /// Defaults of everything but the recipe (as `cargo xtask reproduce RECIPE`).
+    pub fn new(recipe: &str) -> Self {
+        Self {
+            recipe: recipe.to_string(),
+            data_root: None,
+            out: PathBuf::from("runs/reproduce"),
+            seeds: None,
+            resume: false,
+            pretrained: None,
+            check: None,
+            tolerance: 3.0,
+            quiet: false,
+            rows: None,
+            only_seeds: None,
+            iters: None,
+            device: "cpu".into(),
+        }
+    }
 }
 
 /// Per-run record written beside each run's checkpoints (lets `--resume` skip finished runs).
@@ -76,12 +81,13 @@ struct RunRecord {
     rev: Option<String>,
 }
 
-pub fn list() -> anyhow::Result<()> {
-    println!("{:<22} {:<24} {:<34} description", "recipe", "dataset", "expected time (2-core CPU)");
+/// The recipe list: name, dataset, expected time, description, one line each.
+pub fn list() -> String {
+    let mut s = format!("{:<22} {:<24} {:<34} description\n", "recipe", "dataset", "expected time (2-core CPU)");
     for r in recipes::all() {
-        println!("{:<22} {:<24} {:<34} {}", r.name, r.dataset, r.cpu_time, r.description);
+        s.push_str(&format!("{:<22} {:<24} {:<34} {}\n", r.name, r.dataset, r.cpu_time, r.description));
     }
-    Ok(())
+    s
 }
 
 /// The recipe's rows, or those `--rows` names (an unknown name is an error listing the recipe's rows).
@@ -103,14 +109,13 @@ pub fn row_config(recipe: &recipes::Recipe, row: &recipes::RowSpec, seed: u64) -
     Ok(cfg)
 }
 
-pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
+/// Runs a recipe: every selected row × seed, then `results.json`, `report.md` and its figures in
+/// `out/<recipe>`; prints the table. With `check`, an error when a row regressed against that baseline.
+pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
     let Some(recipe) = recipes::find(&a.recipe) else {
         let names: Vec<_> = recipes::all().iter().map(|r| r.name).collect();
         bail!("unknown recipe `{}`; recipes: {}", a.recipe, names.join(", "));
     };
-    if let Some(n) = a.gpus {
-        return crate::gpus::launch(n, &a.out);
-    }
     // Data parallel: every rank trains every run; only rank 0 records, predicts and reports.
     let primary = core_seg::dist::is_primary() && core_seg::dist::DistEnv::from_env()?.is_none_or(|e| e.rank == 0);
     let first = recipe.rows.first().context("recipe without rows")?;
@@ -165,8 +170,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
                 }
                 None => {
                     eprintln!("[{}] {} seed {seed}", recipe.name, row.method);
-                    let args = TrainArgs {
-                        config: PathBuf::new(),
+                    let args = TrainOptions {
                         out: run_dir.clone(),
                         resume: a.resume,
                         data_root: a.data_root.clone(),
@@ -175,7 +179,6 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
                         quiet: a.quiet,
                         skip_bad: false,
                         device: a.device.clone(),
-                        gpus: None,
                     };
                     let t0 = std::time::Instant::now();
                     let r = run_training(&cfg, &args)?;
@@ -277,7 +280,7 @@ impl Grid {
     fn predict(&mut self, method: &str, cfg: &RunConfig, weights: &std::path::Path) -> anyhow::Result<()> {
         use candle_core::{Device, Tensor};
         let dev = Device::Cpu;
-        let model = crate::train_cmd::load_model(cfg, weights, &dev)?;
+        let model = crate::train::load_model(cfg, weights, &dev)?;
         let mut out = Vec::new();
         for img in &self.images {
             let x = Tensor::from_vec(data::augment::normalize_image(img), (1, 3, img.height, img.width), &dev)?;
@@ -292,9 +295,9 @@ impl Grid {
 /// Evaluates another row's checkpoint with MRF post-processing (β chosen on validation).
 fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&PathBuf>) -> anyhow::Result<RunRecord> {
     let dev = candle_core::Device::Cpu;
-    let model = crate::train_cmd::load_model(cfg, weights, &dev)?;
+    let model = crate::train::load_model(cfg, weights, &dev)?;
     let val = crate::datasets::build(cfg, data_root, false)?.val;
-    let (beta, r) = crate::train_cmd::evaluate_mrf_tuned(&model, &val, cfg, None, &dev)?;
+    let (beta, r) = crate::train::evaluate_mrf_tuned(&model, &val, cfg, None, &dev)?;
     eprintln!("MRF β = {beta}: mIoU {:.2}", r.miou);
     Ok(RunRecord {
         miou: r.miou,

@@ -1,4 +1,4 @@
-//! `cargo xtask diagnose recon-channels`: do the reconstruction decoder's channels align with semantic classes
+//! The reconstruction channel diagnostic (`cargo xtask diagnose recon-channels`): do the reconstruction decoder's channels align with semantic classes
 //! (recon.md §7)? Scores every channel of an intermediate layer of R (default `u2`) against every class's
 //! ground-truth mask on the validation set — IoU after thresholding at the channel's 0.995 quantile, and the
 //! point-biserial correlation — for the trained decoder and two controls: the same decoder at its random
@@ -19,51 +19,24 @@ use core_seg::ops::{resize_bilinear, IGNORE_INDEX};
 use crate::config::RunConfig;
 use crate::plots::{channel_grid, GridRow};
 
-#[derive(clap::Args)]
-pub struct DiagnoseArgs {
-    #[command(subcommand)]
-    pub what: Diagnostic,
-}
-
-#[derive(clap::Subcommand)]
-pub enum Diagnostic {
-    /// Channels of the reconstruction decoder scored against each class's mask (IoU, correlation), PNG grid.
-    ReconChannels(ReconChannelsArgs),
-}
-
-#[derive(clap::Args)]
-pub struct ReconChannelsArgs {
+#[derive(Debug, Clone)]
+pub struct ReconChannelsOptions {
     /// A checkpoint written by `train`/`reproduce` with the reconstruction branch on (holds `recon.*`).
-    #[arg(long)]
     pub checkpoint: PathBuf,
     /// Run configuration (default: the one stored in the checkpoint).
-    #[arg(long)]
     pub config: Option<PathBuf>,
-    #[arg(long)]
     pub data_root: Option<PathBuf>,
-    #[arg(long, default_value = "runs/diagnose")]
     pub out: PathBuf,
     /// Layer of R: z0, u1 … u<stages> (default: recon.diagnose.layer).
-    #[arg(long)]
     pub layer: Option<String>,
     /// Activation quantile that switches a channel on (default: recon.diagnose.quantile).
-    #[arg(long)]
     pub quantile: Option<f64>,
     /// Score only the first N validation images.
-    #[arg(long)]
     pub max_images: Option<usize>,
     /// Channels in each PNG grid.
-    #[arg(long, default_value_t = 8)]
     pub top: usize,
     /// Seed of the random-initialisation control (default: the run's train.seed).
-    #[arg(long)]
     pub seed: Option<u64>,
-}
-
-pub fn run(a: DiagnoseArgs) -> anyhow::Result<()> {
-    match a.what {
-        Diagnostic::ReconChannels(a) => recon_channels(a),
-    }
 }
 
 /// The networks whose activations are scored.
@@ -106,8 +79,8 @@ impl Nets {
     }
 }
 
-fn load(a: &ReconChannelsArgs, device: &Device) -> anyhow::Result<(RunConfig, Nets)> {
-    let cfg = crate::train_cmd::config_of(a.config.as_deref(), &a.checkpoint, device)?;
+fn load(a: &ReconChannelsOptions, device: &Device) -> anyhow::Result<(RunConfig, Nets)> {
+    let cfg = crate::train::config_of(a.config.as_deref(), &a.checkpoint, device)?;
     let mut rc = cfg.recon.clone().unwrap_or_default();
     if let Some(l) = &a.layer {
         rc.diagnose.layer = l.clone();
@@ -147,7 +120,7 @@ pub fn random_init_decoder(
     Ok((r, store))
 }
 
-pub fn recon_channels(a: ReconChannelsArgs) -> anyhow::Result<()> {
+pub fn recon_channels(a: ReconChannelsOptions) -> anyhow::Result<()> {
     let device = Device::Cpu;
     let (cfg, nets) = load(&a, &device)?;
     let rc = cfg.recon.clone().unwrap_or_default();
@@ -257,13 +230,13 @@ mod tests {
     /// The random-initialisation control is exactly the decoder a training run with the same seed starts from.
     #[test]
     fn random_init_control_equals_the_runs_initial_decoder() -> anyhow::Result<()> {
-        let mut cfg: RunConfig = toml::from_str(include_str!("../../configs/recon-synthetic.toml"))?;
+        let mut cfg: RunConfig = toml::from_str(include_str!("../../../configs/recon-synthetic.toml"))?;
         cfg.model = core_seg::testing::tiny_model(3);
         cfg.train.seed = 17;
         let t_cfg = core_seg::train::TrainConfig { iters: 1, ..cfg.train.clone() };
         let fw = core_seg::frameworks::build(&cfg.semi);
         let mut t = core_seg::train::Trainer::new(&cfg.model, t_cfg, fw, DType::F32, &Device::Cpu)?;
-        crate::train_cmd::add_method_terms(&mut t, &cfg, 1)?;
+        crate::train::add_method_terms(&mut t, &cfg, 1)?;
         let g = cfg.recon.clone().unwrap_or_default().geometry(&cfg.model)?;
         let (_, store) = random_init_decoder(&g, 17, &Device::Cpu)?;
         let values = |s: &ParamStore| -> anyhow::Result<Vec<(String, Vec<f32>)>> {

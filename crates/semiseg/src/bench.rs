@@ -1,5 +1,5 @@
-//! `cargo xtask bench [--compare-pytorch] [--json FILE] [--device cuda] [--precision bf16]`: whole-step
-//! benchmarks, each case in its own process (peak RSS per case), optionally beside the identical PyTorch model
+//! Whole-step benchmarks (`cargo xtask bench [--compare-pytorch] [--json FILE] [--device cuda] [--precision bf16]`),
+//! each case in its own process (peak RSS per case), optionally beside the identical PyTorch model
 //! and step. With `--device cuda` both sides run on the GPU (ours: a `--features cuda` build; PyTorch with
 //! `torch.backends.cudnn.benchmark`), every timed step ends with a device synchronisation, the GPU-only cases
 //! (`unimatch-r101-321-b8`, …) are included, and the memory column is the device memory in use.
@@ -10,40 +10,31 @@ use std::process::Command;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-#[derive(clap::Args)]
-pub struct BenchArgs {
+/// Which cases, how many steps, on which device, and whether to run PyTorch beside them.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
     /// Also run tools/bench/torch_bench.py (needs `torch`; interpreter from $SEMISEG_PYTHON, else python3).
-    #[arg(long)]
-    compare_pytorch: bool,
+    pub compare_pytorch: bool,
     /// Write the results as JSON.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    pub json: Option<PathBuf>,
     /// Comma-separated case names (default: all).
-    #[arg(long)]
-    cases: Option<String>,
-    #[arg(long, default_value_t = 5)]
-    steps: usize,
-    #[arg(long, default_value_t = 2)]
-    warmup: usize,
+    pub cases: Option<String>,
+    pub steps: usize,
+    pub warmup: usize,
     /// cpu, cuda or cuda:N (ours and PyTorch on the same device).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    pub device: String,
     /// f32 or bf16 (bf16: our convolutions under autocast; PyTorch under `torch.autocast(bfloat16)`).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
-    precision: String,
+    pub precision: String,
 }
 
-#[derive(clap::Args)]
-pub struct BenchCaseArgs {
-    case: String,
-    #[arg(long, default_value_t = 5)]
-    steps: usize,
-    #[arg(long, default_value_t = 2)]
-    warmup: usize,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
-    precision: String,
+/// One case run in this process.
+#[derive(Debug, Clone)]
+pub struct BenchCaseOptions {
+    pub case: String,
+    pub steps: usize,
+    pub warmup: usize,
+    pub device: String,
+    pub precision: String,
 }
 
 fn precision(s: &str) -> core_seg::train::Precision {
@@ -55,7 +46,7 @@ fn precision(s: &str) -> core_seg::train::Precision {
 
 #[derive(Serialize)]
 struct Row {
-    case: String,
+    pub case: String,
     ours_ms: f64,
     torch_ms: Option<f64>,
     ratio: Option<f64>,
@@ -64,7 +55,7 @@ struct Row {
 }
 
 /// Runs one case in this process and prints its timing as one JSON line (used by `bench`).
-pub fn run_case(a: BenchCaseArgs) -> anyhow::Result<()> {
+pub fn run_case(a: BenchCaseOptions) -> anyhow::Result<()> {
     let case =
         bench::cases().into_iter().find(|c| c.name == a.case).with_context(|| format!("unknown case `{}`", a.case))?;
     let dev = crate::gpus::parse_device(&a.device)?;
@@ -85,7 +76,9 @@ fn torch_python() -> Option<String> {
     ok.then_some(py)
 }
 
-pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+/// Runs every selected case as `<this executable> bench-case CASE --steps N --warmup N --device D --precision P`
+/// (the binary must have that command; it calls [`run_case`]) and prints the table.
+pub fn run(a: BenchOptions) -> anyhow::Result<()> {
     let wanted: Option<Vec<String>> = a.cases.as_ref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
     let on_gpu = a.device.trim() != "cpu";
     let cases: Vec<_> = bench::cases()
@@ -114,7 +107,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let script = match std::env::var("SEMISEG_TORCH_BENCH") {
         Ok(p) => p,
         Err(_) if std::path::Path::new("tools/bench/torch_bench.py").is_file() => "tools/bench/torch_bench.py".into(),
-        Err(_) => concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/bench/torch_bench.py").into(),
+        Err(_) => concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/bench/torch_bench.py").into(),
     };
     let exe = std::env::current_exe()?;
     let mut rows = Vec::new();

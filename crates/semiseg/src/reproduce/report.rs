@@ -93,7 +93,7 @@ pub fn check_against(ours: &Results, baseline: &Results, tol: f64) -> Vec<String
     problems
 }
 
-/// The commit this binary was built from (see `xtask/build.rs`).
+/// The commit this binary was built from (see `build.rs`).
 pub fn git_revision() -> String {
     env!("SEMISEG_BUILD_REV").to_string()
 }
@@ -167,7 +167,7 @@ pub fn write(
         }
     }
     sections.iter().for_each(|sec| s.push_str(sec));
-    super::super::plots::learning_curves(&dir.join("curves.png"), curves)?;
+    crate::plots::learning_curves(&dir.join("curves.png"), curves)?;
     s.push_str("\n## Learning curves\n\n![loss and mIoU vs iteration](curves.png)\n");
     s.push_str("\n## Qualitative results\n\nColumns: image, ground truth, then each row's prediction (its lowest seed, normally 0), in table order.\n\n![qualitative grid](qualitative.png)\n");
     s.push_str(

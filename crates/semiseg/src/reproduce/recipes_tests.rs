@@ -87,7 +87,7 @@ fn recon_recipe_rows_train_a_step_on_the_toy_model() -> anyhow::Result<()> {
         cfg.semi.conf_thresh = 0.0;
         let tcfg = TrainConfig { iters: 1, ..cfg.train.clone() };
         let mut t = Trainer::new(&cfg.model, tcfg, frameworks::build(&cfg.semi), DType::F32, &Device::Cpu)?;
-        crate::train_cmd::add_method_terms(&mut t, &cfg, 1)?;
+        crate::train::add_method_terms(&mut t, &cfg, 1)?;
         let mut src: Box<dyn BatchSource> = match cfg.semi.method {
             Method::Supervised => Box::new(ToySource { n_train: 4, batch: 2, size: 32, dtype: DType::F32 }),
             _ => Box::new(ToySemiSource { batch: 2, size: 32 }),
