@@ -1,4 +1,4 @@
-//! `ReconConfig`: every key of `recon.md` §10 with the spec's default.
+//! `ReconConfig`: every key of the `[recon]` table with its default (`docs/aux-recon.md`).
 //!
 //! TOML layout (the `[recon]` table of a run config):
 //! ```toml
@@ -74,7 +74,7 @@ pub enum ValidFrom {
     Mask,
 }
 
-/// `recon.mode`: plain reconstruction or an object/background-disentangled variant (§5).
+/// `recon.mode`: plain reconstruction or an object/background-disentangled variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ReconMode {
@@ -125,7 +125,8 @@ impl Default for DiagnoseConfig {
     }
 }
 
-/// The reconstruction branch (`recon.md` §10). Defaults: plain MSE reconstruction of the clean views from c4.
+/// The reconstruction branch (`[recon]`, `docs/aux-recon.md`). Defaults: plain MSE reconstruction of the clean
+/// views from c4.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReconConfig {
@@ -155,7 +156,7 @@ pub struct ReconConfig {
     pub diagnose: DiagnoseConfig,
 }
 
-/// `recon.widths` of the spec (R-101, OS 16).
+/// Default `recon.widths` (sized for R-101 at OS 16).
 pub const DEFAULT_WIDTHS: [usize; 5] = [256, 128, 64, 32, 32];
 
 impl Default for ReconConfig {

@@ -1,4 +1,4 @@
-//! R's shapes and parameters (recon.md §12.1–2): `x̂` has the input's shape for crops 64, 96, 321 (R-18 and
+//! R's shapes and parameters: `x̂` has the input's shape for crops 64, 96, 321 (R-18 and
 //! R-101 geometry) and 801 (R-101, c4 51×51); parameter counts 922,467 (plain) and 922,470 (fgbg); names under
 //! `recon.` in the head optimiser group.
 

@@ -109,6 +109,7 @@ impl RandomSource {
                 &dev,
             )?,
             valid: Tensor::ones((b, s, s), DType::U8, &dev)?,
+            ids: (0..b).map(|i| format!("random{i}")).collect(),
         };
         let unl = |rng: &mut SegRng,
                    img: &mut dyn FnMut(&mut SegRng) -> core_seg::Result<Tensor>|
@@ -126,6 +127,7 @@ impl RandomSource {
                 box1: boxes.clone(),
                 box2: boxes,
                 valid: Tensor::ones((b, s, s), DType::U8, &dev)?,
+                ids: (0..b).map(|i| format!("random{i}")).collect(),
             })
         };
         let (unlabeled, mix) =
@@ -180,7 +182,7 @@ pub fn run_case_on(
     let nclass = model_config(case).nclass;
     let mut src = RandomSource::on_device(case.batch, case.size, nclass, semi, dev)?;
     let method = if semi { Method::Unimatch } else { Method::Supervised };
-    let fw = frameworks::build(&SemiConfig { method, ..Default::default() });
+    let fw = frameworks::build(&SemiConfig { method, ..Default::default() })?;
     let cfg = TrainConfig { iters: warmup + steps, lr: 0.01, precision, ..Default::default() };
     let mut t = Trainer::new(&model_config(case), cfg, fw, DType::F32, dev)?;
     let mut times = Vec::new();

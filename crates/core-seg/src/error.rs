@@ -27,6 +27,9 @@ pub enum Error {
     Config(String),
     #[error("non-finite loss `{term}` = {value} at iteration {iter}; the last good checkpoint is kept")]
     NonFiniteLoss { term: String, value: f64, iter: usize },
+    /// An error of the data pipeline (the `data` crate's error, which converts into this one).
+    #[error(transparent)]
+    Data(#[from] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -74,6 +74,7 @@ pub fn toy_batch(ids: &[u64], size: usize, dtype: DType, dev: &Device) -> Result
         image: Tensor::from_vec(imgs, (b, 3, size, size), dev)?.to_dtype(dtype)?,
         mask: Tensor::from_vec(masks, (b, size, size), dev)?,
         valid: Tensor::ones((b, size, size), DType::U8, dev)?,
+        ids: ids.iter().map(|i| format!("toy{i}")).collect(),
     })
 }
 
@@ -127,6 +128,7 @@ pub fn toy_unlabeled(ids: &[u64], size: usize, seed: u64, dev: &Device) -> Resul
         box1: boxm(&mut rng)?,
         box2: boxm(&mut rng)?,
         valid: ign.ne(255u32)?.to_dtype(DType::U8)?,
+        ids: l.ids,
     })
 }
 
@@ -156,16 +158,16 @@ pub fn manual_step(
     model: &crate::model::DeepLabV3Plus,
     labeled: LabeledBatch,
     unlabeled: Option<crate::batch::UnlabeledBatch>,
-    pseudo: Option<crate::frameworks::Pseudo>,
+    pseudo: Option<crate::plugin::Pseudo>,
     tau: f64,
-) -> Result<crate::frameworks::StepTensors> {
+) -> Result<crate::plugin::StepTensors> {
     let n_labeled = labeled.image.dim(0)?;
     let x = match &unlabeled {
         Some(u) => Tensor::cat(&[&labeled.image, &u.weak], 0)?,
         None => labeled.image.clone(),
     };
     let out = model.forward_full(&x, crate::nn::Mode::Train, None)?;
-    Ok(crate::frameworks::StepTensors { labeled, unlabeled, out, n_labeled, pseudo, conf_thresh: tau, strong: None })
+    Ok(crate::plugin::StepTensors { labeled, unlabeled, out, n_labeled, pseudo, conf_thresh: tau, strong: None })
 }
 
 /// The first CUDA device, or `None` after printing `SKIP <test>: …` when none can be opened (no `cuda`

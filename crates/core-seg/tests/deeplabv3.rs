@@ -1,4 +1,4 @@
-//! The DeepLabV3 head (mmseg `ASPPHead`) on ResNetV1c at OS 8, GuidedMix's network (guidedmix.md §2, §10.7):
+//! The DeepLabV3 head (mmseg `ASPPHead`) on ResNetV1c at OS 8, GuidedMix-Net's network (its official configs):
 //! shapes, mmseg parameter names, and the two-stage head equal to the one-call forward.
 
 use candle_core::{DType, Device, Tensor};

@@ -9,9 +9,9 @@ use core_seg::batch::BatchSource;
 use core_seg::frameworks::{self, Method, SemiConfig};
 use core_seg::model::{weights, Backbone, DeepLabConfig, DeepLabV3Plus, HeadKind};
 use core_seg::nn::{Mode, ParamStore};
+use core_seg::plugin::StepCtx;
 use core_seg::rng::SegRng;
 use core_seg::testing::{uniform_values, ToySemiSource};
-use core_seg::train::StepCtx;
 use core_seg::Result;
 
 /// MobileNetV2 width 0.1 (c1..c4 = 8, 8, 16, 32 channels), OS 16, narrow decoder, 3 classes.
@@ -35,8 +35,8 @@ fn unimatch_and_supervised_steps_train_deeplab_mnv2() -> Result<()> {
         let store = ParamStore::new(3);
         let model = DeepLabV3Plus::new(&tiny_mnv2(), store.var_builder(DType::F32, &Device::Cpu))?;
         let batch = ToySemiSource { batch: 2, size: 32 }.batch(0)?;
-        let cfg = SemiConfig { method, conf_thresh: 0.0, ..Default::default() };
-        let mut fw = frameworks::build(&cfg);
+        let cfg = SemiConfig { method: method.clone(), conf_thresh: 0.0, ..Default::default() };
+        let mut fw = frameworks::build(&cfg)?;
         let mut rng = SegRng::new(4);
         let losses =
             fw.losses(&model, &batch, &mut StepCtx { iter: 0, total_iters: 1, rng: &mut rng, store: &store })?;

@@ -20,4 +20,4 @@ pub use augment::AugConfig;
 pub use dataset::{Dataset, DatasetKind, FileDataset, RawSample};
 pub use error::{Error, Result};
 pub use io::{Mask, RgbImage};
-pub use loader::{val_samples, LabeledBatch, Loader, LoaderConfig, MixPartner, SemiBatch, UnlabeledBatch, ValSample};
+pub use loader::{val_samples, Loader, LoaderConfig, MixPartner, ValSample};

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
+use crate::Result;
 use candle_core::Device;
-use core_seg::batch::{BatchSource, LabeledBatch, TrainBatch, UnlabeledBatch};
+use core_seg::batch::{BatchSource, TrainBatch};
 use data::prefetch::Prefetch;
 use data::synthetic::SyntheticDataset;
 use data::{Dataset, DatasetKind, FileDataset, Loader};
@@ -38,7 +39,7 @@ pub fn expected_layout(kind: DatasetKind) -> &'static str {
 }
 
 /// Resolves the data root: CLI, then config, then `$SEMISEG_DATA`; it must exist.
-pub fn data_root(cfg: &RunConfig, cli: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+pub fn data_root(cfg: &RunConfig, cli: Option<&PathBuf>) -> Result<PathBuf> {
     let kind = cfg.data.dataset;
     let root =
         cli.cloned().or_else(|| cfg.data.root.clone()).or_else(|| std::env::var_os("SEMISEG_DATA").map(PathBuf::from));
@@ -66,7 +67,7 @@ fn splits_dir(cfg: &RunConfig) -> PathBuf {
     })
 }
 
-fn checked(mut ds: FileDataset, labelled: bool, skip_bad: bool) -> anyhow::Result<Dataset> {
+fn checked(mut ds: FileDataset, labelled: bool, skip_bad: bool) -> Result<Dataset> {
     for p in data::check::preflight(&mut ds, labelled, skip_bad)? {
         tracing::warn!("skipped: {p}");
     }
@@ -75,7 +76,7 @@ fn checked(mut ds: FileDataset, labelled: bool, skip_bad: bool) -> anyhow::Resul
 
 /// Builds the run's datasets; file datasets are validated first (pre-flight). With `[data.sparse]` the labelled
 /// training masks keep only that fraction of their pixels (validation stays dense).
-pub fn build(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyhow::Result<RunData> {
+pub fn build(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> Result<RunData> {
     let mut run = build_dense(cfg, cli_root, semi)?;
     if let Some(sp) = &cfg.data.sparse {
         sp.validate()?;
@@ -84,7 +85,7 @@ pub fn build(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyhow:
     Ok(run)
 }
 
-fn build_dense(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyhow::Result<RunData> {
+fn build_dense(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> Result<RunData> {
     let d = &cfg.data;
     if d.dataset == DatasetKind::Synthetic {
         let s = &d.synthetic;
@@ -109,38 +110,17 @@ fn build_dense(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyho
     })
 }
 
-fn core_labeled(b: data::LabeledBatch) -> LabeledBatch {
-    LabeledBatch { image: b.image, mask: b.mask, valid: b.valid }
-}
-
-fn core_unlabeled(b: data::UnlabeledBatch) -> UnlabeledBatch {
-    UnlabeledBatch {
-        weak: b.weak,
-        strong1: b.strong1,
-        strong2: b.strong2,
-        ignore: b.ignore,
-        box1: b.box1,
-        box2: b.box2,
-        valid: b.valid,
-    }
-}
-
-enum Stream {
-    Semi(Prefetch<data::SemiBatch>),
-    Sup(Prefetch<data::LabeledBatch>),
-}
-
 /// Serves `batch(it)` from the epoch-based loader: epoch `it / steps`, position `it % steps`. A jump (resume)
 /// restarts that epoch's deterministic stream and skips to the position.
 pub struct LoaderSource {
     loader: Loader,
     semi: bool,
     pub steps_per_epoch: usize,
-    current: Option<(usize, Stream)>,
+    current: Option<(usize, Prefetch<TrainBatch>)>,
 }
 
 impl LoaderSource {
-    pub fn new(labeled: Dataset, unlabeled: Option<Dataset>, cfg: &RunConfig, device: &Device) -> anyhow::Result<Self> {
+    pub fn new(labeled: Dataset, unlabeled: Option<Dataset>, cfg: &RunConfig, device: &Device) -> Result<Self> {
         let semi = unlabeled.is_some();
         let mut lcfg = cfg.loader.clone();
         // Data parallel: each rank draws its own shuffle and augmentation (rank 0 = the single-process stream).
@@ -156,12 +136,12 @@ impl LoaderSource {
         Ok(Self { loader, semi, steps_per_epoch, current: None })
     }
 
-    fn start(&self, epoch: u64) -> data::Result<Stream> {
-        Ok(if self.semi {
-            Stream::Semi(self.loader.epoch(epoch)?)
+    fn start(&self, epoch: u64) -> data::Result<Prefetch<TrainBatch>> {
+        if self.semi {
+            self.loader.epoch(epoch)
         } else {
-            Stream::Sup(self.loader.supervised_epoch(epoch))
-        })
+            Ok(self.loader.supervised_epoch(epoch))
+        }
     }
 }
 
@@ -170,7 +150,7 @@ impl BatchSource for LoaderSource {
         let (epoch, pos) = (iter / self.steps_per_epoch, iter % self.steps_per_epoch);
         let want_restart = !matches!(&self.current, Some((next, _)) if *next == iter);
         if want_restart {
-            let mut stream = self.start(epoch as u64).map_err(to_core)?;
+            let mut stream = self.start(epoch as u64)?;
             for _ in 0..pos {
                 next(&mut stream)?;
             }
@@ -184,24 +164,7 @@ impl BatchSource for LoaderSource {
     }
 }
 
-fn to_core(e: data::Error) -> core_seg::Error {
-    core_seg::Error::InvalidArgument(format!("data: {e}"))
-}
-
-fn next(stream: &mut Stream) -> core_seg::Result<TrainBatch> {
-    let ended = || core_seg::Error::InvalidArgument("data stream ended early".into());
-    match stream {
-        Stream::Semi(p) => {
-            let b = p.next().ok_or_else(ended)?.map_err(to_core)?;
-            Ok(TrainBatch {
-                labeled: core_labeled(b.labeled),
-                unlabeled: Some(core_unlabeled(b.unlabeled)),
-                mix: Some(core_unlabeled(b.mix)),
-            })
-        }
-        Stream::Sup(p) => {
-            let b = p.next().ok_or_else(ended)?.map_err(to_core)?;
-            Ok(TrainBatch { labeled: core_labeled(b), unlabeled: None, mix: None })
-        }
-    }
+fn next(stream: &mut Prefetch<TrainBatch>) -> core_seg::Result<TrainBatch> {
+    let b = stream.next().ok_or_else(|| core_seg::Error::InvalidArgument("data stream ended early".into()))?;
+    Ok(b?)
 }

@@ -6,7 +6,8 @@
 //! prediction on image files, and diagnostics. `cargo xtask` is a command line over it.
 //!
 //! - [`config`]: the run config; [`datasets`]: its datasets and the batch stream.
-//! - [`train`]: one run ([`train::run_training`]), evaluation, inference weights.
+//! - [`train`]: one run ([`Runner`]); [`eval`]: evaluation and inference weights; [`methods`]: the method
+//!   plug-ins (one registration line per method crate).
 //! - [`reproduce`]: recipes, the engine, reports; [`plots`]: their figures.
 //! - [`predict`], [`diagnose`], [`pretrain`], [`bench`], [`gpus`] (devices, the multi-GPU launcher),
 //!   [`runtime`] (progress bar, CSV and TensorBoard logs).
@@ -15,7 +16,10 @@ pub mod bench;
 pub mod config;
 pub mod datasets;
 pub mod diagnose;
+pub mod error;
+pub mod eval;
 pub mod gpus;
+pub mod methods;
 pub mod plots;
 pub mod predict;
 pub mod pretrain;
@@ -24,3 +28,5 @@ pub mod runtime;
 pub mod train;
 
 pub use config::RunConfig;
+pub use error::{Error, Result};
+pub use train::{RunResult, Runner, TrainOptions};

@@ -160,6 +160,12 @@ impl DeepLabV3Plus {
         self.head.tail_full(&self.head.features(c1, c4, mode)?, mode, None)
     }
 
+    /// The 1×1 classifier of the head: logits at the head's resolution are `classifier().forward(&dec)` for the
+    /// decoder feature map `dec` ([`SegOutput::dec`]).
+    pub fn classifier(&self) -> &crate::nn::Conv2d {
+        self.head.classifier()
+    }
+
     /// Logits `[B, K, H, W]`.
     pub fn forward_t(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         Ok(self.forward_full(x, mode, None)?.logits)

@@ -206,6 +206,15 @@ impl SegHead {
         matches!(self, SegHead::V3Plus(_))
     }
 
+    /// The 1×1 classifier that maps the feature map of [`Self::tail`] to logits (`classifier` of DeepLabV3+,
+    /// `conv_seg` of DeepLabV3).
+    pub fn classifier(&self) -> &Conv2d {
+        match self {
+            SegHead::V3Plus(h) => &h.classifier,
+            SegHead::V3(h) => &h.conv_seg,
+        }
+    }
+
     /// First stage: the ASPP concatenation on c4 (and `reduce(c1)` for DeepLabV3+).
     pub fn features(&self, c1: &Tensor, c4: &Tensor, mode: Mode) -> Result<HeadFeatures> {
         match self {
