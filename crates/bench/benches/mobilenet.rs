@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the MobileNetV2 layers of DeepLabV3+ (output stride 16) at a 160² crop, batch 8:
 //! depthwise 3×3 convolutions on the direct kernel (`auto`) and on the im2col/GEMM path it replaced
-//! (`im2col`), 1×1 convolutions, and batch norm + ReLU6, each forward + backward. `tools/bench/ops_bench.py`
-//! times the same layers in PyTorch.
+//! (`im2col`), 1×1 convolutions (batch folded into one GEMM on small maps, or one GEMM per image), and batch
+//! norm + ReLU6, each forward + backward from an output gradient of ones (`y.backward()`). `tools/bench/ops_bench.py` times the same layers in PyTorch. The process is configured as for
+//! training ([`kernels::configure_cpu_pools`]).
 
 use candle_core::{DType, Device, Var};
 use core_seg::kernels::{self, Act, BnStats, ConvAlgo, ConvParams};
@@ -29,37 +30,47 @@ const POINTWISE: [(usize, usize, usize); 5] =
 /// Batch norm + ReLU6: (channels, size).
 const BN: [(usize, usize); 4] = [(96, 80), (144, 40), (192, 20), (576, 10)];
 
-fn fwd_bwd(x: &Var, w: &Var, p: ConvParams, algo: ConvAlgo) {
-    let y = kernels::conv2d_with(x.as_tensor(), w.as_tensor(), p, algo).expect("conv");
-    y.sum_all().and_then(|s| s.backward()).expect("backward");
+/// Random `x` and `w` of a convolution.
+fn conv_vars(x: (usize, usize, usize, usize), w: (usize, usize, usize, usize)) -> [Var; 2] {
+    let dev = Device::Cpu;
+    [Var::randn(0f32, 1.0, x, &dev).expect("tensor"), Var::randn(0f32, 0.3, w, &dev).expect("tensor")]
+}
+
+/// Forward, then backward from `dy` = 1 (both gradients).
+fn fwd_bwd([x, w]: &[Var; 2], p: ConvParams, algo: ConvAlgo) {
+    kernels::conv2d_with(x.as_tensor(), w.as_tensor(), p, algo).and_then(|y| y.backward()).expect("conv");
 }
 
 fn bench_depthwise(c: &mut Criterion) {
-    let dev = Device::Cpu;
+    kernels::configure_cpu_pools();
     for (ch, s, stride, dil) in DEPTHWISE {
-        let x = Var::randn(0f32, 1.0, (BATCH, ch, s, s), &dev).expect("tensor");
-        let w = Var::randn(0f32, 0.3, (ch, 1, 3, 3), &dev).expect("tensor");
         let p = ConvParams { stride, padding: dil, dilation: dil, groups: ch };
+        let t = conv_vars((BATCH, ch, s, s), (ch, 1, 3, 3));
         for (name, algo) in [("auto", ConvAlgo::Auto), ("im2col", ConvAlgo::Direct)] {
             c.bench_function(&format!("dw3x3-{BATCH}x{ch}x{s}x{s}-s{stride}-d{dil}-{name}-fwd+bwd"), |b| {
-                b.iter(|| fwd_bwd(&x, &w, p, algo))
+                b.iter(|| fwd_bwd(&t, p, algo))
             });
         }
     }
 }
 
 fn bench_pointwise(c: &mut Criterion) {
-    let dev = Device::Cpu;
+    kernels::configure_cpu_pools();
     for (cin, cout, s) in POINTWISE {
-        let x = Var::randn(0f32, 1.0, (BATCH, cin, s, s), &dev).expect("tensor");
-        let w = Var::randn(0f32, 0.1, (cout, cin, 1, 1), &dev).expect("tensor");
-        c.bench_function(&format!("conv1x1-{BATCH}x{cin}to{cout}x{s}x{s}-fwd+bwd"), |b| {
-            b.iter(|| fwd_bwd(&x, &w, ConvParams::default(), ConvAlgo::Auto))
-        });
+        let p = ConvParams::default();
+        let t = conv_vars((BATCH, cin, s, s), (cout, cin, 1, 1));
+        for (name, batched) in [("auto", None), ("per-image", Some(false))] {
+            kernels::force_batched(batched);
+            c.bench_function(&format!("conv1x1-{BATCH}x{cin}to{cout}x{s}x{s}-{name}-fwd+bwd"), |b| {
+                b.iter(|| fwd_bwd(&t, p, ConvAlgo::Auto))
+            });
+        }
+        kernels::force_batched(None);
     }
 }
 
 fn bench_bn_relu6(c: &mut Criterion) {
+    kernels::configure_cpu_pools();
     let dev = Device::Cpu;
     for (ch, s) in BN {
         let x = Var::randn(0f32, 1.0, (BATCH, ch, s, s), &dev).expect("tensor");
@@ -70,7 +81,7 @@ fn bench_bn_relu6(c: &mut Criterion) {
                 let (y, _) =
                     kernels::batch_norm_act(x.as_tensor(), &gamma, &beta, 1e-5, BnStats::Batch, None, Act::Relu6)
                         .expect("bn");
-                y.sum_all().and_then(|s| s.backward()).expect("backward")
+                y.backward().expect("backward")
             })
         });
     }

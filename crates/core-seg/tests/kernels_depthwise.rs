@@ -119,19 +119,30 @@ fn conv2d_layer_uses_the_depthwise_kernel() {
     assert_ne!(dw_of(&y), dw_of(&run(ConvAlgo::Direct)));
 }
 
+/// Only one gradient asked for (a frozen input or weight) takes the single-gradient kernels; both agree with the
+/// one-pass backward that computes the two together.
 #[test]
-fn depthwise_untracked_input_and_f32_plane_sums() {
-    // Only the weight gradient is asked for; the plane sums run in f32 lanes and f64 across images.
-    let x = rand_t(&[4, 5, 40, 40], 80);
-    let w = candle_core::Var::from_tensor(&rand_t(&[5, 1, 3, 3], 81)).unwrap();
-    let y = kernels::conv2d(&x, w.as_tensor(), p(1, 1, 1, 5)).unwrap();
-    let g = y.sum_all().unwrap().backward().unwrap();
-    assert!(g.get(&x).is_none());
-    let dw = vec_of(g.get(w.as_tensor()).unwrap());
-    let ones = Tensor::ones(y.dims(), DType::F64, &Device::Cpu).unwrap();
-    let dw_ref = kernels::conv2d_grad_weight(&x, &ones, (3, 3), p(1, 1, 1, 5), ConvAlgo::Direct).unwrap();
-    assert_close("dw only", &dw, &vec_of(&dw_ref), 1e-12);
-    let (x32, o32) = (x.to_dtype(DType::F32).unwrap(), ones.to_dtype(DType::F32).unwrap());
-    let dw32 = kernels::conv2d_grad_weight(&x32, &o32, (3, 3), p(1, 1, 1, 5), ConvAlgo::Auto).unwrap();
+fn depthwise_single_gradients_match_the_fused_backward() {
+    let (x, w) = (rand_t(&[4, 5, 40, 39], 80), rand_t(&[5, 1, 3, 3], 81));
+    let r = rand_t(&[4, 5, 20, 20], 82);
+    let cfg = p(2, 1, 1, 5);
+    let grads = |x: &Tensor, w: &Tensor| {
+        let y = kernels::conv2d(x, w, cfg).unwrap();
+        (&y * &r).unwrap().sum_all().unwrap().backward().unwrap()
+    };
+    let (xv, wv) = (candle_core::Var::from_tensor(&x).unwrap(), candle_core::Var::from_tensor(&w).unwrap());
+    let both = grads(xv.as_tensor(), wv.as_tensor());
+    let (dx, dw) = (vec_of(both.get(xv.as_tensor()).unwrap()), vec_of(both.get(wv.as_tensor()).unwrap()));
+    let only_w = grads(&x, wv.as_tensor());
+    assert!(only_w.get(&x).is_none());
+    assert_eq!(vec_of(only_w.get(wv.as_tensor()).unwrap()), dw);
+    let only_x = grads(xv.as_tensor(), &w);
+    assert!(only_x.get(&w).is_none());
+    assert_eq!(vec_of(only_x.get(xv.as_tensor()).unwrap()), dx);
+    let dw_ref = kernels::conv2d_grad_weight(&x, &r, (3, 3), cfg, ConvAlgo::Direct).unwrap();
+    assert_close("dw vs im2col", &dw, &vec_of(&dw_ref), 1e-12);
+    // f32: plane sums in f32 lanes, the batch in f64.
+    let (x32, r32) = (x.to_dtype(DType::F32).unwrap(), r.to_dtype(DType::F32).unwrap());
+    let dw32 = kernels::conv2d_grad_weight(&x32, &r32, (3, 3), cfg, ConvAlgo::Auto).unwrap();
     assert_close("dw f32", &vec_of(&dw32), &dw, 1e-5);
 }

@@ -207,6 +207,19 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, algo: ConvAlgo, dy: &[T], w: &[T]) 
     dx
 }
 
+/// Whether [`backward`] computes both gradients in one pass for `g` (the depthwise kernel).
+pub(crate) fn has_fused_backward(g: &Geom, algo: ConvAlgo) -> bool {
+    use_depthwise(g, algo)
+}
+
+/// `[dx, dW]` (flat) from `x`, `w` and `dy` in one pass; only where [`has_fused_backward`].
+pub(crate) fn backward<T: Float>(g: &Geom, x: &[T], w: &[T], dy: &[T]) -> Vec<T> {
+    let (dw, dx) = depthwise::backward(g, x, dy, Some(w));
+    let mut out = dx.unwrap_or_default();
+    out.extend_from_slice(&dw);
+    out
+}
+
 /// Whether the per-image weight gradient runs as `dWᵀ = cols · dyᵀ` (see [`grad_weight_image`]).
 fn transposed_dw(g: &Geom) -> bool {
     g.cout_g() <= 64 && g.kg() >= 4 * g.cout_g()
@@ -265,7 +278,7 @@ fn untranspose<T: Float>(g: &Geom, dwt: Vec<T>) -> Vec<T> {
 /// `dW [Cout, Cin_g, kh, kw]` from `x` and `dy`.
 pub(crate) fn grad_weight<T: Float>(g: &Geom, algo: ConvAlgo, x: &[T], dy: &[T]) -> Vec<T> {
     if use_depthwise(g, algo) {
-        return depthwise::grad_weight(g, x, dy);
+        return depthwise::backward(g, x, dy, None).0;
     }
     if let Some(tile) = winograd_tile(g, algo) {
         return winograd::grad_weight(tile, &sizes(g), x, dy);

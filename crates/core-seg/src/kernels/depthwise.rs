@@ -14,12 +14,13 @@
 //! - Input gradient: the adjoint, as a gather per phase plane, `dphase[r] = Σ_{t in the phase} w_t ·
 //!   dy[r − off_t]`, over a copy of `dy` laid out with rows `wq` apart, zeros between the rows and before and
 //!   after them; then the phase planes are interleaved back into `dx`, dropping the padding.
-//! - Weight gradient: `dw_t = Σ_q dy[q] · phase_t[q + off_t]`, the nine dot products in one pass over the
-//!   plane, summed over the batch in f64.
+//! - Weight gradient: `dw_t = Σ_q dy[q] · phase_t[q + off_t]`, one dot product per tap over the plane, summed
+//!   over the batch in f64.
 //!
 //! The loops run in an AVX2 + FMA copy where the CPU has them (`simd_dispatch!`).
 
 use std::array::from_fn;
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -88,6 +89,13 @@ impl Plan {
         let ix0 = (b + self.s - self.pad % self.s) % self.s;
         (ix0 < self.w).then(|| (ix0, (ix0 + self.pad) / self.s))
     }
+    /// Stride 2, phase row `r`: `(phase column b, start)` in the phase plane row of the even columns
+    /// `ix = 0, 2, …` and of the odd ones (offsets from the start of the row's pair of phase planes).
+    fn pair_cols(&self, r: usize) -> ((usize, usize), (usize, usize)) {
+        let b_even = self.pad % 2;
+        let (c_even, c_odd) = (self.pad / 2, (self.pad + 1) / 2);
+        ((b_even, r * self.wq + c_even), (1 - b_even, r * self.wq + c_odd))
+    }
     /// Planes per parallel task: at least ~16 Ki multiply-adds each.
     fn min_planes(&self) -> usize {
         (16384 / (self.oh * self.ow * self.nt).max(1)).max(1)
@@ -104,9 +112,23 @@ fn split_phases<T: Float>(pl: &Plan, x: &[T], ph: &mut [T]) {
     let (s, plane) = (pl.s, pl.plane());
     for (iy, row) in x.chunks_exact(pl.w).enumerate() {
         let (a, r) = ((iy + pl.pad) % s, (iy + pl.pad) / s);
+        let ph = &mut ph[a * s * plane..(a + 1) * s * plane];
+        if s == 2 {
+            let (e, o) = pl.pair_cols(r);
+            let (p0, p1) = ph.split_at_mut(plane);
+            let (ev, od) = if e.0 == 0 { (&mut p0[e.1..], &mut p1[o.1..]) } else { (&mut p1[e.1..], &mut p0[o.1..]) };
+            // One pass over the row, even and odd columns together: vector loads and shuffles.
+            for ((pair, ve), vo) in row.chunks_exact(2).zip(ev.iter_mut()).zip(od.iter_mut()) {
+                (*ve, *vo) = (pair[0], pair[1]);
+            }
+            if pl.w % 2 == 1 {
+                ev[pl.w / 2] = row[pl.w - 1];
+            }
+            continue;
+        }
         for b in 0..s {
             let Some((ix0, c0)) = pl.first_col(b) else { continue };
-            let dst = &mut ph[(a * s + b) * plane + r * pl.wq + c0..];
+            let dst = &mut ph[b * plane + r * pl.wq + c0..];
             if s == 1 {
                 dst[..pl.w].copy_from_slice(row);
             } else {
@@ -118,23 +140,39 @@ fn split_phases<T: Float>(pl: &Plan, x: &[T], ph: &mut [T]) {
     }
 }
 
-/// Adjoint layout of [`split_phases`]: `dx [H, W]` read back from the phase planes (padding dropped).
+/// Adjoint layout of [`split_phases`]: `dx [H, W]` (every element written) read back from the phase planes
+/// (padding dropped).
 #[inline(always)]
-fn merge_phases<T: Float>(pl: &Plan, ph: &[T], dx: &mut [T]) {
+fn merge_phases<T: Float>(pl: &Plan, ph: &[T], dx: &mut [MaybeUninit<T>]) {
     if pl.w == 0 {
         return;
     }
     let (s, plane) = (pl.s, pl.plane());
     for (iy, row) in dx.chunks_exact_mut(pl.w).enumerate() {
         let (a, r) = ((iy + pl.pad) % s, (iy + pl.pad) / s);
+        let ph = &ph[a * s * plane..(a + 1) * s * plane];
+        if s == 2 {
+            let (e, o) = pl.pair_cols(r);
+            let (ev, od) = (&ph[e.0 * plane + e.1..], &ph[o.0 * plane + o.1..]);
+            for ((pair, ve), vo) in row.chunks_exact_mut(2).zip(ev).zip(od) {
+                pair[0].write(*ve);
+                pair[1].write(*vo);
+            }
+            if pl.w % 2 == 1 {
+                row[pl.w - 1].write(ev[pl.w / 2]);
+            }
+            continue;
+        }
         for b in 0..s {
             let Some((ix0, c0)) = pl.first_col(b) else { continue };
-            let src = &ph[(a * s + b) * plane + r * pl.wq + c0..];
+            let src = &ph[b * plane + r * pl.wq + c0..];
             if s == 1 {
-                row.copy_from_slice(&src[..pl.w]);
+                for (d, v) in row.iter_mut().zip(&src[..pl.w]) {
+                    d.write(*v);
+                }
             } else {
                 for (d, v) in row[ix0..].iter_mut().step_by(s).zip(src) {
-                    *d = *v;
+                    d.write(*v);
                 }
             }
         }
@@ -178,47 +216,36 @@ fn stencil_n<T: Float>(dst: &mut [T], src: &[&[T]], w: &[T]) {
     by_count!(1 2 3 4 5 6 7 8 9)
 }
 
-/// Accumulator lanes of [`dots`].
-const LANES: usize = 8;
+/// Accumulator lanes of [`dot`]: four AVX2 vectors of f32, enough independent chains to hide the FMA latency.
+const LANES: usize = 32;
+/// Lanes of [`dot`]'s second loop over what is left of a short plane.
+const TAIL_LANES: usize = 8;
 
-/// `out[t] = Σ_q a[q] · src_t[q]` for every `t` in one pass over `a`: [`LANES`] partial sums per tap in `T`
-/// (vectorised; fixed order, so deterministic), then f64.
+/// `Σ_q a[q] · b[q]`: [`LANES`] partial sums in `T` (vectorised; fixed order, so deterministic), then f64.
 #[inline(always)]
-fn dots<T: Float, const N: usize>(a: &[T], src: [&[T]; N], out: &mut [f64]) {
-    let n = a.len();
-    let src = src.map(|s| &s[..n]);
-    let mut acc = [[T::zero(); LANES]; N];
-    let main = n / LANES * LANES;
-    for q0 in (0..main).step_by(LANES) {
-        let av = &a[q0..q0 + LANES];
-        for t in 0..N {
-            let sv = &src[t][q0..q0 + LANES];
-            for l in 0..LANES {
-                acc[t][l] = av[l].mul_add_(sv[l], acc[t][l]);
-            }
+fn dot<T: Float>(a: &[T], b: &[T]) -> f64 {
+    let b = &b[..a.len()];
+    let mut acc = [T::zero(); LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] = xa[l].mul_add_(xb[l], acc[l]);
         }
     }
-    for t in 0..N {
-        let mut sum: f64 = acc[t].iter().map(|v| v.to_f64_()).sum();
-        for q in main..n {
-            sum += (a[q] * src[t][q]).to_f64_();
+    let mut tail = [T::zero(); TAIL_LANES];
+    let (ta, tb) = (ra.chunks_exact(TAIL_LANES), rb.chunks_exact(TAIL_LANES));
+    let (sa, sb) = (ta.remainder(), tb.remainder());
+    for (xa, xb) in ta.zip(tb) {
+        for l in 0..TAIL_LANES {
+            tail[l] = xa[l].mul_add_(xb[l], tail[l]);
         }
-        out[t] = sum;
     }
-}
-
-/// [`dots`] for `src.len()` ∈ 1..=9 taps.
-#[inline(always)]
-fn dots_n<T: Float>(a: &[T], src: &[&[T]], out: &mut [f64]) {
-    macro_rules! by_count {
-        ($($n:literal)*) => {
-            match src.len() {
-                $($n => dots::<T, $n>(a, from_fn(|t| src[t]), out),)*
-                _ => out.fill(0.0),
-            }
-        };
+    let mut sum: f64 = acc.iter().chain(&tail).map(|v| v.to_f64_()).sum();
+    for (x, y) in sa.iter().zip(sb) {
+        sum += (*x * *y).to_f64_();
     }
-    by_count!(1 2 3 4 5 6 7 8 9)
+    sum
 }
 
 /// The phase-plane slices each tap of the forward reads, `len` long (unused entries empty).
@@ -228,37 +255,28 @@ fn tap_slices<'a, T>(pl: &Plan, ph: &'a [T]) -> [&'a [T]; MAX_TAPS] {
 }
 
 simd_dispatch! {
-    /// Forward of one plane: `y [oh, ow]` from `x [H, W]` and the plane's kernel `w [kh·kw]`; `buf` is
-    /// scratch of `phases_len + len` elements.
-    fn forward_plane[T: Float](pl: &Plan, x: &[T], w: &[T], y: &mut [T], buf: &mut [T]) => forward_plane_body::<T>
+    /// Forward of one plane: `y [oh, ow]` (every element written) from `x [H, W]` and the plane's kernel
+    /// `w [kh·kw]`; `buf` is scratch of `phases_len + len` elements.
+    fn forward_plane[T: Float](pl: &Plan, x: &[T], w: &[T], y: &mut [MaybeUninit<T>], buf: &mut [T]) => forward_plane_body::<T>
 }
 
 #[inline(always)]
-fn forward_plane_body<T: Float>(pl: &Plan, x: &[T], w: &[T], y: &mut [T], buf: &mut [T]) {
+fn forward_plane_body<T: Float>(pl: &Plan, x: &[T], w: &[T], y: &mut [MaybeUninit<T>], buf: &mut [T]) {
     let (ph, tmp) = buf.split_at_mut(pl.phases_len());
     split_phases(pl, x, ph);
     let src = tap_slices(pl, ph);
-    if pl.wq == pl.ow {
-        stencil_n(&mut y[..pl.len], &src[..pl.nt], &w[..pl.nt]);
-        return;
-    }
     stencil_n(&mut tmp[..pl.len], &src[..pl.nt], &w[..pl.nt]);
     for (oy, row) in y.chunks_exact_mut(pl.ow).enumerate() {
-        row.copy_from_slice(&tmp[oy * pl.wq..][..pl.ow]);
+        for (d, v) in row.iter_mut().zip(&tmp[oy * pl.wq..][..pl.ow]) {
+            d.write(*v);
+        }
     }
 }
 
-simd_dispatch! {
-    /// Input gradient of one plane: `dx [H, W]` from `dy [oh, ow]` and `w [kh·kw]`; `buf` is scratch of
-    /// `phases_len + dyz_len` elements.
-    fn grad_input_plane[T: Float](pl: &Plan, dy: &[T], w: &[T], dx: &mut [T], buf: &mut [T]) => grad_input_plane_body::<T>
-}
-
+/// The input gradient's phase planes (`dph`, rows holding image pixels only) from `dyz` (see [`fill_dy`]) and
+/// the plane's kernel `w`, then interleaved into `dx [H, W]` (every element written).
 #[inline(always)]
-fn grad_input_plane_body<T: Float>(pl: &Plan, dy: &[T], w: &[T], dx: &mut [T], buf: &mut [T]) {
-    let (dph, dyz) = buf.split_at_mut(pl.phases_len());
-    let dyz = &mut dyz[..pl.dyz_len()];
-    fill_dy(pl, dy, dyz);
+fn input_grad<T: Float>(pl: &Plan, dyz: &[T], w: &[T], dph: &mut [T], dx: &mut [MaybeUninit<T>]) {
     let (s, plane, wq) = (pl.s, pl.plane(), pl.wq);
     for phi in 0..s * s {
         // Rows of this phase that hold image pixels: r·s + a ∈ [pad, pad + H).
@@ -283,66 +301,129 @@ fn grad_input_plane_body<T: Float>(pl: &Plan, dy: &[T], w: &[T], dx: &mut [T], b
 }
 
 simd_dispatch! {
-    /// Weight gradient of one plane: `out[t] = Σ dy · x` at tap `t` (f64); `buf` is scratch of
+    /// Input gradient of one plane: `dx [H, W]` from `dy [oh, ow]` and `w [kh·kw]`; `buf` is scratch of
     /// `phases_len + dyz_len` elements.
-    fn grad_weight_plane[T: Float](pl: &Plan, x: &[T], dy: &[T], out: &mut [f64], buf: &mut [T]) => grad_weight_plane_body::<T>
+    fn grad_input_plane[T: Float](pl: &Plan, dy: &[T], w: &[T], dx: &mut [MaybeUninit<T>], buf: &mut [T]) => grad_input_plane_body::<T>
 }
 
 #[inline(always)]
-fn grad_weight_plane_body<T: Float>(pl: &Plan, x: &[T], dy: &[T], out: &mut [f64], buf: &mut [T]) {
-    let (ph, dyz) = buf.split_at_mut(pl.phases_len());
+fn grad_input_plane_body<T: Float>(pl: &Plan, dy: &[T], w: &[T], dx: &mut [MaybeUninit<T>], buf: &mut [T]) {
+    let (dph, dyz) = buf.split_at_mut(pl.phases_len());
+    let dyz = &mut dyz[..pl.dyz_len()];
+    fill_dy(pl, dy, dyz);
+    input_grad(pl, dyz, w, dph, dx);
+}
+
+simd_dispatch! {
+    /// Weight gradient of one plane, `out[t] = Σ dy · x` at tap `t` (f64), and with `dx = Some(..)` its input
+    /// gradient as [`grad_input_plane`] (`w` the plane's kernel) from the same copy of `dy`; `buf` is scratch
+    /// of `2·phases_len + dyz_len` elements.
+    fn backward_plane[T: Float](
+        pl: &Plan, x: &[T], dy: &[T], w: &[T], out: &mut [f64], dx: Option<&mut [MaybeUninit<T>]>, buf: &mut [T],
+    ) => backward_plane_body::<T>
+}
+
+#[inline(always)]
+fn backward_plane_body<T: Float>(
+    pl: &Plan,
+    x: &[T],
+    dy: &[T],
+    w: &[T],
+    out: &mut [f64],
+    dx: Option<&mut [MaybeUninit<T>]>,
+    buf: &mut [T],
+) {
+    let (ph, rest) = buf.split_at_mut(pl.phases_len());
+    let (dph, dyz) = rest.split_at_mut(pl.phases_len());
     let dyz = &mut dyz[..pl.dyz_len()];
     split_phases(pl, x, ph);
     fill_dy(pl, dy, dyz);
-    let src = tap_slices(pl, ph);
-    dots_n(&dyz[pl.margin..][..pl.len], &src[..pl.nt], out);
+    let a = &dyz[pl.margin..][..pl.len];
+    for (t, o) in out.iter_mut().enumerate().take(pl.nt) {
+        *o = dot(a, &ph[pl.phase[t] * pl.plane() + pl.off[t]..]);
+    }
+    if let Some(dx) = dx {
+        input_grad(pl, dyz, w, dph, dx);
+    }
+}
+
+/// A vector of `planes` planes of `len` elements (capacity for `spare` more), plane `i` written by
+/// `fill(i, plane)`, which must write every element, and the values `fill` returned (parallel, at least
+/// `min_planes` planes per task). No zero-fill: every output of the kernels here is written once.
+fn planes_out<T: Float, R: Send>(
+    (planes, len, spare): (usize, usize, usize),
+    min_planes: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) -> R + Sync,
+) -> (Vec<T>, Vec<R>) {
+    let mut out = Vec::with_capacity(planes * len + spare);
+    if len == 0 {
+        return (out, (0..planes).into_par_iter().map(|i| fill(i, &mut [])).collect());
+    }
+    let side = out.spare_capacity_mut()[..planes * len]
+        .par_chunks_mut(len)
+        .enumerate()
+        .with_min_len(min_planes)
+        .map(|(i, plane)| fill(i, plane))
+        .collect();
+    // SAFETY: the capacity is `planes·len`, and `fill` wrote each of the `planes` chunks of `len` elements
+    // (a panic there unwinds before this point, dropping an empty vector).
+    unsafe { out.set_len(planes * len) };
+    (out, side)
 }
 
 /// `y [N, C, oh, ow]` from `x [N, C, H, W]` and `w [C, 1, kh, kw]`.
 pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     let pl = Plan::new(g);
-    let (hw, p, c, nt) = (g.h * g.w, g.p(), g.cin, pl.nt);
-    let mut y = vec![T::zero(); g.n * c * p];
-    y.par_chunks_mut(p).zip(x.par_chunks(hw.max(1))).enumerate().with_min_len(pl.min_planes()).for_each(
-        |(i, (yp, xp))| {
-            let wc = &w[(i % c) * nt..][..nt];
-            T::with_scratch(pl.phases_len() + pl.len, |buf| forward_plane(&pl, xp, wc, yp, buf));
-        },
-    );
+    let (hw, c, nt) = (g.h * g.w, g.cin, pl.nt);
+    if hw == 0 {
+        return vec![T::zero(); g.n * c * g.p()];
+    }
+    let (y, _) = planes_out((g.n * c, g.p(), 0), pl.min_planes(), |i, yp| {
+        let (xp, wc) = (&x[i * hw..][..hw], &w[(i % c) * nt..][..nt]);
+        T::with_scratch(pl.phases_len() + pl.len, |buf| forward_plane(&pl, xp, wc, yp, buf));
+    });
     y
 }
 
 /// `dx [N, C, H, W]` from `dy [N, C, oh, ow]` and `w`.
 pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let pl = Plan::new(g);
-    let (hw, p, c, nt) = (g.h * g.w, g.p(), g.cin, pl.nt);
-    let mut dx = vec![T::zero(); g.n * c * hw];
-    dx.par_chunks_mut(hw.max(1)).zip(dy.par_chunks(p)).enumerate().with_min_len(pl.min_planes()).for_each(
-        |(i, (dxp, dyp))| {
-            let wc = &w[(i % c) * nt..][..nt];
-            T::with_scratch(pl.phases_len() + pl.dyz_len(), |buf| grad_input_plane(&pl, dyp, wc, dxp, buf));
-        },
-    );
+    let (p, c, nt) = (g.p(), g.cin, pl.nt);
+    let (dx, _) = planes_out((g.n * c, g.h * g.w, 0), pl.min_planes(), |i, dxp| {
+        let (dyp, wc) = (&dy[i * p..][..p], &w[(i % c) * nt..][..nt]);
+        T::with_scratch(pl.phases_len() + pl.dyz_len(), |buf| grad_input_plane(&pl, dyp, wc, dxp, buf));
+    });
     dx
 }
 
-/// `dw [C, 1, kh, kw]` from `x` and `dy`: per-plane sums in parallel, then summed over the batch in f64.
-pub(crate) fn grad_weight<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+/// `dw [C, 1, kh, kw]` from `x` and `dy` and, when `w` is given, `dx` from the same pass over `dy`: per-plane
+/// weight sums in parallel, then summed over the batch in f64. `dx` has capacity for `dw` after it.
+pub(crate) fn backward<T: Float>(g: &Geom, x: &[T], dy: &[T], w: Option<&[T]>) -> (Vec<T>, Option<Vec<T>>) {
     let pl = Plan::new(g);
     let (hw, p, c, nt) = (g.h * g.w, g.p(), g.cin, pl.nt);
-    let mut part = vec![0f64; g.n * c * nt];
-    if hw > 0 {
-        part.par_chunks_mut(nt).zip(x.par_chunks(hw).zip(dy.par_chunks(p))).with_min_len(pl.min_planes()).for_each(
-            |(o, (xp, dyp))| {
-                T::with_scratch(pl.phases_len() + pl.dyz_len(), |buf| grad_weight_plane(&pl, xp, dyp, o, buf));
-            },
-        );
-    }
+    let planes = g.n * c;
+    let scratch = 2 * pl.phases_len() + pl.dyz_len();
+    let plane_sums = |i: usize, dx: Option<&mut [MaybeUninit<T>]>| {
+        let mut o = [0f64; MAX_TAPS];
+        let (xp, dyp) = (&x[i * hw..][..hw], &dy[i * p..][..p]);
+        let wc = w.map_or(&[][..], |w| &w[(i % c) * nt..][..nt]);
+        T::with_scratch(scratch, |buf| backward_plane(&pl, xp, dyp, wc, &mut o, dx, buf));
+        o
+    };
+    let (dx, part) = match w {
+        Some(_) => {
+            let (dx, part) = planes_out((planes, hw, c * nt), pl.min_planes(), |i, dxp| plane_sums(i, Some(dxp)));
+            (Some(dx), part)
+        }
+        None => {
+            (None, (0..planes).into_par_iter().with_min_len(pl.min_planes()).map(|i| plane_sums(i, None)).collect())
+        }
+    };
     let mut dw = vec![T::zero(); c * nt];
     for (ch, d) in dw.chunks_exact_mut(nt).enumerate() {
         for (t, v) in d.iter_mut().enumerate() {
-            *v = T::from_f64_((0..g.n).map(|i| part[(i * c + ch) * nt + t]).sum());
+            *v = T::from_f64_((0..g.n).map(|i| part[i * c + ch][t]).sum());
         }
     }
-    dw
+    (dw, dx)
 }
