@@ -12,8 +12,14 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     // The code the binary is made of: `+dirty` means uncommitted changes here, and editing it re-runs this script
     // (so the mark appears and clears); edits elsewhere (README, results) neither mark nor re-run.
-    const CODE: [&str; 6] =
-        ["../../crates", "../../xtask/src", "../../xtask/Cargo.toml", "../../third_party", "../../Cargo.toml", "../../Cargo.lock"];
+    const CODE: [&str; 6] = [
+        "../../crates",
+        "../../xtask/src",
+        "../../xtask/Cargo.toml",
+        "../../third_party",
+        "../../Cargo.toml",
+        "../../Cargo.lock",
+    ];
     let mut rev = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
     let status = [&["status", "--porcelain", "--untracked-files=no", "--"][..], &CODE[..]].concat();
     if git(&status).is_some_and(|s| !s.is_empty()) {

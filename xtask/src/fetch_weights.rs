@@ -21,12 +21,16 @@ pub struct FetchWeightsArgs {
     /// `mobilenet_v2-*.pth`.
     #[arg(long)]
     from: Option<PathBuf>,
+    /// Then run the converted encoder on the input of `tests/fixtures/parity/mnv2_imagenet_acts.safetensors` and
+    /// print the largest difference from PyTorch's activations (an error above 1e-3).
+    #[arg(long)]
+    verify: bool,
 }
 
 pub fn run(a: FetchWeightsArgs) -> anyhow::Result<()> {
     let weights = match a.weights {
         WeightsArg::MobilenetV2 => Weights::MobilenetV2,
     };
-    fetch_weights::fetch(&FetchOptions { weights, cache: a.cache, from: a.from })?;
+    fetch_weights::fetch(&FetchOptions { weights, cache: a.cache, from: a.from, verify: a.verify })?;
     Ok(())
 }

@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use semiseg::runtime::iou_table;
-use semiseg::train::{self, TrainOptions};
-use semiseg::{datasets, RunConfig};
+use semiseg::{RunConfig, Runner, TrainOptions};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -42,7 +41,7 @@ pub struct TrainArgs {
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let cfg = RunConfig::load(&a.config)?;
     if let Some(n) = a.gpus {
-        return semiseg::gpus::launch(n, &a.out);
+        return Ok(semiseg::gpus::launch(n)?);
     }
     let opts = TrainOptions {
         out: a.out.clone(),
@@ -54,7 +53,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         skip_bad: a.skip_bad,
         device: a.device,
     };
-    let r = train::run_training(&cfg, &opts)?;
+    let r = Runner::from_config(cfg)?.options(opts).train()?;
     if !core_seg::dist::is_primary() {
         return Ok(());
     }
@@ -81,18 +80,16 @@ pub struct EvalArgs {
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
-    let cfg = RunConfig::load(&a.config)?;
-    let device = candle_core::Device::Cpu;
-    let model = train::load_model(&cfg, &a.checkpoint, &device)?;
-    let d = datasets::build(&cfg, a.data_root.as_ref(), false)?;
-    let r = if a.postprocess == "mrf" {
-        let (beta, r) = train::evaluate_mrf_tuned(&model, &d.val, &cfg, a.mrf_beta, &device)?;
+    let mut runner = Runner::from_config(RunConfig::load(&a.config)?)?;
+    if let Some(root) = a.data_root {
+        runner = runner.data_root(root);
+    }
+    let mrf = (a.postprocess == "mrf").then_some(a.mrf_beta);
+    let e = runner.evaluate(&a.checkpoint, mrf)?;
+    if let Some(beta) = e.mrf_beta {
         println!("MRF post-processing, β = {beta}");
-        r
-    } else {
-        train::evaluate_model(&model, &d.val, &cfg, &device)?
-    };
-    println!("{}", iou_table(&r, &d.val.class_names()));
+    }
+    println!("{}", iou_table(&e.report, &e.class_names));
     Ok(())
 }
 
@@ -110,7 +107,7 @@ pub struct PredictArgs {
 }
 
 pub fn predict(a: PredictArgs) -> anyhow::Result<()> {
-    let cfg = train::config_of(a.config.as_deref(), &a.checkpoint, &candle_core::Device::Cpu)?;
+    let cfg = semiseg::eval::config_of(a.config.as_deref(), &a.checkpoint, &candle_core::Device::Cpu)?;
     let written = semiseg::predict::predict_files(&cfg, &a.checkpoint, &a.input, &a.out)?;
     for (input, (mask, overlay)) in a.input.iter().zip(written) {
         let overlay = overlay.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

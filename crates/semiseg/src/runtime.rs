@@ -22,18 +22,35 @@ pub struct RunObserver {
 }
 
 impl RunObserver {
-    pub fn new(dir: &Path, total: usize, start: usize, class_names: Vec<String>, quiet: bool) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+    pub fn new(dir: &Path, total: usize, start: usize, class_names: Vec<String>, quiet: bool) -> crate::Result<Self> {
+        crate::error::fs::create_dir_all(dir)?;
         let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}")?
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}")
+                .map_err(|e| crate::Error::Invalid(format!("progress bar template: {e}")))?
                 .progress_chars("=> "),
         );
         bar.set_position(start as u64);
-        let csv = CsvLogger::create(&dir.join("metrics.csv"))?;
-        let tb = TensorBoardWriter::create(&dir.join("tb"))?;
+        // A resumed run's logs continue from its checkpoint: no iteration is logged twice.
+        let csv = CsvLogger::create(&dir.join("metrics.csv"), start)?;
+        if csv.dropped_rows() > 0 {
+            tracing::info!("metrics.csv: dropped {} rows past iteration {start}", csv.dropped_rows());
+        }
+        let tb = TensorBoardWriter::create(&dir.join("tb"), start as u64)?;
         let log_every = (total / 8).max(1);
-        Ok(Self { bar, csv, tb, class_names, log_every, losses: Vec::new(), evals: Vec::new(), failed: None })
+        // A resumed run's curves start with what the log kept, so reports show the whole run.
+        let (mut losses, mut evals) = (Vec::<(usize, Vec<(String, f64)>)>::new(), Vec::new());
+        for (it, name, v) in csv.kept_rows() {
+            if name == "eval/mIoU" {
+                evals.push((*it, *v));
+            } else if name.starts_with("train/") {
+                match losses.last_mut() {
+                    Some((i, scalars)) if i == it => scalars.push((name.clone(), *v)),
+                    _ => losses.push((*it, vec![(name.clone(), *v)])),
+                }
+            }
+        }
+        Ok(Self { bar, csv, tb, class_names, log_every, losses, evals, failed: None })
     }
 
     fn try_step(&mut self, rec: &StepRecord) -> core_seg::Result<()> {
@@ -87,6 +104,12 @@ impl Observer for RunObserver {
 
     fn on_eval(&mut self, iter: usize, report: &EvalReport) {
         if let Err(e) = self.try_eval(iter, report) {
+            self.failed.get_or_insert(e.to_string());
+        }
+    }
+
+    fn on_checkpoint(&mut self, _iter: usize) {
+        if let Err(e) = self.csv.flush().and_then(|_| self.tb.flush()) {
             self.failed.get_or_insert(e.to_string());
         }
     }

@@ -177,9 +177,15 @@ pub fn to_torchvision_names(path: &Path, tensors: Vec<(String, Tensor)>) -> Resu
     for (&n, have) in &blocks {
         let layers: Vec<(String, String, Layer)> = match n {
             0 => vec![("0.0".into(), "0.0".into(), Layer::Stem), ("0.1".into(), "0.1".into(), Bn)],
-            n if n == FEATURES - 1 => vec![(format!("{n}.0"), format!("{n}.0"), Pw), (format!("{n}.1"), format!("{n}.1"), Bn)],
+            n if n == FEATURES - 1 => {
+                vec![(format!("{n}.0"), format!("{n}.0"), Pw), (format!("{n}.1"), format!("{n}.1"), Bn)]
+            }
             n => {
-                let first = if renamed { format!("features.{n}.conv.0.weight") } else { format!("features.{n}.conv.0.0.weight") };
+                let first = if renamed {
+                    format!("features.{n}.conv.0.weight")
+                } else {
+                    format!("features.{n}.conv.0.0.weight")
+                };
                 let dims = have.get(&first).ok_or_else(|| err(format!("`{first}` is missing")))?;
                 let table: &[(&str, &str, Layer)] = match dims.as_slice() {
                     [_, _, 1, 1] => &EXPANDED,

@@ -140,7 +140,8 @@ fn read_legacy(path: &Path, data: &[u8]) -> Result<Vec<(String, Tensor)>> {
     let Value::Dict(sys) = next_pickle(path, data, &mut pos, "system info")? else {
         return Err(malformed("system info", at, "not a dict".into()));
     };
-    let little = sys.borrow().iter().any(|(k, v)| matches!((k, v), (Value::Str(k), Value::Bool(true)) if k == "little_endian"));
+    let little =
+        sys.borrow().iter().any(|(k, v)| matches!((k, v), (Value::Str(k), Value::Bool(true)) if k == "little_endian"));
     if !little {
         return Err(malformed("system info", at, "saved on a big-endian machine (not supported)".into()));
     }
@@ -202,10 +203,14 @@ pub(crate) fn open_zip<R: Read + std::io::Seek>(reader: R) -> zip::result::ZipRe
 fn read_zip(path: &Path, data: &[u8]) -> Result<Vec<(String, Tensor)>> {
     let zerr = |source| TorchFileError::Zip { path: path.to_path_buf(), source };
     let mut zip = open_zip(std::io::Cursor::new(data)).map_err(zerr)?;
-    let names: Vec<String> = zip.file_names().map(|n| n.map(|n| n.into_owned())).collect::<std::result::Result<_, _>>().map_err(zerr)?;
+    let names: Vec<String> =
+        zip.file_names().map(|n| n.map(|n| n.into_owned())).collect::<std::result::Result<_, _>>().map_err(zerr)?;
     let pkl: Vec<&String> = names.iter().filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1).collect();
     let [pkl] = pkl.as_slice() else {
-        return Err(bad_magic(path, format!("a zip archive with {} `<name>/data.pkl` records (expected one)", pkl.len())));
+        return Err(bad_magic(
+            path,
+            format!("a zip archive with {} `<name>/data.pkl` records (expected one)", pkl.len()),
+        ));
     };
     let prefix = pkl.trim_end_matches("data.pkl").to_string();
     let mut read = |name: &str| -> Result<Vec<u8>> {
@@ -287,7 +292,10 @@ fn materialize<'a>(
         let numel: usize = t.size.iter().product();
         let span = t.size.iter().zip(&t.stride).map(|(&n, &st)| n.saturating_sub(1) * st).sum::<usize>();
         if numel > 0 && t.offset + span >= s.numel {
-            let msg = format!("`{name}` (offset {}, size {:?}, stride {:?}) reads past its {} elements", t.offset, t.size, t.stride, s.numel);
+            let msg = format!(
+                "`{name}` (offset {}, size {:?}, stride {:?}) reads past its {} elements",
+                t.offset, t.size, t.stride, s.numel
+            );
             return Err(serr(msg));
         }
         let base = s.view_offset + t.offset;

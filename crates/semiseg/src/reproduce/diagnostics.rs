@@ -1,11 +1,12 @@
-//! Diagnostics a recipe's report carries beside its table: the reconstruction channel diagnostic (recon.md §7,
+//! Diagnostics a recipe's report carries beside its table: the reconstruction channel diagnostic (`docs/aux-recon.md`,
 //! `cargo xtask diagnose recon-channels`) on the best checkpoint of every seed of every row that trains the
 //! reconstruction branch (synthetic recipes; on VOC/Cityscapes run the command yourself — it is CPU-only).
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use crate::error::{fs, Context};
+use crate::Result;
 use data::DatasetKind;
 
 use crate::config::RunConfig;
@@ -22,8 +23,9 @@ pub struct ChannelSummary {
 }
 
 /// Whether `cfg` trains the reconstruction branch on a dataset the diagnostic runs on here.
-pub fn wants_recon_channels(cfg: &RunConfig) -> bool {
-    cfg.data.dataset == DatasetKind::Synthetic && cfg.recon.as_ref().is_some_and(|r| r.enabled)
+pub fn wants_recon_channels(cfg: &RunConfig) -> Result<bool> {
+    let enabled = cfg.section::<aux_recon::ReconConfig>("recon")?.is_some_and(|r| r.enabled);
+    Ok(cfg.data.dataset == DatasetKind::Synthetic && enabled)
 }
 
 /// Runs (or with `resume`, reuses) the diagnostic of `run_dir/best.safetensors` into `run_dir/diagnose`.
@@ -33,7 +35,7 @@ pub fn recon_channel_summary(
     run_dir: &Path,
     data_root: Option<&PathBuf>,
     resume: bool,
-) -> anyhow::Result<ChannelSummary> {
+) -> Result<ChannelSummary> {
     let out = run_dir.join("diagnose");
     let scores = out.join("scores.json");
     if !(resume && scores.exists()) {
@@ -49,9 +51,9 @@ pub fn recon_channel_summary(
             seed: None,
         })?;
     }
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&scores)?)
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(&scores)?)
         .with_context(|| format!("{}: not a diagnostic scores.json", scores.display()))?;
-    let subject = |i: usize| -> anyhow::Result<f64> {
+    let subject = |i: usize| -> Result<f64> {
         json["subjects"][i]["mean_over_classes_of_max_iou"]
             .as_f64()
             .with_context(|| format!("{}: subject {i} has no score", scores.display()))
@@ -64,7 +66,7 @@ pub fn recon_channels_section(summaries: &[ChannelSummary], quantile: Option<f64
     if summaries.is_empty() {
         return String::new();
     }
-    let mut s = String::from("\n## Reconstruction channel diagnostic (recon.md §7)\n\n");
+    let mut s = String::from("\n## Reconstruction channel diagnostic\n\n");
     let q = quantile.map(|q| format!(" at activation quantile {q}")).unwrap_or_default();
     let _ = writeln!(
         s,

@@ -1,18 +1,25 @@
 //! The recipe registry: a recipe is a base run config plus rows, each row a TOML patch over the base.
 
+use super::references::RowReference;
+
 /// One row of a results table.
 #[derive(Debug, Clone)]
 pub struct RowSpec {
     /// `supervised`, `fixmatch`, `unimatch`, `unimatch+mim`, …
     pub method: &'static str,
-    /// TOML merged over the base config (tables merge key by key).
+    /// The row's own base config, merged over the recipe's base before the recipe's budget (e.g. a method's
+    /// synthetic config in `quick`).
+    pub base: Option<&'static str>,
+    /// TOML merged over the base config and the budget (tables merge key by key).
     pub patch: &'static str,
     /// Instead of training: evaluate the named row's checkpoints with Potts-MRF post-processing.
     pub mrf_of: Option<&'static str>,
+    /// A committed result to read the row against.
+    pub reference: Option<RowReference>,
 }
 
 const fn row(method: &'static str, patch: &'static str) -> RowSpec {
-    RowSpec { method, patch, mrf_of: None }
+    RowSpec { method, base: None, patch, mrf_of: None, reference: None }
 }
 
 /// A reproducible experiment.
@@ -48,11 +55,18 @@ const GM_SYNTHETIC: &str = include_str!("../../../../configs/guidedmix-synthetic
 const GM_VOC: &str = include_str!("../../../../configs/guidedmix-voc.toml");
 const GM_CITYSCAPES: &str = include_str!("../../../../configs/guidedmix-cityscapes.toml");
 
+/// The committed 3-seed results the `quick` rows are read against.
+const SYNTHETIC_TABLE_RESULTS: &str = include_str!("../../../../results/synthetic-table/results.json");
+const TV_SYNTHETIC_RESULTS: &str = include_str!("../../../../results/tv-synthetic/results.json");
+const RECON_SYNTHETIC_RESULTS: &str = include_str!("../../../../results/recon-synthetic/results.json");
+const MIM_SYNTHETIC_RESULTS: &str = include_str!("../../../../results/mim-synthetic/results.json");
+const GM_SYNTHETIC_RESULTS: &str = include_str!("../../../../results/guidedmix-synthetic/results.json");
+
 /// TV-paper rows: supervised, supervised + MRF (same checkpoints), the same MRF without its contrast term
 /// (plain Potts smoothing: separates the MRF's smoothing from its image-edge alignment), supervised + TV,
 /// UniMatch + TV.
 fn tv_rows() -> Vec<RowSpec> {
-    let mrf = |method, patch| RowSpec { method, patch, mrf_of: Some("supervised") };
+    let mrf = |method, patch| RowSpec { mrf_of: Some("supervised"), ..row(method, patch) };
     vec![
         row("supervised", "[semi]\nmethod = \"supervised\"\n[tv]\nenabled = false\n"),
         mrf("supervised+mrf", "[semi]\nmethod = \"supervised\"\n"),
@@ -70,7 +84,7 @@ fn paper_mim_rows() -> Vec<RowSpec> {
     vec![row("unimatch", MIM_OFF), row("unimatch+s4mim", "")]
 }
 
-/// S4MIM ablation rows (mim.md §9).
+/// S4MIM ablation rows (`docs/aux-mim.md`).
 fn mim_rows() -> Vec<RowSpec> {
     vec![
         row("unimatch", MIM_OFF),
@@ -81,7 +95,8 @@ fn mim_rows() -> Vec<RowSpec> {
     ]
 }
 
-/// Reconstruction rows (recon.md §8): for each base, the base alone, + recon (plain), + disentangled recon (fgbg).
+/// Reconstruction rows (`docs/aux-recon.md`): for each base, the base alone, + recon (plain), + disentangled
+/// recon (fgbg).
 macro_rules! recon_rows {
     ($($base:literal),*) => {
         vec![$(
@@ -105,7 +120,7 @@ fn recon_rows() -> Vec<RowSpec> {
 /// The supervised baseline of GuidedMix's own code: same network, batches and BN, `L_uns = 0`.
 const GM_SUPERVISED: &str = "[guidedmix]\nunsup_weight = 0.0\n";
 
-/// GuidedMix rows (guidedmix.md §8): supervised, the official code, and each paper reading on its own.
+/// GuidedMix rows (`docs/guidedmix.md`): supervised, the official code, and each paper reading on its own.
 fn guidedmix_rows() -> Vec<RowSpec> {
     vec![
         row("supervised", GM_SUPERVISED),
@@ -127,17 +142,46 @@ fn frameworks() -> Vec<RowSpec> {
     ]
 }
 
+/// `quick`: the frameworks, and each method crate on its natural base (its synthetic recipe's config: supervised
+/// + TV on 1% labelled pixels, UniMatch + reconstruction, UniMatch + S4MIM, GuidedMix on DeepLabV3+), each read
+/// against the committed 3-seed result of that row.
+fn quick_rows() -> Vec<RowSpec> {
+    let reference = |recipe, method, results| Some(RowReference { recipe, method, results });
+    let method = |method, base, recipe, results| RowSpec {
+        base: Some(base),
+        reference: reference(recipe, method, results),
+        ..row(method, "")
+    };
+    let mut rows: Vec<RowSpec> = frameworks()
+        .into_iter()
+        .map(|r| RowSpec { reference: reference("synthetic-table", r.method, SYNTHETIC_TABLE_RESULTS), ..r })
+        .collect();
+    rows.extend([
+        method("supervised+tv", TV_SYNTHETIC, "tv-synthetic", TV_SYNTHETIC_RESULTS),
+        method("unimatch+recon", RECON_SYNTHETIC, "recon-synthetic", RECON_SYNTHETIC_RESULTS),
+        method("unimatch+s4mim", MIM_SYNTHETIC, "mim-synthetic", MIM_SYNTHETIC_RESULTS),
+        RowSpec {
+            base: Some(GM_SYNTHETIC),
+            reference: reference("guidedmix-synthetic", "guidedmix-dlv3p", GM_SYNTHETIC_RESULTS),
+            ..row("guidedmix", "[model]\nhead = \"deeplabv3plus\"\n")
+        },
+    ]);
+    rows
+}
+
 /// Every recipe, in `cargo xtask list` order.
 pub fn all() -> Vec<Recipe> {
     vec![
         Recipe {
             name: "quick",
-            description: "synthetic scenes, 1/16 labels: supervised, FixMatch, UniMatch at a reduced budget, one seed",
+            description: "synthetic scenes at a reduced budget, one seed: supervised, FixMatch, UniMatch, and each method \
+                          on its natural base (supervised + TV, UniMatch + recon, UniMatch + S4MIM, GuidedMix), beside \
+                          the committed 3-seed results",
             dataset: "synthetic (embedded)",
             cpu_time: "≤ 10 min",
             base: SYNTHETIC,
-            budget: "pretrained = \"@synthetic-encoder\"\n[train]\niters = 300\neval_every = 100\n[data.synthetic]\nnum_val = 200\n",
-            rows: frameworks(),
+            budget: "pretrained = \"@synthetic-encoder\"\n[train]\niters = 150\neval_every = 50\n[data.synthetic]\nnum_val = 200\n",
+            rows: quick_rows(),
             seeds: 1,
             reference: &[],
             reference_source: "",
@@ -251,7 +295,7 @@ pub fn all() -> Vec<Recipe> {
             rows: paper_mim_rows(),
             seeds: 1,
             reference: &[("unimatch", 75.2)],
-            reference_source: "UniMatch README / unimatch.md §8 (VOC classic 92, R-101; re-run mean 75.0). No verified S4MIM number exists",
+            reference_source: "UniMatch README and logs (VOC classic 92, R-101; re-run mean 75.0). No verified S4MIM number exists",
         },
         Recipe {
             name: "mim-cityscapes",
@@ -263,7 +307,7 @@ pub fn all() -> Vec<Recipe> {
             rows: paper_mim_rows(),
             seeds: 1,
             reference: &[("unimatch", 76.6)],
-            reference_source: "UniMatch README / unimatch.md §8 (Cityscapes 1/16, R-101). No verified S4MIM number exists",
+            reference_source: "UniMatch README (Cityscapes 1/16, R-101). No verified S4MIM number exists",
         },
         Recipe {
             name: "recon-voc",
@@ -275,7 +319,7 @@ pub fn all() -> Vec<Recipe> {
             rows: recon_rows(),
             seeds: 1,
             reference: &[("supervised", 55.3), ("unimatch", 77.2)],
-            reference_source: "UniMatch README / recon.md §9 (VOC classic 183, R-101). No paper number for the \
+            reference_source: "UniMatch README (VOC classic 183, R-101). No paper number for the \
                                reconstruction branch exists",
         },
         Recipe {
@@ -288,7 +332,7 @@ pub fn all() -> Vec<Recipe> {
             rows: recon_rows(),
             seeds: 1,
             reference: &[("supervised", 66.3), ("unimatch", 76.6)],
-            reference_source: "UniMatch README / recon.md §9 (Cityscapes 1/16, R-101). No paper number for the \
+            reference_source: "UniMatch README (Cityscapes 1/16, R-101). No paper number for the \
                                reconstruction branch exists",
         },
         Recipe {
@@ -313,7 +357,7 @@ pub fn all() -> Vec<Recipe> {
             rows: vec![row("supervised", GM_SUPERVISED), row("guidedmix", "")],
             seeds: 1,
             reference: &[],
-            reference_source: "No verified GuidedMix number exists (guidedmix.md §8)",
+            reference_source: "No verified GuidedMix number exists (the papers' tables are not available)",
         },
         Recipe {
             name: "guidedmix-cityscapes",
@@ -325,7 +369,7 @@ pub fn all() -> Vec<Recipe> {
             rows: vec![row("supervised", GM_SUPERVISED), row("guidedmix", "")],
             seeds: 1,
             reference: &[],
-            reference_source: "No verified GuidedMix number exists (guidedmix.md §8)",
+            reference_source: "No verified GuidedMix number exists (the papers' tables are not available)",
         },
         Recipe {
             name: "unimatch-voc",
@@ -340,7 +384,7 @@ pub fn all() -> Vec<Recipe> {
             ],
             seeds: 1,
             reference: &[("supervised", 45.1), ("unimatch", 75.2)],
-            reference_source: "UniMatch README / unimatch.md §8 (VOC classic 92, R-101, crop 321; re-run mean 75.0)",
+            reference_source: "UniMatch README and training logs (VOC classic 92, R-101, crop 321; re-run mean 75.0)",
         },
         Recipe {
             name: "unimatch-cityscapes",
@@ -355,7 +399,7 @@ pub fn all() -> Vec<Recipe> {
             ],
             seeds: 1,
             reference: &[("supervised", 66.3), ("unimatch", 76.6)],
-            reference_source: "UniMatch README / unimatch.md §8 (Cityscapes 1/16, R-101)",
+            reference_source: "UniMatch README (Cityscapes 1/16, R-101)",
         },
     ]
 }

@@ -78,10 +78,8 @@ impl Machine<'_> {
         let Some(n) = rest.iter().position(|&c| c == b'\n') else {
             return Err(PickleError::Truncated { offset: self.pos, what: "a newline-terminated name" });
         };
-        let s = std::str::from_utf8(&rest[..n]).map_err(|_| PickleError::Malformed {
-            offset: self.op_at,
-            msg: "GLOBAL name is not UTF-8".into(),
-        })?;
+        let s = std::str::from_utf8(&rest[..n])
+            .map_err(|_| PickleError::Malformed { offset: self.op_at, msg: "GLOBAL name is not UTF-8".into() })?;
         let s = s.to_string();
         self.pos += n + 1;
         Ok(s)

@@ -1,4 +1,5 @@
-// Shared helpers of the core-seg CUDA kernels (compiled to PTX by build.rs with the `cuda` feature).
+// Shared helpers of the CUDA kernels of core-seg, tv-loss and aux-mim (compiled to PTX by their build.rs with the
+// `cuda` feature, through `cuda_build::build_ptx`, which puts this folder on the include path).
 //
 // Conventions: every kernel is `extern "C"` with a dtype suffix (`_f32`, `_f64`, `_bf16`); sizes are passed
 // as `unsigned long long` element counts and `unsigned int` dims; kernels use grid-stride loops so any grid
