@@ -51,9 +51,9 @@ pub struct ReproduceArgs {
 
 pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     if let Some(n) = a.gpus {
-        return semiseg::gpus::launch(n, &a.out);
+        return Ok(semiseg::gpus::launch(n, &a.out)?);
     }
-    reproduce::reproduce(ReproduceOptions {
+    Ok(reproduce::reproduce(ReproduceOptions {
         recipe: a.recipe,
         data_root: a.data_root,
         out: a.out,
@@ -67,7 +67,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
         only_seeds: a.only_seeds,
         iters: a.iters,
         device: a.device,
-    })
+    })?)
 }
 
 pub fn list() -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use semiseg::bench::{BenchCaseOptions, BenchOptions};
+use semiseg::bench::{BenchOptions, CaseSettings};
 use semiseg::diagnose::ReconChannelsOptions;
 use semiseg::pretrain::{self, PretrainOptions};
 
@@ -21,7 +21,7 @@ pub struct PretrainArgs {
 }
 
 pub fn pretrain(a: PretrainArgs) -> anyhow::Result<()> {
-    pretrain::run(PretrainOptions { out: a.out, iters: a.iters, num: a.num, seed: a.seed, quiet: a.quiet })
+    Ok(pretrain::run(PretrainOptions { out: a.out, iters: a.iters, num: a.num, seed: a.seed, quiet: a.quiet })?)
 }
 
 #[derive(clap::Args)]
@@ -67,7 +67,7 @@ pub struct ReconChannelsArgs {
 
 pub fn diagnose(a: DiagnoseArgs) -> anyhow::Result<()> {
     let Diagnostic::ReconChannels(a) = a.what;
-    semiseg::diagnose::recon_channels(ReconChannelsOptions {
+    Ok(semiseg::diagnose::recon_channels(ReconChannelsOptions {
         checkpoint: a.checkpoint,
         config: a.config,
         data_root: a.data_root,
@@ -77,7 +77,7 @@ pub fn diagnose(a: DiagnoseArgs) -> anyhow::Result<()> {
         max_images: a.max_images,
         top: a.top,
         seed: a.seed,
-    })
+    })?)
 }
 
 #[derive(clap::Args)]
@@ -91,6 +91,19 @@ pub struct BenchArgs {
     /// Comma-separated case names (default: all).
     #[arg(long)]
     cases: Option<String>,
+    #[command(flatten)]
+    run: CaseArgs,
+}
+
+#[derive(clap::Args)]
+pub struct BenchCaseArgs {
+    case: String,
+    #[command(flatten)]
+    run: CaseArgs,
+}
+
+#[derive(clap::Args)]
+struct CaseArgs {
     #[arg(long, default_value_t = 5)]
     steps: usize,
     #[arg(long, default_value_t = 2)]
@@ -103,37 +116,17 @@ pub struct BenchArgs {
     precision: String,
 }
 
-#[derive(clap::Args)]
-pub struct BenchCaseArgs {
-    case: String,
-    #[arg(long, default_value_t = 5)]
-    steps: usize,
-    #[arg(long, default_value_t = 2)]
-    warmup: usize,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
-    precision: String,
+impl CaseArgs {
+    fn settings(self) -> CaseSettings {
+        CaseSettings { steps: self.steps, warmup: self.warmup, device: self.device, precision: self.precision }
+    }
 }
 
 pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
-    semiseg::bench::run(BenchOptions {
-        compare_pytorch: a.compare_pytorch,
-        json: a.json,
-        cases: a.cases,
-        steps: a.steps,
-        warmup: a.warmup,
-        device: a.device,
-        precision: a.precision,
-    })
+    let opts = BenchOptions { compare_pytorch: a.compare_pytorch, json: a.json, cases: a.cases, run: a.run.settings() };
+    Ok(semiseg::bench::run(opts)?)
 }
 
 pub fn bench_case(a: BenchCaseArgs) -> anyhow::Result<()> {
-    semiseg::bench::run_case(BenchCaseOptions {
-        case: a.case,
-        steps: a.steps,
-        warmup: a.warmup,
-        device: a.device,
-        precision: a.precision,
-    })
+    Ok(semiseg::bench::run_case(&a.case, &a.run.settings())?)
 }

@@ -7,18 +7,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, fs, Context};
+use crate::{Error, Result};
 use serde::Serialize;
 
-/// Which cases, how many steps, on which device, and whether to run PyTorch beside them.
+/// How each case runs: timed steps after warm-up steps, on a device, in a precision.
 #[derive(Debug, Clone)]
-pub struct BenchOptions {
-    /// Also run tools/bench/torch_bench.py (needs `torch`; interpreter from $SEMISEG_PYTHON, else python3).
-    pub compare_pytorch: bool,
-    /// Write the results as JSON.
-    pub json: Option<PathBuf>,
-    /// Comma-separated case names (default: all).
-    pub cases: Option<String>,
+pub struct CaseSettings {
     pub steps: usize,
     pub warmup: usize,
     /// cpu, cuda or cuda:N (ours and PyTorch on the same device).
@@ -27,14 +22,16 @@ pub struct BenchOptions {
     pub precision: String,
 }
 
-/// One case run in this process.
+/// Which cases to run, and whether to run PyTorch beside them.
 #[derive(Debug, Clone)]
-pub struct BenchCaseOptions {
-    pub case: String,
-    pub steps: usize,
-    pub warmup: usize,
-    pub device: String,
-    pub precision: String,
+pub struct BenchOptions {
+    /// Also run tools/bench/torch_bench.py (needs `torch`; interpreter from $SEMISEG_PYTHON, else python3).
+    pub compare_pytorch: bool,
+    /// Write the results as JSON.
+    pub json: Option<PathBuf>,
+    /// Comma-separated case names (default: all).
+    pub cases: Option<String>,
+    pub run: CaseSettings,
 }
 
 fn precision(s: &str) -> core_seg::train::Precision {
@@ -55,16 +52,15 @@ struct Row {
 }
 
 /// Runs one case in this process and prints its timing as one JSON line (used by `bench`).
-pub fn run_case(a: BenchCaseOptions) -> anyhow::Result<()> {
-    let case =
-        bench::cases().into_iter().find(|c| c.name == a.case).with_context(|| format!("unknown case `{}`", a.case))?;
+pub fn run_case(name: &str, a: &CaseSettings) -> Result<()> {
+    let case = bench::cases().into_iter().find(|c| c.name == name).with_context(|| format!("unknown case `{name}`"))?;
     let dev = crate::gpus::parse_device(&a.device)?;
     let t = bench::run_case_on(&case, a.warmup, a.steps, &dev, precision(&a.precision))?;
     println!("{}", serde_json::to_string(&t)?);
     Ok(())
 }
 
-fn last_json_line(out: &[u8]) -> anyhow::Result<serde_json::Value> {
+fn last_json_line(out: &[u8]) -> Result<serde_json::Value> {
     let text = String::from_utf8_lossy(out);
     let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).context("no JSON line in output")?;
     Ok(serde_json::from_str(line)?)
@@ -78,8 +74,9 @@ fn torch_python() -> Option<String> {
 
 /// Runs every selected case as `<this executable> bench-case CASE --steps N --warmup N --device D --precision P`
 /// (the binary must have that command; it calls [`run_case`]) and prints the table.
-pub fn run(a: BenchOptions) -> anyhow::Result<()> {
-    let wanted: Option<Vec<String>> = a.cases.as_ref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
+pub fn run(opts: BenchOptions) -> Result<()> {
+    let a = &opts.run;
+    let wanted: Option<Vec<String>> = opts.cases.as_ref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
     let on_gpu = a.device.trim() != "cpu";
     let cases: Vec<_> = bench::cases()
         .into_iter()
@@ -91,11 +88,11 @@ pub fn run(a: BenchOptions) -> anyhow::Result<()> {
     if cases.is_empty() {
         bail!(
             "no case matches {:?}; cases: {:?}",
-            a.cases,
+            opts.cases,
             bench::cases().iter().map(|c| c.name.clone()).collect::<Vec<_>>()
         );
     }
-    let py = if a.compare_pytorch {
+    let py = if opts.compare_pytorch {
         Some(torch_python().context(
             "--compare-pytorch: `import torch` failed; install it (pip install torch) or set SEMISEG_PYTHON",
         )?)
@@ -109,7 +106,7 @@ pub fn run(a: BenchOptions) -> anyhow::Result<()> {
         Err(_) if std::path::Path::new("tools/bench/torch_bench.py").is_file() => "tools/bench/torch_bench.py".into(),
         Err(_) => concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/bench/torch_bench.py").into(),
     };
-    let exe = std::env::current_exe()?;
+    let exe = std::env::current_exe().map_err(|e| Error::Process(format!("locating this executable: {e}")))?;
     let mut rows = Vec::new();
     let mem = if on_gpu { "GPU MiB" } else { "MiB" };
     println!(
@@ -126,9 +123,10 @@ pub fn run(a: BenchOptions) -> anyhow::Result<()> {
         let warm = a.warmup.to_string();
         let dp = ["--device", a.device.as_str(), "--precision", a.precision.as_str()];
         let out =
-            Command::new(&exe).args(["bench-case", &c.name, "--steps", &steps, "--warmup", &warm]).args(dp).output()?;
+            Command::new(&exe).args(["bench-case", &c.name, "--steps", &steps, "--warmup", &warm]).args(dp).output();
+        let out = out.map_err(|e| Error::Process(format!("case {}: {e}", c.name)))?;
         if !out.status.success() {
-            bail!("case {} failed: {}", c.name, String::from_utf8_lossy(&out.stderr));
+            return Err(Error::Process(format!("case {} failed: {}", c.name, String::from_utf8_lossy(&out.stderr))));
         }
         let ours = last_json_line(&out.stdout)?;
         let torch = match &py {
@@ -137,9 +135,14 @@ pub fn run(a: BenchOptions) -> anyhow::Result<()> {
                 let o = Command::new(py)
                     .args([script.as_str(), "--case", &case_json, "--steps", &steps, "--warmup", &warm])
                     .args(dp)
-                    .output()?;
+                    .output()
+                    .map_err(|e| Error::Process(format!("torch case {}: {e}", c.name)))?;
                 if !o.status.success() {
-                    bail!("torch case {} failed: {}", c.name, String::from_utf8_lossy(&o.stderr));
+                    return Err(Error::Process(format!(
+                        "torch case {} failed: {}",
+                        c.name,
+                        String::from_utf8_lossy(&o.stderr)
+                    )));
                 }
                 Some(last_json_line(&o.stdout)?)
             }
@@ -168,8 +171,8 @@ pub fn run(a: BenchOptions) -> anyhow::Result<()> {
         );
         rows.push(row);
     }
-    if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&rows)?).with_context(|| format!("writing {}", p.display()))?;
+    if let Some(p) = &opts.json {
+        fs::write(p, serde_json::to_string_pretty(&rows)?)?;
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use crate::error::{bail, fs, Context};
+use crate::Result;
 use core_seg::eval::EvalConfig;
 use core_seg::frameworks::SemiConfig;
 use core_seg::methods::RunContext;
@@ -101,20 +102,20 @@ fn default_ref_batch() -> usize {
 }
 
 impl RunConfig {
-    pub fn from_toml(text: &str, origin: &Path) -> anyhow::Result<Self> {
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
         let cfg: RunConfig = toml::from_str(text).with_context(|| format!("{}: invalid config", origin.display()))?;
         cfg.validate().with_context(|| format!("{}: invalid config", origin.display()))?;
         Ok(cfg)
     }
 
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = fs::read_to_string(path)?;
         Self::from_toml(&text, path)
     }
 
     /// Checks the core tables, that every method table has a plug-in and `semi.method` a framework, and each
     /// plug-in's tables.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if self.model.nclass < 2 {
             bail!("model.nclass must be ≥ 2");
         }
@@ -155,7 +156,7 @@ impl RunConfig {
     }
 
     /// The method table `[name]` as `T` (`None` when absent), e.g. `cfg.section::<tv_loss::MrfConfig>("mrf")`.
-    pub fn section<T: DeserializeOwned>(&self, name: &str) -> anyhow::Result<Option<T>> {
+    pub fn section<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         Ok(self.context(None).section(name)?)
     }
 
@@ -177,7 +178,7 @@ mod tests {
     fn unknown_key_is_an_error_naming_it() {
         let err = RunConfig::from_toml("[data]\ndataset = \"synthetic\"\n[train]\nitres = 3\n", Path::new("x.toml"))
             .err()
-            .map(|e| format!("{e:#}"))
+            .map(|e| format!("{:#}", anyhow::Error::from(e)))
             .unwrap_or_default();
         assert!(err.contains("itres") && err.contains("x.toml"), "{err}");
     }
@@ -188,7 +189,10 @@ mod tests {
     fn unknown_method_table_and_framework_are_errors() {
         let err = |text: &str| {
             let toml_text = format!("[data]\ndataset = \"synthetic\"\n[model]\nnclass = 6\n{text}");
-            RunConfig::from_toml(&toml_text, Path::new("m.toml")).err().map(|e| format!("{e:#}")).unwrap_or_default()
+            RunConfig::from_toml(&toml_text, Path::new("m.toml"))
+                .err()
+                .map(|e| format!("{:#}", anyhow::Error::from(e)))
+                .unwrap_or_default()
         };
         let e = err("[tvv]\nenabled = true\n");
         assert!(e.contains("`tvv`") && e.contains("recon") && e.contains("m.toml"), "{e}");
@@ -267,13 +271,16 @@ mod tests {
             ("val = \"val\"\nval_from_train = 5\n[model]\nnclass = 11\n", "val_from_train"),
             ("scale = -1.0\n[model]\nnclass = 11\n", "scale"),
         ] {
-            let err =
-                RunConfig::from_toml(&format!("{base}{extra}"), Path::new("f.toml")).err().map(|e| format!("{e:#}"));
+            let err = RunConfig::from_toml(&format!("{base}{extra}"), Path::new("f.toml"))
+                .err()
+                .map(|e| format!("{:#}", anyhow::Error::from(e)));
             let err = err.unwrap_or_default();
             assert!(err.contains(needle) && err.contains("f.toml"), "{extra}: {err}");
         }
         let voc_with_folder = "[data]\ndataset = \"voc\"\n[data.folder]\nnum_labeled = 3\n";
-        let err = RunConfig::from_toml(voc_with_folder, Path::new("v.toml")).err().map(|e| format!("{e:#}"));
+        let err = RunConfig::from_toml(voc_with_folder, Path::new("v.toml"))
+            .err()
+            .map(|e| format!("{:#}", anyhow::Error::from(e)));
         assert!(err.unwrap_or_default().contains("data.folder"));
         Ok(())
     }
@@ -287,7 +294,9 @@ mod tests {
             ("[recon.diagnose]\nlayer = \"u7\"\n", "recon.diagnose.layer"),
         ] {
             let toml_text = format!("[data]\ndataset = \"synthetic\"\n[model]\nnclass = 6\n{text}");
-            let err = RunConfig::from_toml(&toml_text, Path::new("r.toml")).err().map(|e| format!("{e:#}"));
+            let err = RunConfig::from_toml(&toml_text, Path::new("r.toml"))
+                .err()
+                .map(|e| format!("{:#}", anyhow::Error::from(e)));
             let err = err.unwrap_or_default();
             assert!(err.contains(key) && err.contains("r.toml"), "{text}: {err}");
         }
@@ -310,7 +319,7 @@ mod tests {
             assert_eq!((t.lr, t.lr_min, t.lr_multi, t.poly_power, t.iters), (0.01, 1e-4, 1.0, 0.9, 20000), "{file}");
             let sgd = core_seg::optim::OptimConfig::Sgd { momentum: 0.9, weight_decay: 5e-4 };
             assert_eq!((t.optim, t.eval_every), (sgd, 2000), "{file}");
-            assert_eq!(c.section::<guidedmix::GuidedMixConfig>("guidedmix")?, None, "{file}");
+            assert_eq!(c.section("guidedmix")?, Some(guidedmix::GuidedMixConfig::default()), "{file}");
         }
         let syn = RunConfig::load(&dir.join("guidedmix-synthetic.toml"))?;
         assert_eq!((syn.semi.method.name(), syn.model.head), ("guidedmix", HeadKind::Deeplabv3));

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
+use crate::Result;
 use candle_core::Device;
 use core_seg::batch::{BatchSource, TrainBatch};
 use data::folder::FolderDataset;
@@ -41,7 +42,7 @@ pub fn expected_layout(d: &DataSection) -> &'static str {
 
 /// Resolves the data root: CLI, then config, then `$SEMISEG_DATA`; its folders must exist. For a folder preset,
 /// `<root>/<preset name>` (e.g. `<root>/camvid`) is used when the root itself does not hold the layout.
-pub fn data_root(cfg: &RunConfig, cli: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+pub fn data_root(cfg: &RunConfig, cli: Option<&PathBuf>) -> Result<PathBuf> {
     let d = &cfg.data;
     let root = cli.cloned().or_else(|| d.root.clone()).or_else(|| std::env::var_os("SEMISEG_DATA").map(PathBuf::from));
     let Some(root) = root else {
@@ -93,7 +94,7 @@ fn splits_dir(cfg: &RunConfig) -> PathBuf {
     })
 }
 
-fn checked(mut ds: FileDataset, labelled: bool, skip_bad: bool) -> anyhow::Result<Dataset> {
+fn checked(mut ds: FileDataset, labelled: bool, skip_bad: bool) -> Result<Dataset> {
     for p in data::check::preflight(&mut ds, labelled, skip_bad)? {
         tracing::warn!("skipped: {p}");
     }
@@ -102,7 +103,7 @@ fn checked(mut ds: FileDataset, labelled: bool, skip_bad: bool) -> anyhow::Resul
 
 /// Builds the run's datasets; file datasets are validated first (pre-flight). With `[data.sparse]` the labelled
 /// training masks keep only that fraction of their pixels (validation stays dense).
-pub fn build(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyhow::Result<RunData> {
+pub fn build(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> Result<RunData> {
     let mut run = build_dense(cfg, cli_root, semi)?;
     if let Some(sp) = &cfg.data.sparse {
         sp.validate()?;
@@ -111,7 +112,7 @@ pub fn build(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyhow:
     Ok(run)
 }
 
-fn build_dense(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyhow::Result<RunData> {
+fn build_dense(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> Result<RunData> {
     let d = &cfg.data;
     if d.dataset == DatasetKind::Synthetic {
         let s = &d.synthetic;
@@ -140,7 +141,7 @@ fn build_dense(cfg: &RunConfig, cli_root: Option<&PathBuf>, semi: bool) -> anyho
 }
 
 /// A folder dataset's run splits: seeded labelled subset / validation carve-out, each set pre-flight checked.
-fn build_folder(cfg: &RunConfig, root: &std::path::Path, semi: bool) -> anyhow::Result<RunData> {
+fn build_folder(cfg: &RunConfig, root: &std::path::Path, semi: bool) -> Result<RunData> {
     let d = &cfg.data;
     let folder = FolderDataset::open(&d.folder, root, Some(cfg.model.nclass))?;
     let k = folder.labels().num_classes();
@@ -186,7 +187,7 @@ pub struct LoaderSource {
 }
 
 impl LoaderSource {
-    pub fn new(labeled: Dataset, unlabeled: Option<Dataset>, cfg: &RunConfig, device: &Device) -> anyhow::Result<Self> {
+    pub fn new(labeled: Dataset, unlabeled: Option<Dataset>, cfg: &RunConfig, device: &Device) -> Result<Self> {
         let semi = unlabeled.is_some();
         let mut lcfg = cfg.loader.clone();
         // Data parallel: each rank draws its own shuffle and augmentation (rank 0 = the single-process stream).

@@ -8,7 +8,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, fs, Context};
+use crate::Result;
 use aux_recon::channels::{ChannelScores, ChannelStats, DEFAULT_BINS, IOU_HIT};
 use aux_recon::{layer_index, ReconDecoder, PREFIX};
 use candle_core::{DType, Device, Tensor};
@@ -52,14 +53,14 @@ const SUBJECTS: [&str; 3] = ["recon (trained)", "recon (random init)", "seg deco
 
 impl Nets {
     /// Activations `[K, H·W]` of each subject for one image, bilinearly resized to the label size.
-    fn activations(&self, x: &Tensor, which: Option<usize>) -> anyhow::Result<Vec<Option<Vec<f32>>>> {
+    fn activations(&self, x: &Tensor, which: Option<usize>) -> Result<Vec<Option<Vec<f32>>>> {
         let (_, _, h, w) = x.dims4()?;
         let out = self.model.forward_full(x, Mode::Eval, None)?;
         let f = match self.input {
             aux_recon::ReconInput::C4 => &out.enc.c4,
             aux_recon::ReconInput::Aspp => &out.aspp,
         };
-        let host = |t: &Tensor| -> anyhow::Result<Vec<f32>> {
+        let host = |t: &Tensor| -> Result<Vec<f32>> {
             Ok(resize_bilinear(t, (h, w), true)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
         };
         let mut res = Vec::new();
@@ -79,7 +80,7 @@ impl Nets {
     }
 }
 
-fn load(a: &ReconChannelsOptions, device: &Device) -> anyhow::Result<(RunConfig, Nets)> {
+fn load(a: &ReconChannelsOptions, device: &Device) -> Result<(RunConfig, Nets)> {
     let cfg = crate::eval::config_of(a.config.as_deref(), &a.checkpoint, device)?;
     let mut rc: aux_recon::ReconConfig = cfg.section("recon")?.unwrap_or_default();
     if let Some(l) = &a.layer {
@@ -110,17 +111,13 @@ fn load(a: &ReconChannelsOptions, device: &Device) -> anyhow::Result<(RunConfig,
 }
 
 /// R as a run with `seed` initialised it (its own stream, [`aux_recon::var_builder`]), and the store holding it.
-pub fn random_init_decoder(
-    g: &aux_recon::Geometry,
-    seed: u64,
-    device: &Device,
-) -> anyhow::Result<(ReconDecoder, ParamStore)> {
+pub fn random_init_decoder(g: &aux_recon::Geometry, seed: u64, device: &Device) -> Result<(ReconDecoder, ParamStore)> {
     let store = ParamStore::new(0);
     let r = ReconDecoder::new(g, aux_recon::var_builder(&store, seed, DType::F32, device).pp(PREFIX))?;
     Ok((r, store))
 }
 
-pub fn recon_channels(a: ReconChannelsOptions) -> anyhow::Result<()> {
+pub fn recon_channels(a: ReconChannelsOptions) -> Result<()> {
     let device = Device::Cpu;
     let (cfg, nets) = load(&a, &device)?;
     let rc: aux_recon::ReconConfig = cfg.section("recon")?.unwrap_or_default();
@@ -166,7 +163,7 @@ pub fn recon_channels(a: ReconChannelsOptions) -> anyhow::Result<()> {
             println!("  {cname:<20} {}", top.join(" | "));
         }
     }
-    std::fs::create_dir_all(&a.out)?;
+    fs::create_dir_all(&a.out)?;
     let json = serde_json::json!({
         "checkpoint": a.checkpoint.display().to_string(),
         "layer": layer_name,
@@ -184,7 +181,7 @@ pub fn recon_channels(a: ReconChannelsOptions) -> anyhow::Result<()> {
             "corr": s.corr,
         })).collect::<Vec<_>>(),
     });
-    std::fs::write(a.out.join("scores.json"), serde_json::to_string_pretty(&json)?)?;
+    fs::write(&a.out.join("scores.json"), serde_json::to_string_pretty(&json)?)?;
     for (j, file) in [(0, "recon-channels.png"), (1, "recon-channels-random.png")] {
         let rows = grid_rows(&nets, j, &scores[j], &val, &names, a.top)?;
         channel_grid(&a.out.join(file), &rows, &format!("{} — layer {layer_name}", SUBJECTS[j]))?;
@@ -201,7 +198,7 @@ fn grid_rows(
     val: &data::Dataset,
     names: &[String],
     top: usize,
-) -> anyhow::Result<Vec<GridRow>> {
+) -> Result<Vec<GridRow>> {
     let best = s.best_class();
     let mut rows = Vec::new();
     for k in s.top_channels(top) {

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context};
+use crate::Result;
 use candle_core::{DType, Device, Tensor};
 use core_seg::eval::{evaluate, EvalReport};
 use core_seg::model::{weights, DeepLabV3Plus};
@@ -30,7 +31,7 @@ pub fn evaluate_mrf(
     cfg: &RunConfig,
     mrf: &tv_loss::MrfConfig,
     device: &Device,
-) -> anyhow::Result<EvalReport> {
+) -> Result<EvalReport> {
     let mut cm = core_seg::metrics::ConfusionMatrix::new(cfg.model.nclass);
     for s in data::val_samples(val.clone(), device.clone(), 4) {
         let s = s?;
@@ -54,7 +55,7 @@ pub fn evaluate_mrf_tuned(
     cfg: &RunConfig,
     beta: Option<f64>,
     device: &Device,
-) -> anyhow::Result<(f64, EvalReport)> {
+) -> Result<(f64, EvalReport)> {
     let mut mrf: tv_loss::MrfConfig = cfg.section("mrf")?.unwrap_or_default();
     let beta = match beta {
         Some(b) => b,
@@ -79,7 +80,7 @@ pub fn evaluate_mrf_tuned(
 
 /// Loads a checkpoint for inference: every model variable must be set; the only extra keys allowed are those of
 /// training-only branches of the method plug-ins ([`crate::methods::training_only_prefixes`]).
-pub fn load_inference_weights(store: &ParamStore, path: &Path) -> anyhow::Result<()> {
+pub fn load_inference_weights(store: &ParamStore, path: &Path) -> Result<()> {
     let r = weights::load_safetensors(store, path, false)?;
     let training_only = crate::methods::training_only_prefixes();
     let unexpected: Vec<&String> =
@@ -91,7 +92,7 @@ pub fn load_inference_weights(store: &ParamStore, path: &Path) -> anyhow::Result
 }
 
 /// The model of `cfg` with the weights of `weights_path` (eval use).
-pub fn load_model(cfg: &RunConfig, weights_path: &Path, device: &Device) -> anyhow::Result<DeepLabV3Plus> {
+pub fn load_model(cfg: &RunConfig, weights_path: &Path, device: &Device) -> Result<DeepLabV3Plus> {
     let store = ParamStore::new(0);
     let model = DeepLabV3Plus::new(&cfg.model, store.var_builder(DType::F32, device))?;
     load_inference_weights(&store, weights_path)?;
@@ -99,7 +100,7 @@ pub fn load_model(cfg: &RunConfig, weights_path: &Path, device: &Device) -> anyh
 }
 
 /// The run config: `config` when given, else the one a `train` checkpoint stores.
-pub fn config_of(config: Option<&Path>, checkpoint: &Path, device: &Device) -> anyhow::Result<RunConfig> {
+pub fn config_of(config: Option<&Path>, checkpoint: &Path, device: &Device) -> Result<RunConfig> {
     match config {
         Some(p) => RunConfig::load(p),
         None => {

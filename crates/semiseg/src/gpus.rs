@@ -11,20 +11,21 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, fs, Context};
+use crate::{Error, Result};
 use candle_core::Device;
 use core_seg::dist::{self, DistEnv};
 
 static DEVICE: OnceLock<Device> = OnceLock::new();
 
 /// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
-pub fn parse_device(s: &str) -> anyhow::Result<Device> {
+pub fn parse_device(s: &str) -> Result<Device> {
     let s = s.trim();
     let ordinal = match s {
         "cpu" => return Ok(Device::Cpu),
         "cuda" | "gpu" => 0,
         _ => match s.strip_prefix("cuda:") {
-            Some(n) => n.parse().with_context(|| format!("--device {s}: bad GPU index"))?,
+            Some(n) => n.parse().map_err(|_| Error::Invalid(format!("--device {s}: bad GPU index")))?,
             None => bail!("--device {s}: expected cpu, cuda or cuda:N"),
         },
     };
@@ -34,7 +35,7 @@ pub fn parse_device(s: &str) -> anyhow::Result<Device> {
 }
 
 /// The device of this process: `cuda:RANK` under the launcher (joining the NCCL group once), else `arg`.
-pub fn device(arg: &str) -> anyhow::Result<Device> {
+pub fn device(arg: &str) -> Result<Device> {
     if let Some(d) = DEVICE.get() {
         return Ok(d.clone());
     }
@@ -67,17 +68,17 @@ fn args_without_gpus() -> Vec<String> {
 }
 
 /// Runs this command as `gpus` ranks and waits for them; an error if any rank fails.
-pub fn launch(gpus: usize, scratch: &std::path::Path) -> anyhow::Result<()> {
+pub fn launch(gpus: usize, scratch: &std::path::Path) -> Result<()> {
     if gpus == 0 {
         bail!("--gpus must be ≥ 1");
     }
     if DistEnv::from_env()?.is_some() {
         bail!("--gpus inside a launched rank (RANK/WORLD_SIZE are already set)");
     }
-    std::fs::create_dir_all(scratch)?;
+    fs::create_dir_all(scratch)?;
     let id_file = scratch.join(format!(".nccl-id-{}", std::process::id()));
     dist::write_nccl_id(&id_file).context("--gpus: creating the NCCL id")?;
-    let exe = std::env::current_exe()?;
+    let exe = std::env::current_exe().map_err(|e| Error::Process(format!("--gpus: locating this executable: {e}")))?;
     let args = args_without_gpus();
     let mut children: Vec<(usize, Child)> = Vec::new();
     for rank in 0..gpus {
@@ -103,12 +104,12 @@ pub fn launch(gpus: usize, scratch: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Waits for every rank; on the first failure stops the others.
-fn wait_all(children: &mut Vec<(usize, Child)>) -> anyhow::Result<()> {
+fn wait_all(children: &mut Vec<(usize, Child)>) -> Result<()> {
     let mut failed = None;
     while !children.is_empty() {
         let mut i = 0;
         while i < children.len() {
-            match children[i].1.try_wait()? {
+            match children[i].1.try_wait().map_err(|e| Error::Process(format!("--gpus: waiting for a rank: {e}")))? {
                 Some(status) => {
                     let (rank, _) = children.remove(i);
                     if !status.success() && failed.is_none() {

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod config;
 pub mod datasets;
 pub mod diagnose;
+pub mod error;
 pub mod eval;
 pub mod gpus;
 pub mod methods;
@@ -27,4 +28,5 @@ pub mod runtime;
 pub mod train;
 
 pub use config::RunConfig;
+pub use error::{Error, Result};
 pub use train::{RunResult, Runner, TrainOptions};

@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::sync::Once;
 
-use anyhow::Context;
 use plotters::prelude::*;
+
+use crate::{Error, Result};
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static FONT_ONCE: Once = Once::new();
@@ -40,8 +41,19 @@ fn smooth(xs: &[(usize, f64)], window: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// What plotters returns; turned into [`Error::Plot`] naming the file.
+type Drawn = std::result::Result<(), Box<dyn std::error::Error>>;
+
+fn plotted(path: &Path, drawn: Drawn) -> Result<()> {
+    drawn.map_err(|e| Error::Plot { path: path.to_path_buf(), msg: e.to_string() })
+}
+
 /// Two panels: training loss (seed 0, smoothed) and evaluation mIoU vs iteration, one colour per method.
-pub fn learning_curves(path: &Path, curves: &Curves) -> anyhow::Result<()> {
+pub fn learning_curves(path: &Path, curves: &Curves) -> Result<()> {
+    plotted(path, draw_curves(path, curves))
+}
+
+fn draw_curves(path: &Path, curves: &Curves) -> Drawn {
     register_font();
     let root = BitMapBackend::new(path, (1200, 480)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -85,7 +97,7 @@ pub fn learning_curves(path: &Path, curves: &Curves) -> anyhow::Result<()> {
         }
     }
     ch.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
-    root.present().with_context(|| format!("writing {}", path.display()))?;
+    root.present()?;
     Ok(())
 }
 
@@ -107,7 +119,7 @@ pub fn qualitative_grid(
     gts: &[Vec<u8>],
     preds: &[(String, Vec<Vec<u8>>)],
     palette: &[[u8; 3]; 256],
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let Some(first) = images.first() else { return Ok(()) };
     let (sw, sh) = (first.width, first.height);
     let zoom = (128 / sw.max(sh).max(1)).max(1);
@@ -150,7 +162,11 @@ fn heat_color(t: f64) -> RGBColor {
 }
 
 /// Rows = channels: image | activation heat map (min–max of the row) | class mask, each with its caption above.
-pub fn channel_grid(path: &Path, rows: &[GridRow], title: &str) -> anyhow::Result<()> {
+pub fn channel_grid(path: &Path, rows: &[GridRow], title: &str) -> Result<()> {
+    plotted(path, draw_channel_grid(path, rows, title))
+}
+
+fn draw_channel_grid(path: &Path, rows: &[GridRow], title: &str) -> Drawn {
     register_font();
     let Some(first) = rows.first() else { return Ok(()) };
     let (w, h) = (first.image.width, first.image.height);
@@ -162,7 +178,7 @@ pub fn channel_grid(path: &Path, rows: &[GridRow], title: &str) -> anyhow::Resul
     root.draw_text(title, &("sans-serif", 18).into_font().color(&BLACK), (gap as i32, 6))?;
     for (r, row) in rows.iter().enumerate() {
         if row.image.width != w || row.image.height != h || row.heat.len() != w * h || row.mask.len() != w * h {
-            anyhow::bail!("channel grid: row {r} does not match the first image's {w}x{h}");
+            return Err(format!("channel grid: row {r} does not match the first image's {w}x{h}").into());
         }
         let y0 = head + r * (ch + cap + gap);
         root.draw_text(&row.caption, &("sans-serif", 14).into_font().color(&BLACK), (gap as i32, y0 as i32))?;
@@ -184,6 +200,6 @@ pub fn channel_grid(path: &Path, rows: &[GridRow], title: &str) -> anyhow::Resul
             }
         }
     }
-    root.present().with_context(|| format!("writing {}", path.display()))?;
+    root.present()?;
     Ok(())
 }

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use crate::error::{bail, fs};
+use crate::Result;
 use candle_core::{Device, Tensor};
 use core_seg::nn::Mode;
 
@@ -16,7 +17,7 @@ pub fn predict_files(
     checkpoint: &Path,
     inputs: &[PathBuf],
     out: &Path,
-) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+) -> Result<Vec<(PathBuf, PathBuf)>> {
     if inputs.is_empty() {
         bail!("no --input images");
     }
@@ -27,7 +28,7 @@ pub fn predict_files(
     } else {
         data::palette::voc_palette()
     };
-    std::fs::create_dir_all(out)?;
+    fs::create_dir_all(out)?;
     let mut written = Vec::new();
     for path in inputs {
         let img = data::io::read_image(path)?;

@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use crate::error::{bail, fs};
+use crate::Result;
 use candle_core::Tensor;
 
 use crate::config::RunConfig;
@@ -24,11 +25,11 @@ pub fn shipped_encoder() -> PathBuf {
 }
 
 /// Resolves `@synthetic-encoder` in a config's `pretrained` to the shipped file.
-pub fn resolve(cfg: &mut RunConfig) -> anyhow::Result<()> {
+pub fn resolve(cfg: &mut RunConfig) -> Result<()> {
     if cfg.pretrained.as_deref() == Some(Path::new("@synthetic-encoder")) {
         let p = shipped_encoder();
         if !p.exists() {
-            anyhow::bail!("{} is missing: run `cargo xtask pretrain-synthetic` to make it", p.display());
+            bail!("{} is missing: run `cargo xtask pretrain-synthetic` to make it", p.display());
         }
         cfg.pretrained = Some(p);
     }
@@ -48,7 +49,7 @@ pub struct PretrainOptions {
 const SYNTHETIC: &str = include_str!("../../../configs/synthetic.toml");
 
 /// Trains the pretext run and writes its `backbone.*` tensors to `a.out` with a JSON note beside them.
-pub fn run(a: PretrainOptions) -> anyhow::Result<()> {
+pub fn run(a: PretrainOptions) -> Result<()> {
     let mut cfg: RunConfig = toml::from_str(SYNTHETIC)?;
     cfg.semi.method = core_seg::frameworks::Method::Supervised;
     cfg.pretrained = None;
@@ -84,8 +85,7 @@ pub fn run(a: PretrainOptions) -> anyhow::Result<()> {
         "tensors": backbone.len(),
     });
     let note_path = a.out.with_extension("json");
-    std::fs::write(&note_path, serde_json::to_string_pretty(&note)?)
-        .with_context(|| note_path.display().to_string())?;
+    fs::write(&note_path, serde_json::to_string_pretty(&note)?)?;
     let _ = std::fs::remove_dir_all(&run_dir);
     println!(
         "pretext val mIoU {:.2}; wrote {} ({} tensors) and {}",

@@ -22,11 +22,12 @@ pub struct RunObserver {
 }
 
 impl RunObserver {
-    pub fn new(dir: &Path, total: usize, start: usize, class_names: Vec<String>, quiet: bool) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+    pub fn new(dir: &Path, total: usize, start: usize, class_names: Vec<String>, quiet: bool) -> crate::Result<Self> {
+        crate::error::fs::create_dir_all(dir)?;
         let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}")?
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} {msg}")
+                .map_err(|e| crate::Error::Invalid(format!("progress bar template: {e}")))?
                 .progress_chars("=> "),
         );
         bar.set_position(start as u64);

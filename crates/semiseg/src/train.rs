@@ -2,7 +2,7 @@
 //! logs.
 //!
 //! ```no_run
-//! # fn main() -> anyhow::Result<()> {
+//! # fn main() -> semiseg::Result<()> {
 //! use semiseg::{RunConfig, Runner};
 //! let cfg = RunConfig::load(std::path::Path::new("configs/synthetic.toml"))?;
 //! let result = Runner::from_config(cfg)?.out("runs/synthetic").iters(100).quiet(true).train()?;
@@ -21,8 +21,9 @@ use core_seg::train::{TrainConfig, Trainer};
 
 use crate::config::RunConfig;
 use crate::datasets::{self, LoaderSource};
+use crate::error::fs;
 use crate::runtime::RunObserver;
-use crate::{eval, methods};
+use crate::{eval, methods, Result};
 
 /// How one run is trained, besides its config (what `cargo xtask train` takes on its command line).
 #[derive(Debug, Clone)]
@@ -88,7 +89,7 @@ pub struct Evaluation {
 impl Runner {
     /// A runner for `cfg` with the default [`TrainOptions`]; the config is checked first (core tables and every
     /// method plug-in's).
-    pub fn from_config(cfg: RunConfig) -> anyhow::Result<Self> {
+    pub fn from_config(cfg: RunConfig) -> Result<Self> {
         cfg.validate()?;
         Ok(Self { cfg, opts: TrainOptions::default() })
     }
@@ -150,7 +151,7 @@ impl Runner {
     /// Trains the run: builds the datasets and the batch stream, the model, the framework (core-seg's or a
     /// plug-in's), the method terms, loads pretrained weights or resumes, trains with evaluations and
     /// checkpoints, and returns the final evaluation.
-    pub fn train(self) -> anyhow::Result<RunResult> {
+    pub fn train(self) -> Result<RunResult> {
         let (mut cfg, a) = (self.cfg, self.opts);
         let device = crate::gpus::device(&a.device)?;
         let (primary, world) = (core_seg::dist::is_primary(), core_seg::dist::world_size());
@@ -191,9 +192,9 @@ impl Runner {
         } else {
             std::env::temp_dir().join(format!("semiseg-rank{}-{}", core_seg::dist::rank(), std::process::id()))
         };
-        std::fs::create_dir_all(&a.out)?;
+        fs::create_dir_all(&a.out)?;
         if primary {
-            std::fs::write(a.out.join("config.toml"), toml::to_string(&cfg)?)?;
+            fs::write(&a.out.join("config.toml"), toml::to_string(&cfg)?)?;
         }
         let mut obs = RunObserver::new(&log_dir, iters, t.iter, class_names.clone(), a.quiet || !primary)?;
         let val = d.val;
@@ -222,7 +223,7 @@ impl Runner {
 
     /// Evaluates the weights of `checkpoint` on the validation set, with MRF post-processing when `mrf` is
     /// `Some(β)` (`Some(None)`: β chosen on the validation set from `mrf.beta_grid`).
-    pub fn evaluate(&self, checkpoint: &Path, mrf: Option<Option<f64>>) -> anyhow::Result<Evaluation> {
+    pub fn evaluate(&self, checkpoint: &Path, mrf: Option<Option<f64>>) -> Result<Evaluation> {
         let device = Device::Cpu;
         let model = eval::load_model(&self.cfg, checkpoint, &device)?;
         let val = datasets::build(&self.cfg, self.opts.data_root.as_ref(), false)?.val;

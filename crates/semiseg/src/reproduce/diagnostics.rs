@@ -5,7 +5,8 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use crate::error::{fs, Context};
+use crate::Result;
 use data::DatasetKind;
 
 use crate::config::RunConfig;
@@ -22,7 +23,7 @@ pub struct ChannelSummary {
 }
 
 /// Whether `cfg` trains the reconstruction branch on a dataset the diagnostic runs on here.
-pub fn wants_recon_channels(cfg: &RunConfig) -> anyhow::Result<bool> {
+pub fn wants_recon_channels(cfg: &RunConfig) -> Result<bool> {
     let enabled = cfg.section::<aux_recon::ReconConfig>("recon")?.is_some_and(|r| r.enabled);
     Ok(cfg.data.dataset == DatasetKind::Synthetic && enabled)
 }
@@ -34,7 +35,7 @@ pub fn recon_channel_summary(
     run_dir: &Path,
     data_root: Option<&PathBuf>,
     resume: bool,
-) -> anyhow::Result<ChannelSummary> {
+) -> Result<ChannelSummary> {
     let out = run_dir.join("diagnose");
     let scores = out.join("scores.json");
     if !(resume && scores.exists()) {
@@ -50,9 +51,9 @@ pub fn recon_channel_summary(
             seed: None,
         })?;
     }
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&scores)?)
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(&scores)?)
         .with_context(|| format!("{}: not a diagnostic scores.json", scores.display()))?;
-    let subject = |i: usize| -> anyhow::Result<f64> {
+    let subject = |i: usize| -> Result<f64> {
         json["subjects"][i]["mean_over_classes_of_max_iou"]
             .as_f64()
             .with_context(|| format!("{}: subject {i} has no score", scores.display()))

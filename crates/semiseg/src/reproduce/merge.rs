@@ -1,6 +1,7 @@
 //! Deep merge of TOML tables: a recipe row is a patch over the base config.
 
-use anyhow::Context;
+use crate::error::Context;
+use crate::Result;
 
 /// Merges `patch` into `base`: tables merge key by key, anything else is replaced.
 pub fn merge(base: &mut toml::Table, patch: &toml::Table) {
@@ -15,7 +16,7 @@ pub fn merge(base: &mut toml::Table, patch: &toml::Table) {
 }
 
 /// `base` with each patch applied in order.
-pub fn merged(base: &str, patches: &[&str]) -> anyhow::Result<toml::Table> {
+pub fn merged(base: &str, patches: &[&str]) -> Result<toml::Table> {
     let mut t: toml::Table = toml::from_str(base).context("recipe base config")?;
     for p in patches {
         let pt: toml::Table = toml::from_str(p).with_context(|| format!("recipe patch `{p}`"))?;

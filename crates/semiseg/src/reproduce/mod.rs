@@ -9,7 +9,8 @@ pub mod report;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use crate::error::{bail, fs, Context};
+use crate::Result;
 use data::DatasetKind;
 use serde::{Deserialize, Serialize};
 
@@ -92,7 +93,7 @@ pub fn list() -> String {
 }
 
 /// The recipe's rows, or those `--rows` names (an unknown name is an error listing the recipe's rows).
-pub fn select_rows(recipe: &recipes::Recipe, wanted: Option<&str>) -> anyhow::Result<Vec<recipes::RowSpec>> {
+pub fn select_rows(recipe: &recipes::Recipe, wanted: Option<&str>) -> Result<Vec<recipes::RowSpec>> {
     let Some(wanted) = wanted else { return Ok(recipe.rows.clone()) };
     let names: Vec<&str> = wanted.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
     let known: Vec<&str> = recipe.rows.iter().map(|r| r.method).collect();
@@ -103,7 +104,7 @@ pub fn select_rows(recipe: &recipes::Recipe, wanted: Option<&str>) -> anyhow::Re
 }
 
 /// The effective config of one row and seed.
-pub fn row_config(recipe: &recipes::Recipe, row: &recipes::RowSpec, seed: u64) -> anyhow::Result<RunConfig> {
+pub fn row_config(recipe: &recipes::Recipe, row: &recipes::RowSpec, seed: u64) -> Result<RunConfig> {
     let t = merge::merged(recipe.base, &[row.base.unwrap_or(""), recipe.budget, row.patch])?;
     let mut cfg: RunConfig = t.try_into().with_context(|| format!("recipe {} row {}", recipe.name, row.method))?;
     cfg.train.seed = seed;
@@ -113,7 +114,7 @@ pub fn row_config(recipe: &recipes::Recipe, row: &recipes::RowSpec, seed: u64) -
 
 /// Runs a recipe: every selected row × seed, then `results.json`, `report.md` and its figures in
 /// `out/<recipe>`; prints the table. With `check`, an error when a row regressed against that baseline.
-pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
+pub fn reproduce(a: ReproduceOptions) -> Result<()> {
     let Some(recipe) = recipes::find(&a.recipe) else {
         let names: Vec<_> = recipes::all().iter().map(|r| r.name).collect();
         bail!("unknown recipe `{}`; recipes: {}", a.recipe, names.join(", "));
@@ -158,7 +159,9 @@ pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
             let run_dir = dir.join(row.method).join(format!("seed{seed}"));
             let rec_path = run_dir.join("run.json");
             let rec = match std::fs::read(&rec_path).ok().filter(|_| a.resume) {
-                Some(bytes) => serde_json::from_slice::<RunRecord>(&bytes)?,
+                Some(bytes) => {
+                    serde_json::from_slice::<RunRecord>(&bytes).with_context(|| rec_path.display().to_string())?
+                }
                 None if !trains(seed) => continue,
                 None if row.mrf_of.is_some() && !primary => continue,
                 None if row.mrf_of.is_some() => {
@@ -166,8 +169,8 @@ pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
                         dir.join(row.mrf_of.unwrap_or_default()).join(format!("seed{seed}")).join("latest.safetensors");
                     eprintln!("[{}] {} seed {seed} (MRF on {})", recipe.name, row.method, src.display());
                     let rec = mrf_record(&cfg, &src, a.data_root.as_ref())?;
-                    std::fs::create_dir_all(&run_dir)?;
-                    std::fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
+                    fs::create_dir_all(&run_dir)?;
+                    fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
                     rec
                 }
                 None => {
@@ -195,7 +198,7 @@ pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
                         secs: t0.elapsed().as_secs_f64(),
                         rev: Some(report::git_revision()),
                     };
-                    std::fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
+                    fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
                     rec
                 }
             };
@@ -237,14 +240,14 @@ pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
         return Ok(());
     }
     let results = Results { recipe: recipe.name.to_string(), rows };
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
+    fs::create_dir_all(&dir)?;
+    fs::write(&dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
     let elapsed = started.elapsed().as_secs_f64();
     crate::plots::qualitative_grid(&dir.join("qualitative.png"), &grid.images, &grid.gts, &grid.preds, &grid.palette)?;
     let time = report::Timing { invocation_s: elapsed, runs_s: runs_secs, revisions };
     let quantile = probe.section::<aux_recon::ReconConfig>("recon")?.map(|r| r.diagnose.quantile);
     let references =
-        selected.iter().filter_map(|r| r.reference.map(|x| x.resolve(r.method))).collect::<anyhow::Result<Vec<_>>>()?;
+        selected.iter().filter_map(|r| r.reference.map(|x| x.resolve(r.method))).collect::<Result<Vec<_>>>()?;
     let beside = references::table(&results, &references);
     let sections = [references::section(&beside), diagnostics::recon_channels_section(&channels, quantile)];
     report::write(&dir, &recipe, &results, &configs, &curves, &time, &sections)?;
@@ -254,9 +257,8 @@ pub fn reproduce(a: ReproduceOptions) -> anyhow::Result<()> {
     }
     println!("{:.1} min; report: {}", elapsed / 60.0, dir.join("report.md").display());
     if let Some(base) = &a.check {
-        let baseline: Results =
-            serde_json::from_slice(&std::fs::read(base).with_context(|| format!("reading {}", base.display()))?)
-                .with_context(|| format!("{}: not a results.json", base.display()))?;
+        let baseline: Results = serde_json::from_slice(&fs::read(base)?)
+            .with_context(|| format!("{}: not a results.json", base.display()))?;
         let problems = check_against(&results, &baseline, a.tolerance);
         if !problems.is_empty() {
             bail!("regression against {}:\n{}", base.display(), problems.join("\n"));
@@ -285,7 +287,7 @@ impl Grid {
         }
     }
 
-    fn predict(&mut self, method: &str, cfg: &RunConfig, weights: &std::path::Path) -> anyhow::Result<()> {
+    fn predict(&mut self, method: &str, cfg: &RunConfig, weights: &std::path::Path) -> Result<()> {
         use candle_core::{Device, Tensor};
         let dev = Device::Cpu;
         let model = crate::eval::load_model(cfg, weights, &dev)?;
@@ -301,7 +303,7 @@ impl Grid {
 }
 
 /// Evaluates another row's checkpoint with MRF post-processing (β chosen on validation).
-fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&PathBuf>) -> anyhow::Result<RunRecord> {
+fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&PathBuf>) -> Result<RunRecord> {
     let dev = candle_core::Device::Cpu;
     let model = crate::eval::load_model(cfg, weights, &dev)?;
     let val = crate::datasets::build(cfg, data_root, false)?.val;

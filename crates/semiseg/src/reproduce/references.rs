@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Context;
+use crate::error::Context;
+use crate::Result;
 
 use super::recipes::find;
 use super::report::{ResultRow, Results};
@@ -32,7 +33,7 @@ pub struct Reference {
 
 impl RowReference {
     /// Reads the committed row and the budget its recipe trains with; an error names what is missing.
-    pub fn resolve(&self, row: &str) -> anyhow::Result<Reference> {
+    pub fn resolve(&self, row: &str) -> Result<Reference> {
         let origin = || format!("committed results of recipe {}", self.recipe);
         let res: Results = serde_json::from_str(self.results).with_context(origin)?;
         let reference = res

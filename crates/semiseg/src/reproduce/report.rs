@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Result;
+
 use super::recipes::Recipe;
 
 /// One method's mIoU over seeds (percent).
@@ -118,7 +120,7 @@ pub fn write(
     curves: &Curves,
     time: &Timing,
     sections: &[String],
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let mut s = format!("# {} — {}\n\n", recipe.name, recipe.description);
     let trained: Vec<String> = time.revisions.iter().map(|(rev, n)| format!("`{rev}` ({n})")).collect();
     let _ = writeln!(
@@ -187,7 +189,7 @@ pub fn write(
     for (m, c) in configs {
         let _ = write!(s, "\n### {m}\n\n```toml\n{c}```\n");
     }
-    std::fs::write(dir.join("report.md"), s)?;
+    crate::error::fs::write(&dir.join("report.md"), s)?;
     Ok(())
 }
 
