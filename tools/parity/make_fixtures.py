@@ -273,7 +273,10 @@ class DeepLabV3Plus(nn.Module):
         super().__init__()
         block, layers = {18: (Basic, [2, 2, 2, 2]), 34: (Basic, [3, 4, 6, 3]), 50: (Bottle, [3, 4, 6, 3]), 101: (Bottle, [3, 4, 23, 3])}[depth]
         self.backbone = ResNet(block, layers, w, deep, os)
-        low, high = w * block.expansion, 8 * w * block.expansion
+        self.add_decoder(w * block.expansion, 8 * w * block.expansion, aspp, reduce, fuse, nclass, rates)
+
+    def add_decoder(self, low, high, aspp, reduce, fuse, nclass, rates):
+        """UniMatch's decoder on c1 (`low` channels) and c4 (`high`): `head` (ASPP), `reduce`, `fuse`, `classifier`."""
         aspp = aspp or high // 8
         self.head = ASPP(high, aspp, rates)
         self.reduce = cbr(low, reduce, 1)

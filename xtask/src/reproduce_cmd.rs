@@ -51,7 +51,7 @@ pub struct ReproduceArgs {
 
 pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
     if let Some(n) = a.gpus {
-        return Ok(semiseg::gpus::launch(n, &a.out)?);
+        return Ok(semiseg::gpus::launch(n)?);
     }
     Ok(reproduce::reproduce(ReproduceOptions {
         recipe: a.recipe,

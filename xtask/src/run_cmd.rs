@@ -41,7 +41,7 @@ pub struct TrainArgs {
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let cfg = RunConfig::load(&a.config)?;
     if let Some(n) = a.gpus {
-        return Ok(semiseg::gpus::launch(n, &a.out)?);
+        return Ok(semiseg::gpus::launch(n)?);
     }
     let opts = TrainOptions {
         out: a.out.clone(),

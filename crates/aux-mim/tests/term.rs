@@ -317,7 +317,7 @@ fn config_parses_with_spec_defaults() -> Result<()> {
 #[test]
 fn full_s4mim_on_the_synthetic_model_at_64px() -> Result<()> {
     let model_cfg = core_seg::model::DeepLabConfig {
-        backbone: core_seg::model::Depth::Resnet18,
+        backbone: core_seg::model::Backbone::Resnet18,
         stem: core_seg::model::Stem::Deep,
         base_width: 16,
         output_stride: 8,

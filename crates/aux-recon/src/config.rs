@@ -234,8 +234,8 @@ impl ReconConfig {
     pub fn geometry(&self, model: &DeepLabConfig) -> Result<Geometry> {
         self.validate()?;
         let cin = match self.input {
-            ReconInput::C4 => model.resnet()?.channels()[3],
-            ReconInput::Aspp => model.aspp_channels.unwrap_or(model.resnet()?.channels()[3] / 8),
+            ReconInput::C4 => model.encoder_channels()?[3],
+            ReconInput::Aspp => model.aspp_channels.unwrap_or(model.encoder_channels()?[3] / 8),
         };
         let widths = match (&self.widths, self.stages) {
             (Some(w), _) => w.clone(),

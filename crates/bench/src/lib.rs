@@ -9,7 +9,7 @@
 use candle_core::{DType, Device, Tensor};
 use core_seg::batch::{BatchSource, LabeledBatch, TrainBatch, UnlabeledBatch};
 use core_seg::frameworks::{self, Method, SemiConfig};
-use core_seg::model::{DeepLabConfig, Depth};
+use core_seg::model::{Backbone, DeepLabConfig};
 use core_seg::nn::Mode;
 use core_seg::rng::SegRng;
 use core_seg::train::{Precision, TrainConfig, Trainer};
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Case {
     pub name: String,
-    pub backbone: Depth,
+    pub backbone: Backbone,
     pub size: usize,
     pub batch: usize,
     /// supervised | unimatch | eval
@@ -43,22 +43,22 @@ pub fn cases() -> Vec<Case> {
         cpu_sized: false,
         gpu: false,
     };
-    let synth = |name: &str, kind: &str| Case { cpu_sized: true, ..c(name, Depth::Resnet18, 64, 8, kind) };
+    let synth = |name: &str, kind: &str| Case { cpu_sized: true, ..c(name, Backbone::Resnet18, 64, 8, kind) };
     let g = |name: &str, backbone, size, batch, kind: &str| Case { gpu: true, ..c(name, backbone, size, batch, kind) };
     vec![
-        c("step-r18-128-b4", Depth::Resnet18, 128, 4, "supervised"),
-        c("step-r50-128-b4", Depth::Resnet50, 128, 4, "supervised"),
-        c("unimatch-r18-128-b4", Depth::Resnet18, 128, 4, "unimatch"),
-        c("step-r18-321-b2", Depth::Resnet18, 321, 2, "supervised"),
-        c("eval-r18-321-b1", Depth::Resnet18, 321, 1, "eval"),
+        c("step-r18-128-b4", Backbone::Resnet18, 128, 4, "supervised"),
+        c("step-r50-128-b4", Backbone::Resnet50, 128, 4, "supervised"),
+        c("unimatch-r18-128-b4", Backbone::Resnet18, 128, 4, "unimatch"),
+        c("step-r18-321-b2", Backbone::Resnet18, 321, 2, "supervised"),
+        c("eval-r18-321-b1", Backbone::Resnet18, 321, 1, "eval"),
         synth("step-synth-64-b8", "supervised"),
         synth("unimatch-synth-64-b8", "unimatch"),
         // UniMatch's VOC setting (DeepLabV3+ R-101, crop 321): 8 labelled + 8 unlabelled per step, and the
         // per-GPU share of the 4-GPU recipe (2 + 2).
-        g("unimatch-r101-321-b8", Depth::Resnet101, 321, 8, "unimatch"),
-        g("unimatch-r101-321-b2", Depth::Resnet101, 321, 2, "unimatch"),
-        g("step-r101-321-b8", Depth::Resnet101, 321, 8, "supervised"),
-        g("eval-r101-321-b1", Depth::Resnet101, 321, 1, "eval"),
+        g("unimatch-r101-321-b8", Backbone::Resnet101, 321, 8, "unimatch"),
+        g("unimatch-r101-321-b2", Backbone::Resnet101, 321, 2, "unimatch"),
+        g("step-r101-321-b8", Backbone::Resnet101, 321, 8, "supervised"),
+        g("eval-r101-321-b1", Backbone::Resnet101, 321, 1, "eval"),
     ]
 }
 

@@ -25,6 +25,9 @@ pub enum Error {
     Weights(String),
     #[error("config: {0}")]
     Config(String),
+    /// Data-parallel launch: environment, rendezvous, agreement between ranks.
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
     #[error("non-finite loss `{term}` = {value} at iteration {iter}; the last good checkpoint is kept")]
     NonFiniteLoss { term: String, value: f64, iter: usize },
     /// An error of the data pipeline (the `data` crate's error, which converts into this one).

@@ -3,7 +3,7 @@
 //! - [`ops`]: trainable ops Candle 0.11 lacks (bilinear resize, stem max-pool, CE with ignore, OHEM,
 //!   Dropout2d, PixelShuffle), each with a checked backward.
 //! - [`nn`]: layers with PyTorch parameter names and the seeded [`nn::ParamStore`].
-//! - [`model`]: ResNet-18/34/50/101 and DeepLabV3+ (UniMatch names).
+//! - [`model`]: ResNet-18/34/50/101 and MobileNetV2 encoders, DeepLabV3+ (UniMatch names).
 //! - [`plugin`]: the contract between the training loop, frameworks and auxiliary terms; [`frameworks`]: the
 //!   supervised baseline, FixMatch, UniMatch and mean teacher; [`train`]: the one loop; [`methods`]: how a
 //!   method crate registers its config tables, terms and frameworks.

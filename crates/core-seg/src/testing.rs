@@ -3,7 +3,7 @@
 //! DeepLabV3+ config, and hand-built step tensors for auxiliary terms.
 
 use crate::batch::{BatchSource, LabeledBatch, TrainBatch};
-use crate::model::{DeepLabConfig, Depth, Stem};
+use crate::model::{Backbone, DeepLabConfig, Stem};
 use crate::rng::SegRng;
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
@@ -11,9 +11,10 @@ use candle_core::{DType, Device, Tensor};
 /// ResNet-18, deep stem, width 8, OS 8, narrow decoder: ~0.2 M parameters.
 pub fn tiny_model(nclass: usize) -> DeepLabConfig {
     DeepLabConfig {
-        backbone: Depth::Resnet18,
+        backbone: Backbone::Resnet18,
         stem: Stem::Deep,
         base_width: 8,
+        width_mult: 1.0,
         output_stride: 8,
         dilations: Some([1, 2, 3]),
         aspp_channels: Some(16),

@@ -6,6 +6,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use common::{assert_close, rand_t, rand_vec, vec_of};
+use core_seg::kernels::Act;
 use core_seg::{kernels, ops};
 
 /// `sum(f(x)·r)` and its gradient w.r.t. each of `inputs` through Candle autograd.
@@ -114,7 +115,7 @@ fn batch_norm_train_matches_composite() {
 }
 
 /// `act(BN(x) + r)` from the composite reference: batch statistics (`running = None`) or given ones.
-fn bn_act_reference(t: &[Tensor], eps: f64, running: Option<(&Tensor, &Tensor)>, relu: bool) -> Tensor {
+fn bn_act_reference(t: &[Tensor], eps: f64, running: Option<(&Tensor, &Tensor)>, act: Act) -> Tensor {
     let (x, gamma, beta) = (&t[0], &t[1], &t[2]);
     let c = x.dims()[1];
     let y = match running {
@@ -131,10 +132,10 @@ fn bn_act_reference(t: &[Tensor], eps: f64, running: Option<(&Tensor, &Tensor)>,
         Some(r) => (y + r).unwrap(),
         None => y,
     };
-    if relu {
-        y.relu().unwrap()
-    } else {
-        y
+    match act {
+        Act::None => y,
+        Act::Relu => y.relu().unwrap(),
+        Act::Relu6 => y.relu().unwrap().minimum(6.0).unwrap(),
     }
 }
 
@@ -143,13 +144,26 @@ fn batch_norm_act_matches_composite() {
     use kernels::BnStats;
     let eps = 1e-5;
     let shapes = [(2, 3, 5, 7), (3, 4, 3, 2), (3, 2, 1, 1), (2, 2, 9, 11)];
+    // ReLU6 outputs at 0, at 6, and in total.
+    let mut clipped = [0usize; 3];
     for (s, &(n, c, h, w)) in shapes.iter().enumerate() {
-        for (mode, residual, relu) in
-            [(0, false, true), (0, true, true), (0, true, false), (1, false, true), (1, true, true)]
-        {
-            let seed = 3000 + 100 * s as u64 + 10 * (mode * 4 + 2 * residual as u64 + relu as u64);
+        let cases = [
+            (0, false, Act::Relu),
+            (0, true, Act::Relu),
+            (0, true, Act::None),
+            (1, false, Act::Relu),
+            (1, true, Act::Relu),
+            (0, false, Act::Relu6),
+            (0, true, Act::Relu6),
+            (1, false, Act::Relu6),
+            (1, true, Act::Relu6),
+        ];
+        for (k, &(mode, residual, act)) in cases.iter().enumerate() {
+            let seed = 3000 + 100 * s as u64 + 10 * k as u64;
             let x = rand_t(&[n, c, h, w], seed).affine(2.0, 0.5).unwrap();
-            let gamma = rand_t(&[c], seed + 1);
+            // ReLU6: |γ| up to 8, so that outputs lie below 0, inside (0, 6) and above 6.
+            let gscale = if act == Act::Relu6 { 8.0 } else { 1.0 };
+            let gamma = rand_t(&[c], seed + 1).affine(gscale, 0.0).unwrap();
             let beta = rand_t(&[c], seed + 2);
             let rr = rand_t(&[n, c, h, w], seed + 3);
             let r = rand_t(&[n, c, h, w], seed + 4);
@@ -165,14 +179,27 @@ fn batch_norm_act_matches_composite() {
                     Some((m, v)) => BnStats::Running(m, v),
                     None => BnStats::Batch,
                 };
-                let (y, stats) = kernels::batch_norm_act(&t[0], &t[1], &t[2], eps, st, t.get(3), relu).unwrap();
+                let (y, stats) = kernels::batch_norm_act(&t[0], &t[1], &t[2], eps, st, t.get(3), act).unwrap();
                 assert_eq!(stats.is_some(), running.is_none());
                 y
             };
-            let name = format!("bn_act {:?} eval={mode} residual={residual} relu={relu}", (n, c, h, w));
-            compare(&name, &inputs, &ours, &|t| bn_act_reference(t, eps, running, relu), &r, seed + 7);
+            let name = format!("bn_act {:?} eval={mode} residual={residual} {act:?}", (n, c, h, w));
+            if act == Act::Relu6 {
+                let y = vec_of(&bn_act_reference(
+                    &inputs.iter().map(|t| (*t).clone()).collect::<Vec<_>>(),
+                    eps,
+                    running,
+                    act,
+                ));
+                clipped[0] += y.iter().filter(|v| **v == 0.0).count();
+                clipped[1] += y.iter().filter(|v| **v == 6.0).count();
+                clipped[2] += y.len();
+            }
+            compare(&name, &inputs, &ours, &|t| bn_act_reference(t, eps, running, act), &r, seed + 7);
         }
     }
+    let [lo, hi, all] = clipped;
+    assert!(lo > 0 && hi > 0 && all - lo - hi > all / 10, "ReLU6 cases: {lo} zeros and {hi} sixes of {all} outputs");
     // Batch statistics equal the plain kernel's; one value per channel is refused in training mode.
     let x = rand_t(&[2, 3, 4, 5], 77);
     let g = rand_t(&[3], 78);
@@ -182,6 +209,44 @@ fn batch_norm_act_matches_composite() {
     assert_eq!((vec_of(&m), vec_of(&v)), (vec_of(&m_ref), vec_of(&v_ref)));
     let x1 = rand_t(&[1, 3, 1, 1], 79);
     assert!(kernels::batch_norm_act(&x1, &g, &g, eps, BnStats::Batch, None, true).is_err());
+}
+
+/// `BatchNorm2d::forward_act` with ReLU6 equals batch norm followed by a clamp to [0, 6], and updates the
+/// running statistics as `forward_t` does (training), or uses them (evaluation).
+#[test]
+fn batch_norm_layer_forward_act_relu6() {
+    use core_seg::nn::{BatchNorm2d, BnConfig, Mode, ParamStore};
+    let dev = Device::Cpu;
+    let store = ParamStore::new(3);
+    let vb = store.var_builder(DType::F64, &dev);
+    let (mut fused, mut plain) = (
+        BatchNorm2d::new(5, BnConfig::default(), vb.pp("a")).unwrap(),
+        BatchNorm2d::new(5, BnConfig::default(), vb.pp("b")).unwrap(),
+    );
+    // γ = 5 (outputs up to ±8.7 in training mode), β random.
+    let gamma = Tensor::full(5f64, 5, &dev).unwrap();
+    let beta = rand_t(&[5], 91);
+    (fused.weight, fused.bias, plain.weight, plain.bias) = (gamma.clone(), beta.clone(), gamma, beta);
+    let x = rand_t(&[2, 5, 6, 7], 90).affine(20.0, 3.0).unwrap();
+    for mode in [Mode::Train, Mode::Eval] {
+        let y = fused.forward_act(&x, mode, None, Act::Relu6).unwrap();
+        let y_ref = plain.forward_t(&x, mode).unwrap().clamp(0.0, 6.0).unwrap();
+        assert_close(&format!("forward_act relu6 {mode:?}"), &vec_of(&y), &vec_of(&y_ref), 1e-12);
+        let v = vec_of(&y);
+        assert!(v.contains(&0.0) && v.contains(&6.0), "{mode:?}: no clipped value");
+        assert_close(
+            "running mean",
+            &vec_of(fused.running_mean.as_tensor()),
+            &vec_of(plain.running_mean.as_tensor()),
+            1e-12,
+        );
+        assert_close(
+            "running var",
+            &vec_of(fused.running_var.as_tensor()),
+            &vec_of(plain.running_var.as_tensor()),
+            1e-12,
+        );
+    }
 }
 
 #[test]

@@ -178,7 +178,7 @@ fn deeplab_training_on_non_square_crop() -> Result<()> {
 
 fn tiny_cfg() -> DeepLabConfig {
     DeepLabConfig {
-        backbone: core_seg::model::Depth::Resnet18,
+        backbone: core_seg::model::Backbone::Resnet18,
         base_width: 8,
         aspp_channels: Some(16),
         reduce_channels: 12,

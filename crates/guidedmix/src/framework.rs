@@ -82,7 +82,7 @@ impl GuidedMix {
     /// `vb`, the model's store.
     pub fn new(cfg: &GuidedMixConfig, model: &DeepLabConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
-        let c4 = model.resnet()?.channels()[3];
+        let c4 = model.encoder_channels()?[3];
         let a_width = 5 * model.aspp_channels.unwrap_or(c4 / 8);
         let (mitrans, tail_in) = if cfg.mitrans {
             let ch = cfg.mitrans_channels.unwrap_or(a_width);

@@ -305,11 +305,12 @@ mod tests {
     /// GuidedMix's official schedule and network (`yh-pengtu/GuidedMix-Net` configs) in the VOC / Cityscapes configs.
     #[test]
     fn guidedmix_configs_have_the_official_schedule() -> anyhow::Result<()> {
-        use core_seg::model::{Depth, HeadKind, Stem};
+        use core_seg::model::{Backbone, HeadKind, Stem};
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-        for (file, crop, b, depth) in
-            [("guidedmix-voc.toml", 512, 4, Depth::Resnet50), ("guidedmix-cityscapes.toml", 769, 2, Depth::Resnet101)]
-        {
+        for (file, crop, b, depth) in [
+            ("guidedmix-voc.toml", 512, 4, Backbone::Resnet50),
+            ("guidedmix-cityscapes.toml", 769, 2, Backbone::Resnet101),
+        ] {
             let c = RunConfig::load(&dir.join(file))?;
             assert_eq!(c.semi.method.name(), "guidedmix", "{file}");
             assert_eq!((c.aug.crop_size, c.loader.batch_size, c.loader.batch_size_u), (crop, b, b), "{file}");

@@ -2,19 +2,20 @@
 //!
 //! `--device cpu|cuda|cuda:N` picks where a run trains (`cuda` needs a build with `--features cuda`).
 //! `--gpus N` (train, reproduce) re-runs the same command line as N child processes, one per GPU, with
-//! `RANK`, `WORLD_SIZE` and `SEMISEG_NCCL_ID` (a file with the NCCL unique id, written here) set; each child
-//! trains on `cuda:RANK` and joins the NCCL group ([`core_seg::dist`]). Rank 0 evaluates, logs and writes
-//! checkpoints; the other ranks print warnings and errors only. If one child fails, the others are stopped.
-//! `--gpus 1` runs one child with a one-rank communicator (the NCCL code path on a single GPU).
+//! torchrun's variables set (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR=127.0.0.1`, a free
+//! `MASTER_PORT`); each child trains on `cuda:LOCAL_RANK` and joins the NCCL group ([`core_seg::dist`]).
+//! Rank 0 evaluates, logs and writes checkpoints; the other ranks print warnings and errors only. If one child
+//! fails, the others are stopped. `--gpus 1` runs one child with a one-rank communicator (the NCCL code path
+//! on a single GPU). Without `--gpus`, a process started by torchrun or `srun` joins its launch the same way
+//! ([`core_seg::dist::Launch::from_env`]).
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use crate::error::{bail, fs, Context};
+use crate::error::{bail, Context};
 use crate::{Error, Result};
 use candle_core::Device;
-use core_seg::dist::{self, DistEnv};
+use core_seg::dist::{self, launch as env, Launch};
 
 static DEVICE: OnceLock<Device> = OnceLock::new();
 
@@ -34,18 +35,23 @@ pub fn parse_device(s: &str) -> Result<Device> {
     })
 }
 
-/// The device of this process: `cuda:RANK` under the launcher (joining the NCCL group once), else `arg`.
+/// The data-parallel launch this process belongs to (torchrun, Slurm or `--gpus`), if any.
+fn launch_env() -> Result<Option<Launch>> {
+    Ok(Launch::from_env().map_err(core_seg::Error::from)?)
+}
+
+/// The device of this process: its local GPU in a data-parallel launch (joining the NCCL group once), else
+/// `arg`.
 pub fn device(arg: &str) -> Result<Device> {
     if let Some(d) = DEVICE.get() {
         return Ok(d.clone());
     }
-    let dev = match DistEnv::from_env()? {
-        // Under the launcher `--device` is ignored: rank r trains on cuda:r.
-        Some(env) => {
-            let dev = parse_device(&format!("cuda:{}", env.rank))?;
-            let id = std::env::var_os(dist::ENV_NCCL_ID).map(PathBuf::from);
-            dist::init(&dev, env, id.as_deref())
-                .with_context(|| format!("rank {} of {}: joining the NCCL group", env.rank, env.world_size))?;
+    let dev = match launch_env()? {
+        // In a launch `--device` is ignored: each rank trains on its local GPU.
+        Some(l) => {
+            let dev = parse_device(&format!("cuda:{}", l.device_ordinal))?;
+            dist::init(&dev, &l)
+                .with_context(|| format!("rank {} of {}: joining the NCCL group", l.rank, l.world_size))?;
             dev
         }
         None => parse_device(arg)?,
@@ -67,26 +73,40 @@ fn args_without_gpus() -> Vec<String> {
     out
 }
 
-/// Runs this command as `gpus` ranks and waits for them; an error if any rank fails.
-pub fn launch(gpus: usize, scratch: &std::path::Path) -> Result<()> {
+/// Runs this command as `gpus` ranks on this machine and waits for them; an error if any rank fails.
+pub fn launch(gpus: usize) -> Result<()> {
     if gpus == 0 {
         bail!("--gpus must be ≥ 1");
     }
-    if DistEnv::from_env()?.is_some() {
-        bail!("--gpus inside a launched rank (RANK/WORLD_SIZE are already set)");
+    if let Some(l) = launch_env()? {
+        bail!(
+            "--gpus inside a launched rank ({:?} launch, rank {} of {}): drop --gpus",
+            l.source,
+            l.rank,
+            l.world_size
+        );
     }
-    fs::create_dir_all(scratch)?;
-    let id_file = scratch.join(format!(".nccl-id-{}", std::process::id()));
-    dist::write_nccl_id(&id_file).context("--gpus: creating the NCCL id")?;
+    if !dist::NCCL_BUILD {
+        bail!("--gpus needs a build with the `nccl` feature (tools/build-cuda.sh --features nccl)");
+    }
+    // Rank 0 listens on this port for the others (a free one now; another process could take it in between,
+    // which fails rank 0 with an error naming the port).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| Error::Process(format!("--gpus: finding a free port on 127.0.0.1: {e}")))?
+        .port();
     let exe = std::env::current_exe().map_err(|e| Error::Process(format!("--gpus: locating this executable: {e}")))?;
     let args = args_without_gpus();
     let mut children: Vec<(usize, Child)> = Vec::new();
     for rank in 0..gpus {
         let mut cmd = Command::new(&exe);
         cmd.args(&args)
-            .env(dist::ENV_RANK, rank.to_string())
-            .env(dist::ENV_WORLD_SIZE, gpus.to_string())
-            .env(dist::ENV_NCCL_ID, &id_file);
+            .env(env::RANK, rank.to_string())
+            .env(env::WORLD_SIZE, gpus.to_string())
+            .env(env::LOCAL_RANK, rank.to_string())
+            .env(env::MASTER_ADDR, "127.0.0.1")
+            .env(env::MASTER_PORT, port.to_string())
+            .env_remove(env::TORCHELASTIC_USE_AGENT_STORE);
         if rank > 0 {
             cmd.env("RUST_LOG", "warn").stdout(Stdio::null());
         }
@@ -98,9 +118,7 @@ pub fn launch(gpus: usize, scratch: &std::path::Path) -> Result<()> {
             }
         }
     }
-    let result = wait_all(&mut children);
-    let _ = std::fs::remove_file(&id_file);
-    result
+    wait_all(&mut children)
 }
 
 /// Waits for every rank; on the first failure stops the others.

@@ -180,20 +180,24 @@ impl Runner {
             let r = weights::load_safetensors(&t.store, p, false)?;
             tracing::info!(loaded = r.loaded.len(), missing = r.missing.len(), unexpected = ?r.unexpected, "pretrained {}", p.display());
         }
+        let mut resumed = None;
         if a.resume {
             // Falls back to `previous.safetensors` (with a warning) when `latest` is unreadable.
             if let Some(r) = t.resume_latest(&a.out)? {
                 tracing::info!(iter = r.iter, "resumed from {}", r.path.display());
+                resumed = Some((r.path, r.iter));
             }
         }
+        // Data parallel: every rank must continue from the same checkpoint (an error naming each rank's view).
+        core_seg::dist::agree_on_resume(&a.out, resumed.as_ref().map(|(p, i)| (p.as_path(), *i)))?;
         // Data parallel: only rank 0 writes the run directory; the other ranks log into a scratch directory.
         let log_dir = if primary {
             a.out.clone()
         } else {
             std::env::temp_dir().join(format!("semiseg-rank{}-{}", core_seg::dist::rank(), std::process::id()))
         };
-        fs::create_dir_all(&a.out)?;
         if primary {
+            fs::create_dir_all(&a.out)?;
             fs::write(&a.out.join("config.toml"), toml::to_string(&cfg)?)?;
         }
         let mut obs = RunObserver::new(&log_dir, iters, t.iter, class_names.clone(), a.quiet || !primary)?;

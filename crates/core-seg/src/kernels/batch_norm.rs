@@ -227,7 +227,7 @@ fn backward<T: Float>(x: &[T], gamma: &[T], dy: &[T], st: &Stats, (n, c, s): (us
             let k = gamma[ch].to_f64_() * is;
             let a = -k * is * dgamma[ch] / m;
             let b = -k * dbeta[ch] / m - a * mu;
-            dx_plane::<T, false>(d, None, xi, xi, gi, (T::from_f64_(k), T::from_f64_(a), T::from_f64_(b)));
+            dx_plane::<T, false>(d, None, xi, xi, gi, T::zero(), (T::from_f64_(k), T::from_f64_(a), T::from_f64_(b)));
         },
     );
     for ch in 0..c {

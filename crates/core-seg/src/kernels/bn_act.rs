@@ -1,14 +1,17 @@
-//! Batch norm fused with the residual add and ReLU that follow it in ResNet blocks and DeepLab heads.
+//! Batch norm fused with the residual add and activation that follow it (ResNet blocks and DeepLab heads:
+//! ReLU; MobileNetV2: ReLU6, or the residual add alone).
 //!
-//! Per channel `c` with scale `k = γ·is`, `is = 1/√(σ² + ε)`: `z = k·(x − μ) + β (+ r)`, `y = max(z, 0)` (or
-//! `y = z` without ReLU). Training mode takes `μ, σ²` from the batch (as [`super::batch_norm_train`]),
-//! evaluation mode from the running estimates (constants). Backward (`g = dy·[y > 0]`, `M = N·S`):
+//! Per channel `c` with scale `k = γ·is`, `is = 1/√(σ² + ε)`: `z = k·(x − μ) + β (+ r)`, `y = act(z)` with
+//! `act` = identity, `max(z, 0)` or `min(max(z, 0), 6)` ([`Act`]). Training mode takes `μ, σ²` from the batch
+//! (as [`super::batch_norm_train`]), evaluation mode from the running estimates (constants). Backward
+//! (`g = dy·act'`, i.e. `dy·[0 < y < hi]` with `hi` = ∞ for ReLU and 6 for ReLU6; `M = N·S`):
 //! `dr = g`, `dβ = Σg`, `dγ = Σ g·(x − μ)·is`, and `dx = k·g` in evaluation mode,
 //! `dx = k·(g − dβ/M − (x − μ)·is·dγ/M)` in training mode.
 //!
-//! One pass writes `y` (instead of BN, add and ReLU each allocating and sweeping the tensor), and the
-//! backward reads the ReLU mask from `y`, so none of Candle's relu/add backward temporaries are built.
-//! (The mask is `y > 0`, PyTorch's rule; Candle's reference ReLU passes the gradient at `z = 0` too.)
+//! One pass writes `y` (instead of BN, add and activation each allocating and sweeping the tensor), and the
+//! backward reads the activation's mask from `y`, so none of Candle's relu/clamp/add backward temporaries are
+//! built. (The masks are PyTorch's: `y > 0` for ReLU, `0 < y < 6` for ReLU6 (`hardtanh`); Candle's reference
+//! ReLU passes the gradient at `z = 0` too.)
 
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +23,48 @@ use super::{contiguous_slice, require_cpu, unsupported_dtype, Float};
 
 const OP: &str = "kernels::batch_norm_act";
 
+/// The activation fused after batch norm (and the residual add). `true`/`false` convert to `Relu`/`None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Act {
+    /// No activation: `y = z`.
+    #[default]
+    None,
+    /// `y = max(z, 0)`.
+    Relu,
+    /// `y = min(max(z, 0), 6)` (MobileNetV2's `nn.ReLU6`).
+    Relu6,
+}
+
+impl From<bool> for Act {
+    fn from(relu: bool) -> Self {
+        if relu {
+            Act::Relu
+        } else {
+            Act::None
+        }
+    }
+}
+
+impl Act {
+    /// The upper clip of a clipping activation (∞ for ReLU), `None` without activation.
+    fn upper<T: Float>(self) -> Option<T> {
+        match self {
+            Act::None => None,
+            Act::Relu => Some(T::from_f64_(f64::INFINITY)),
+            Act::Relu6 => Some(T::from_f64_(6.0)),
+        }
+    }
+
+    /// `act(y)` as Candle ops (the reference path of layers that cannot use the fused kernel).
+    pub fn apply(self, y: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::None => Ok(y.clone()),
+            Act::Relu => y.relu(),
+            Act::Relu6 => y.clamp(0f32, 6f32),
+        }
+    }
+}
+
 /// Where the normalisation statistics come from.
 #[derive(Debug, Clone, Copy)]
 pub enum BnStats<'a> {
@@ -29,7 +74,7 @@ pub enum BnStats<'a> {
     Running(&'a Tensor, &'a Tensor),
 }
 
-/// `act(BN(x) + residual)` of `x [N, C, ...]` with affine `gamma`, `beta` `[C]`, `act` = ReLU when `relu`.
+/// `act(BN(x) + residual)` of `x [N, C, ...]` with affine `gamma`, `beta` `[C]` ([`Act`]; `true` = ReLU).
 /// Returns `y` and, for [`BnStats::Batch`], the detached batch mean and biased variance `[C]`. Differentiable
 /// in x, γ, β and the residual. CPU only, f32/f64.
 pub fn batch_norm_act(
@@ -39,8 +84,9 @@ pub fn batch_norm_act(
     eps: f64,
     stats: BnStats<'_>,
     residual: Option<&Tensor>,
-    relu: bool,
+    act: impl Into<Act>,
 ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    let act = act.into();
     require_cpu(OP, x)?;
     let dims = x.dims();
     if dims.len() < 2 || gamma.dims() != [dims[1]] || beta.dims() != [dims[1]] || dims[0] * dims[1] == 0 {
@@ -78,7 +124,7 @@ pub fn batch_norm_act(
         }
     };
     let gb = Tensor::cat(&[gamma, beta], 0)?.to_dtype(x.dtype())?;
-    let op = BnActOp { eps, relu, given, saved: Arc::new(Mutex::new(None)) };
+    let op = BnActOp { eps, act, given, saved: Arc::new(Mutex::new(None)) };
     let saved = op.saved.clone();
     let x = x.contiguous()?;
     let y = match residual {
@@ -102,7 +148,7 @@ pub fn batch_norm_act(
 #[derive(Clone)]
 struct BnActOp {
     eps: f64,
-    relu: bool,
+    act: Act,
     /// Running statistics (evaluation mode); `None` = batch statistics.
     given: Option<Stats>,
     /// The statistics the forward used, for the backward and for the caller's running estimates.
@@ -122,27 +168,31 @@ fn forward<T: Float>(x: &[T], gb: &[T], r: Option<&[T]>, op: &BnActOp, dims: (us
         let ch = plane % c;
         let scale = gb[ch].to_f64_() * st.invstd[ch];
         let (k, b) = (T::from_f64_(scale), T::from_f64_(gb[c + ch].to_f64_() - st.mean[ch] * scale));
-        let zero = T::zero();
-        match (r, op.relu) {
-            (Some(r), true) => {
+        match (r, op.act.upper::<T>()) {
+            (Some(r), Some(hi)) => {
                 let ri = &r[plane * s..(plane + 1) * s];
-                yo.iter_mut().zip(xi).zip(ri).for_each(|((o, v), q)| {
-                    let z = *v * k + b + *q;
-                    *o = if z > zero { z } else { zero };
-                })
+                yo.iter_mut().zip(xi).zip(ri).for_each(|((o, v), q)| *o = clip(*v * k + b + *q, hi))
             }
-            (Some(r), false) => {
+            (Some(r), None) => {
                 let ri = &r[plane * s..(plane + 1) * s];
                 yo.iter_mut().zip(xi).zip(ri).for_each(|((o, v), q)| *o = *v * k + b + *q)
             }
-            (None, true) => yo.iter_mut().zip(xi).for_each(|(o, v)| {
-                let z = *v * k + b;
-                *o = if z > zero { z } else { zero };
-            }),
-            (None, false) => yo.iter_mut().zip(xi).for_each(|(o, v)| *o = *v * k + b),
+            (None, Some(hi)) => yo.iter_mut().zip(xi).for_each(|(o, v)| *o = clip(*v * k + b, hi)),
+            (None, None) => yo.iter_mut().zip(xi).for_each(|(o, v)| *o = *v * k + b),
         }
     });
     (y, st)
+}
+
+/// `min(max(z, 0), hi)`, NaN to 0 (selects, so the loops vectorise).
+#[inline(always)]
+fn clip<T: Float>(z: T, hi: T) -> T {
+    let z = if z > T::zero() { z } else { T::zero() };
+    if z < hi {
+        z
+    } else {
+        hi
+    }
 }
 
 impl BnActOp {
@@ -185,7 +235,7 @@ impl BnActOp {
             .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: backward before forward")))?;
         let c = st.mean.len();
         let gamma: Vec<f64> = gb.narrow(0, 0, c)?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
-        Ok(BnActBwdOp { st, gamma, relu: self.relu, train: self.given.is_none(), residual })
+        Ok(BnActBwdOp { st, gamma, act: self.act, train: self.given.is_none(), residual })
     }
 }
 
@@ -238,7 +288,7 @@ impl CustomOp3 for BnActOp {
 struct BnActBwdOp {
     st: Stats,
     gamma: Vec<f64>,
-    relu: bool,
+    act: Act,
     train: bool,
     residual: bool,
 }
@@ -257,10 +307,11 @@ impl BnActBwdOp {
 
 fn backward<T: Float>(x: &[T], y: &[T], dy: &[T], op: &BnActBwdOp, (n, c, s): (usize, usize, usize)) -> Vec<T> {
     let st = &op.st;
+    let hi = op.act.upper::<T>();
     let (dgamma, dbeta): (Vec<f64>, Vec<f64>) = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let (sgx, sg) = grad_sums(x, dy, op.relu.then_some(y), ch, st.mean[ch], (n, c, s));
+            let (sgx, sg) = grad_sums(x, dy, hi.map(|hi| (y, hi)), ch, st.mean[ch], (n, c, s));
             (sgx * st.invstd[ch], sg)
         })
         .unzip();
@@ -284,9 +335,9 @@ fn backward<T: Float>(x: &[T], y: &[T], dy: &[T], op: &BnActBwdOp, (n, c, s): (u
     let planes = dx.par_chunks_mut(s1).zip(x.par_chunks(s1).zip(y.par_chunks(s1)).zip(dy.par_chunks(s1)));
     let run = |plane: usize, d: &mut [T], ri: Option<&mut [T]>, xi: &[T], yi: &[T], gi: &[T]| {
         let kab = coef(plane % c);
-        match op.relu {
-            true => dx_plane::<T, true>(d, ri, xi, yi, gi, kab),
-            false => dx_plane::<T, false>(d, ri, xi, yi, gi, kab),
+        match hi {
+            Some(hi) => dx_plane::<T, true>(d, ri, xi, yi, gi, hi, kab),
+            None => dx_plane::<T, false>(d, ri, xi, yi, gi, T::zero(), kab),
         }
     };
     if op.residual {

@@ -95,11 +95,11 @@ pub(super) fn lane_sums<T: Float, A: Copy, B: Copy, C: Copy>(
 }
 
 /// Channel `ch`'s gradient sums `(Σ g·(x − μ), Σ g)` over `[N, C, S]`, with `g = dy` masked to 0 where the fused
-/// ReLU's output `y` is not positive (`relu_out`).
+/// activation's output `y` lies outside `(0, hi)` (`act_out = Some((y, hi))`; `hi` = ∞ for ReLU, 6 for ReLU6).
 pub(super) fn grad_sums<T: Float>(
     x: &[T],
     dy: &[T],
-    relu_out: Option<&[T]>,
+    act_out: Option<(&[T], T)>,
     ch: usize,
     mu: f64,
     (n, c, s): (usize, usize, usize),
@@ -110,10 +110,10 @@ pub(super) fn grad_sums<T: Float>(
     let (mut sgx, mut sg) = (0f64, 0f64);
     for i in 0..n {
         let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-        let (a, b) = match relu_out {
+        let (a, b) = match act_out {
             None => lane_sums(&dy[r.clone()], &x[r.clone()], &x[r], |g, v, _| (g * (v - shift), g)),
-            Some(y) => lane_sums(&dy[r.clone()], &x[r.clone()], &y[r], |g, v, o| {
-                let g = if o <= zero { zero } else { g };
+            Some((y, hi)) => lane_sums(&dy[r.clone()], &x[r.clone()], &y[r], |g, v, o| {
+                let g = if o <= zero || o >= hi { zero } else { g };
                 (g * (v - shift), g)
             }),
         };
@@ -123,16 +123,18 @@ pub(super) fn grad_sums<T: Float>(
     (sgx - (mu - shift.to_f64_()) * sg, sg)
 }
 
-/// One plane of `dx = k·g + a·x + b` with `g = dy` masked where the fused ReLU's output `y ≤ 0` (`RELU`); `dr = g`
-/// when the residual needs its gradient (`y` is not read unless `RELU`). Branch-free, so it vectorises (the mask is
-/// data-dependent).
+/// One plane of `dx = k·g + a·x + b` with `g = dy` masked where the fused activation's output `y` lies outside
+/// `(0, hi)` (`MASK`); `dr = g` when the residual needs its gradient (`y` is not read unless `MASK`). Branch-free,
+/// so it vectorises (the mask is data-dependent).
 #[inline(always)]
-pub(super) fn dx_plane<T: Float, const RELU: bool>(
+#[allow(clippy::too_many_arguments)]
+pub(super) fn dx_plane<T: Float, const MASK: bool>(
     d: &mut [T],
     dr: Option<&mut [T]>,
     x: &[T],
     y: &[T],
     dy: &[T],
+    hi: T,
     (k, a, b): (T, T, T),
 ) {
     let (len, zero) = (d.len(), T::zero());
@@ -140,7 +142,7 @@ pub(super) fn dx_plane<T: Float, const RELU: bool>(
     // Both values loaded unconditionally, so the mask is a select rather than a branch.
     let g = |i: usize| {
         let (g, y) = (dy[i], y[i]);
-        if RELU && y <= zero {
+        if MASK && (y <= zero || y >= hi) {
             zero
         } else {
             g

@@ -13,10 +13,10 @@
 //! the tensors' own buffers (transposes as strides, no copies); backward skips the gradient of an input
 //! that no variable feeds.
 
-use super::conv_cpu::{forward, grad_input, grad_weight, ConvAlgo};
+use super::conv_cpu::{backward, forward, grad_input, grad_weight, has_fused_backward, ConvAlgo};
 use super::im2col::Geom;
 use super::{contiguous_slice, require_cpu, unsupported_dtype};
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// Convolution hyper-parameters (same on both spatial axes), as in PyTorch `nn.Conv2d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +144,15 @@ impl CustomOp2 for Conv2dOp {
         let (_, _, h, wd) = x.dims4()?;
         let (_, _, kh, kw) = w.dims4()?;
         let dy = dy.contiguous()?;
+        if x.track_op() && w.track_op() {
+            let g = Geom::new("kernels::conv2d", x.dims4()?, w.dims4()?, self.cfg)?;
+            if has_fused_backward(&g, self.algo) {
+                let flat = x.contiguous()?.apply_op3_no_bwd(&w.contiguous()?, &dy, &BackwardOp { cfg: self.cfg })?;
+                let (nx, nw) = (x.elem_count(), w.elem_count());
+                let dx = flat.narrow(0, 0, nx)?.reshape(x.shape())?;
+                return Ok((Some(dx), Some(flat.narrow(0, nx, nw)?.reshape(w.shape())?)));
+            }
+        }
         // Skip gradients nobody can use: an input image or a frozen weight that no variable feeds.
         let dx = if x.track_op() { Some(conv2d_grad_input(&dy, w, (h, wd), self.cfg, self.algo)?) } else { None };
         let dw = if w.track_op() { Some(conv2d_grad_weight(x, &dy, (kh, kw), self.cfg, self.algo)?) } else { None };
@@ -210,5 +219,47 @@ impl CustomOp2 for GradWeightOp {
             |a, b| grad_weight(&g, self.algo, a, b),
         )?;
         Ok((out, Shape::from(wt)))
+    }
+}
+
+/// Both gradients in one pass (where [`has_fused_backward`]): arguments (x, w, dy), output `[dx, dW]` flat.
+struct BackwardOp {
+    cfg: ConvParams,
+}
+
+impl CustomOp3 for BackwardOp {
+    fn name(&self) -> &'static str {
+        "kernels-conv2d-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "kernels::conv2d backward";
+        let g = Geom::new(OP, l1.shape().dims4()?, l2.shape().dims4()?, self.cfg)?;
+        check_dy(OP, &g, l3)?;
+        let len = l1.shape().elem_count() + l2.shape().elem_count();
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(backward::<f32>(
+                &g,
+                contiguous_slice(OP, s1, l1)?,
+                contiguous_slice(OP, s2, l2)?,
+                contiguous_slice(OP, s3, l3)?,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(backward::<f64>(
+                &g,
+                contiguous_slice(OP, s1, l1)?,
+                contiguous_slice(OP, s2, l2)?,
+                contiguous_slice(OP, s3, l3)?,
+            )),
+            _ => return unsupported_dtype(OP, s1),
+        };
+        Ok((out, Shape::from(len)))
     }
 }

@@ -1,5 +1,6 @@
-//! CPU drivers of the convolution kernels: dispatch between Winograd for 3×3 stride-1 convs
-//! ([`super::winograd`]), the batch-concatenated path for small maps ([`super::conv_batched`]) and per-image
+//! CPU drivers of the convolution kernels: dispatch between the direct depthwise kernel
+//! ([`super::depthwise`]), Winograd for 3×3 stride-1 convs ([`super::winograd`]), the batch-concatenated path
+//! for small maps ([`super::conv_batched`]) and per-image
 //! GEMMs, parallel over the batch (single-threaded GEMMs,
 //! thread-local im2col scratch) when the batch divides evenly over the threads, otherwise parallel inside
 //! each GEMM.
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 
 use super::conv_batched as batched;
+use super::depthwise;
 use super::gemm_glue::{matmul, Parallelism, View};
 use super::im2col::{col2im, expand_weight_grad, im2col, live_weight, Geom};
 use super::winograd::{self, Sizes, Tile};
@@ -17,14 +19,15 @@ use super::{num_threads, Float};
 /// Convolution algorithm of the CPU kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvAlgo {
-    /// Winograd where it applies and pays (see [`winograd_tile`]), otherwise direct. The environment
-    /// variable `SEMISEG_CONV_ALGO` = `direct`, `f2` or `f4` overrides this choice process-wide.
+    /// The direct depthwise kernel for depthwise convolutions (`groups = Cin = Cout`, up to 3×3), Winograd
+    /// where it applies and pays (see [`winograd_tile`]), otherwise im2col/GEMM. The environment variable
+    /// `SEMISEG_CONV_ALGO` = `direct`, `f2` or `f4` overrides this choice process-wide.
     #[default]
     Auto,
-    /// im2col/GEMM for every convolution.
+    /// im2col/GEMM for every convolution (depthwise ones as one GEMM per channel).
     Direct,
     /// Winograd with this tiling for every 3×3, stride-1, dilation-1, ungrouped convolution with padding
-    /// ≤ 2; direct for the others.
+    /// ≤ 2; the depthwise kernel for depthwise convolutions; im2col/GEMM for the others.
     Winograd(Tile),
 }
 
@@ -62,6 +65,16 @@ fn winograd_tile(g: &Geom, algo: ConvAlgo) -> Option<Tile> {
         ConvAlgo::Direct => None,
         ConvAlgo::Winograd(t) => Some(t),
     }
+}
+
+/// Whether `algo` runs `g` on the direct depthwise kernel (every algorithm but `Direct`).
+fn use_depthwise(g: &Geom, algo: ConvAlgo) -> bool {
+    depthwise::fits(g)
+        && match algo {
+            ConvAlgo::Auto => auto_override().is_none_or(|a| use_depthwise(g, a)),
+            ConvAlgo::Direct => false,
+            ConvAlgo::Winograd(_) => true,
+        }
 }
 
 fn sizes(g: &Geom) -> Sizes {
@@ -119,6 +132,9 @@ fn forward_image<T: Float>(g: &Geom, x: &[T], w: &[T], out: &mut [T], par: Paral
 
 /// `y [N, Cout, oh, ow]` from `x` and `w`.
 pub(crate) fn forward<T: Float>(g: &Geom, algo: ConvAlgo, x: &[T], w: &[T]) -> Vec<T> {
+    if use_depthwise(g, algo) {
+        return depthwise::forward(g, x, w);
+    }
     if let Some(tile) = winograd_tile(g, algo) {
         return winograd::forward(tile, &sizes(g), x, w);
     }
@@ -167,6 +183,9 @@ fn grad_input_image<T: Float>(g: &Geom, dy: &[T], w: &[T], dx: &mut [T], par: Pa
 
 /// `dx [N, Cin, H, W]` from `dy` and `w`.
 pub(crate) fn grad_input<T: Float>(g: &Geom, algo: ConvAlgo, dy: &[T], w: &[T]) -> Vec<T> {
+    if use_depthwise(g, algo) {
+        return depthwise::grad_input(g, dy, w);
+    }
     if let Some(tile) = winograd_tile(g, algo) {
         return winograd::grad_input(tile, &sizes(g), dy, w);
     }
@@ -186,6 +205,19 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, algo: ConvAlgo, dy: &[T], w: &[T]) 
         }
     }
     dx
+}
+
+/// Whether [`backward`] computes both gradients in one pass for `g` (the depthwise kernel).
+pub(crate) fn has_fused_backward(g: &Geom, algo: ConvAlgo) -> bool {
+    use_depthwise(g, algo)
+}
+
+/// `[dx, dW]` (flat) from `x`, `w` and `dy` in one pass; only where [`has_fused_backward`].
+pub(crate) fn backward<T: Float>(g: &Geom, x: &[T], w: &[T], dy: &[T]) -> Vec<T> {
+    let (dw, dx) = depthwise::backward(g, x, dy, Some(w));
+    let mut out = dx.unwrap_or_default();
+    out.extend_from_slice(&dw);
+    out
 }
 
 /// Whether the per-image weight gradient runs as `dWᵀ = cols · dyᵀ` (see [`grad_weight_image`]).
@@ -245,6 +277,9 @@ fn untranspose<T: Float>(g: &Geom, dwt: Vec<T>) -> Vec<T> {
 
 /// `dW [Cout, Cin_g, kh, kw]` from `x` and `dy`.
 pub(crate) fn grad_weight<T: Float>(g: &Geom, algo: ConvAlgo, x: &[T], dy: &[T]) -> Vec<T> {
+    if use_depthwise(g, algo) {
+        return depthwise::backward(g, x, dy, None).0;
+    }
     if let Some(tile) = winograd_tile(g, algo) {
         return winograd::grad_weight(tile, &sizes(g), x, dy);
     }

@@ -6,11 +6,16 @@
 //!   (weight gradient), each its own custom op, so no Candle convolution runs in backward (Candle's
 //!   stride-2 backward is wrong when H and W differ in parity, and its input gradient is a slow direct loop).
 //!   3×3 stride-1 layers with ≥ 64 channels on maps of 32² and more run as Winograd F(4,3) (forward and both gradients;
-//!   [`ConvAlgo`] picks the algorithm explicitly).
+//!   [`ConvAlgo`] picks the algorithm explicitly). Depthwise convolutions (`groups = Cin = Cout`, kernels up
+//!   to 3×3, any stride, padding and dilation: MobileNetV2's) run on a direct kernel that reads each tap
+//!   from a polyphase copy of the input plane, vectorised across the whole plane, parallel over (image,
+//!   channel) planes, for forward and both gradients.
 //! - [`batch_norm_train`]: fused training-mode batch norm (f64 statistics, one normalise pass) with a fused
 //!   backward.
-//! - [`batch_norm_act`]: batch norm (batch or running statistics) fused with the residual add and ReLU that
-//!   follow it, one pass forward and two backward, the ReLU mask read from the output.
+//! - [`batch_norm_act`]: batch norm (batch or running statistics) fused with the residual add and the
+//!   activation that follow it ([`Act`]: none, ReLU or ReLU6), one pass forward and two backward, the
+//!   activation's mask read from the output. Layers call it through
+//!   [`crate::nn::BatchNorm2d::forward_act`].
 //! - [`max_pool_3x3_s2_p1`]: the ResNet stem pool with saved argmax (gradient 1 at the first maximum).
 //! - [`resize_bilinear`]: direct 4-tap bilinear resize with PyTorch's source-index rule.
 //! - [`softmax_cross_entropy`]: fused log-softmax + gather per-pixel loss with ignore label 255.
@@ -21,6 +26,31 @@
 //! the convolution stays Candle's there. On other devices/dtypes they return an error naming the op, so the
 //! caller takes the reference path.
 
+/// `vis fn name[generics](args) => body::<generic names>` defines `vis fn name`, which runs `body` (an
+/// `#[inline(always)]` function with the same arguments) compiled a second time with AVX2 and FMA enabled when
+/// the CPU supports them, else as compiled. Work passed in as a closure is compiled apart from the fast copy
+/// (a closure does not inherit `target_feature`): bodies loop in their own code. [`Float::mul_add_`] is one
+/// instruction in the fast copy.
+macro_rules! simd_dispatch {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident[$($gen:tt)*]($($arg:ident: $ty:ty),* $(,)?) => $body:ident::<$($ga:tt),*>) => {
+        $(#[$doc])*
+        $vis fn $name<$($gen)*>($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast<$($gen)*>($($arg: $ty),*) {
+                    $body::<$($ga),*>($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+                    return unsafe { fast::<$($ga),*>($($arg),*) };
+                }
+            }
+            $body::<$($ga),*>($($arg),*)
+        }
+    };
+}
+
 mod batch_norm;
 mod bn_act;
 mod bn_core;
@@ -30,6 +60,7 @@ mod conv_cpu;
 mod conv_device;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod depthwise;
 mod gemm_glue;
 mod im2col;
 mod pool;
@@ -40,7 +71,7 @@ mod winograd;
 mod winograd_tiles;
 
 pub use batch_norm::batch_norm_train;
-pub use bn_act::{batch_norm_act, BnStats};
+pub use bn_act::{batch_norm_act, Act, BnStats};
 pub use conv::{conv2d, conv2d_grad_input, conv2d_grad_weight, conv2d_with, ConvParams};
 #[doc(hidden)]
 pub use conv_batched::force_batched;
@@ -70,6 +101,8 @@ pub(crate) trait Float: candle_core::WithDType + Copy + Send + Sync + 'static {
     fn to_f64_(self) -> f64;
     /// `v as Self` (see [`Float::to_f64_`]).
     fn from_f64_(v: f64) -> Self;
+    /// `self · a + b` rounded once (one instruction where FMA is enabled, a library call elsewhere).
+    fn mul_add_(self, a: Self, b: Self) -> Self;
 }
 
 thread_local! {
@@ -95,6 +128,10 @@ macro_rules! impl_float {
             #[inline(always)]
             fn from_f64_(v: f64) -> Self {
                 v as $t
+            }
+            #[inline(always)]
+            fn mul_add_(self, a: Self, b: Self) -> Self {
+                self.mul_add(a, b)
             }
             fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
                 $tls.with(|cell| match cell.try_borrow_mut() {

@@ -134,29 +134,6 @@ impl Grid {
     }
 }
 
-/// `fn name[generics](args) => body::<generic names>` defines `pub(crate) fn name`, which runs `body` (an
-/// `#[inline(always)]` function with the same arguments) compiled a second time with AVX2 enabled when the CPU
-/// supports it, else as compiled.
-macro_rules! avx2_dispatch {
-    ($(#[$doc:meta])* fn $name:ident[$($gen:tt)*]($($arg:ident: $ty:ty),* $(,)?) => $body:ident::<$($ga:tt),*>) => {
-        $(#[$doc])*
-        pub(crate) fn $name<$($gen)*>($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2<$($gen)*>($($arg: $ty),*) {
-                    $body::<$($ga),*>($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2 (checked at run time just above).
-                    return unsafe { avx2::<$($ga),*>($($arg),*) };
-                }
-            }
-            $body::<$($ga),*>($($arg),*)
-        }
-    };
-}
-
 /// The planes of one channel for a run of images: plane `i` is `src[i·stride..][..h·w]`, read through a
 /// `pad`-wide zero border.
 #[derive(Clone, Copy)]
@@ -169,11 +146,11 @@ pub(crate) struct Planes<'a, T> {
     pub pad: usize,
 }
 
-avx2_dispatch! {
+simd_dispatch! {
     /// For every tile of every image, the `P × P` patch at `(ty·M − pad, tx·M − pad)` transformed by
     /// `mat · d · matᵀ`, stored at `out[ξ·ld + i·tiles_per_image + t]` (`[α², ld]` layout, `ld` ≥
     /// [`padded`] of the tiles).
-    fn planes_in[T: Float, const M: usize, const P: usize, const A: usize](
+    pub(crate) fn planes_in[T: Float, const M: usize, const P: usize, const A: usize](
         mat: &[[f64; P]; A], planes: Planes<'_, T>, grid: Grid, out: &mut [T], ld: usize,
     ) => planes_in_body::<T, M, P, A>
 }
@@ -212,10 +189,10 @@ fn planes_in_body<T: Float, const M: usize, const P: usize, const A: usize>(
     }
 }
 
-avx2_dispatch! {
+simd_dispatch! {
     /// The output plane `y [oh, ow]` of one (image, channel) from `M_ξ` at `mm[ξ·ld + t]`: `Aᵀ · A` per
     /// tile, writing the part of each tile that lies inside the plane.
-    fn plane_out[T: Float, const M: usize, const A: usize](
+    pub(crate) fn plane_out[T: Float, const M: usize, const A: usize](
         at: &[[f64; A]; M], mm: &[T], ld: usize, grid: Grid, oh_ow: (usize, usize), y: &mut [T],
     ) => plane_out_body::<T, M, A>
 }
@@ -259,10 +236,10 @@ fn plane_out_body<T: Float, const M: usize, const A: usize>(
     }
 }
 
-avx2_dispatch! {
+simd_dispatch! {
     /// `uk [α², ld]` = `G g_c Gᵀ` for the 3×3 kernels `g_c = gk[c·9..][..9]` of `cin` channels (`ld` ≥
     /// [`padded`]`(cin)`).
-    fn kernel_in[T: Float, const A: usize](g: &[[f64; 3]; A], gk: &[T], cin: usize, uk: &mut [T], ld: usize)
+    pub(crate) fn kernel_in[T: Float, const A: usize](g: &[[f64; 3]; A], gk: &[T], cin: usize, uk: &mut [T], ld: usize)
         => kernel_in_body::<T, A>
 }
 
@@ -289,10 +266,10 @@ fn kernel_in_body<T: Float, const A: usize>(g: &[[f64; 3]; A], gk: &[T], cin: us
     }
 }
 
-avx2_dispatch! {
+simd_dispatch! {
     /// The 3×3 kernel gradients `dwk [cin, 3, 3]` = `Gᵀ dU_c G` of one output channel, `dU_c` read as
     /// `du[ξ·ld + c]` (`ld` ≥ [`padded`]`(cin)`).
-    fn kernel_out[T: Float, const A: usize](gt: &[[f64; A]; 3], du: &[T], ld: usize, cin: usize, dwk: &mut [T])
+    pub(crate) fn kernel_out[T: Float, const A: usize](gt: &[[f64; A]; 3], du: &[T], ld: usize, cin: usize, dwk: &mut [T])
         => kernel_out_body::<T, A>
 }
 

@@ -143,7 +143,7 @@ impl SegHead {
     /// Builds the head `cfg.head` names, parameters relative to `vb`. `tail_in` overrides the input width of
     /// the tail (`project` / `bottleneck`), default `5·C_a` (for a tail fed by a transformed `A`).
     pub fn new(cfg: &DeepLabConfig, tail_in: Option<usize>, vb: VarBuilder) -> Result<Self> {
-        let [low, _, _, high] = cfg.resnet()?.channels();
+        let [low, _, _, high] = cfg.encoder_channels()?;
         let ca = cfg.aspp_channels.unwrap_or(high / 8);
         let rates = cfg.rates();
         let tail_in = tail_in.unwrap_or(5 * ca);

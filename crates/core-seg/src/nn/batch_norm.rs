@@ -4,6 +4,7 @@ use candle_core::{DType, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 use super::Mode;
+use crate::kernels::Act;
 use crate::{Error, Result};
 
 /// BN hyper-parameters (PyTorch defaults).
@@ -88,10 +89,19 @@ impl BatchNorm2d {
         Ok(y)
     }
 
-    /// `act(BN(x) + residual)` with `act` = ReLU when `relu` (the tail of a conv-BN-ReLU or of a residual
-    /// block). On CPU (f32/f64, kernels active) one fused op ([`crate::kernels::batch_norm_act`]); elsewhere
-    /// [`Self::forward_t`], then the add and the ReLU as Candle ops.
-    pub fn forward_act(&self, x: &Tensor, mode: Mode, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+    /// `act(BN(x) + residual)`: the tail of a conv-BN-ReLU or of a residual block (`act` = [`Act::Relu`] or
+    /// `true`), of MobileNetV2's conv-BN-ReLU6 ([`Act::Relu6`]) or of its linear bottleneck with the residual
+    /// add (`residual`, [`Act::None`] or `false`). On CPU (f32/f64, kernels active) one fused op
+    /// ([`crate::kernels::batch_norm_act`]); elsewhere [`Self::forward_t`], then the add and the activation as
+    /// Candle ops.
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+        residual: Option<&Tensor>,
+        act: impl Into<Act>,
+    ) -> Result<Tensor> {
+        let act = act.into();
         let fused = x.device().is_cpu()
             && crate::kernels::active_for(x)
             && x.dtype() == self.weight.dtype()
@@ -102,7 +112,7 @@ impl BatchNorm2d {
                 Some(r) => (y + r)?,
                 None => y,
             };
-            return Ok(if relu { y.relu()? } else { y });
+            return Ok(act.apply(&y)?);
         }
         let (n, _, h, w) = x.dims4()?;
         let eps = self.cfg.eps;
@@ -116,14 +126,14 @@ impl BatchNorm2d {
                 });
             }
             let stats = crate::kernels::BnStats::Batch;
-            let (y, st) = crate::kernels::batch_norm_act(x, &self.weight, &self.bias, eps, stats, residual, relu)?;
+            let (y, st) = crate::kernels::batch_norm_act(x, &self.weight, &self.bias, eps, stats, residual, act)?;
             if let Some((mean, var)) = st {
                 self.update_running(&mean, &var, count * crate::dist::sync_bn_world(x))?;
             }
             Ok(y)
         } else {
             let stats = crate::kernels::BnStats::Running(self.running_mean.as_tensor(), self.running_var.as_tensor());
-            Ok(crate::kernels::batch_norm_act(x, &self.weight, &self.bias, eps, stats, residual, relu)?.0)
+            Ok(crate::kernels::batch_norm_act(x, &self.weight, &self.bias, eps, stats, residual, act)?.0)
         }
     }
 

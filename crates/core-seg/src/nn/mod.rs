@@ -5,6 +5,7 @@ mod batch_norm;
 mod conv;
 mod params;
 
+pub use crate::kernels::Act;
 pub use batch_norm::{BatchNorm2d, BnConfig};
 pub use conv::{Conv2d, ConvConfig, KAIMING_FAN_OUT};
 pub use params::{count_parameters, ParamStore};

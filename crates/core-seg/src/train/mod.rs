@@ -386,7 +386,12 @@ impl Trainer {
             .collect::<Result<_>>()?;
         self.framework.load_state_tensors(&self.store, &self.model, &ck.framework)?;
         self.opt.step_count = ck.state.optim_steps;
-        self.rng = SegRng::from_state(ck.state.rng);
+        // The checkpoint holds rank 0's stream; in data parallel the other ranks derive a fresh one from their rank
+        // and the iteration, so that they keep drawing different randomness after a resume.
+        self.rng = match crate::dist::rank() {
+            0 => SegRng::from_state(ck.state.rng),
+            r => SegRng::stream(self.cfg.seed, &[0x7a1e, r as u64, ck.state.iter as u64]),
+        };
         self.iter = ck.state.iter;
         self.best = ck.state.best_miou.zip(ck.state.best_iter);
         Ok(())

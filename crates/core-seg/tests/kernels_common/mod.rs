@@ -3,6 +3,8 @@
 
 use candle_core::{DType, Device, Tensor};
 
+pub mod conv;
+
 /// Deterministic uniform(−1, 1) values (splitmix64).
 pub fn rand_vec(len: usize, seed: u64) -> Vec<f64> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
