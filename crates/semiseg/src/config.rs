@@ -260,6 +260,7 @@ mod tests {
         ] {
             let c = RunConfig::load(&dir.join(file))?;
             assert_eq!((c.data.dataset, c.data.folder.preset, c.model.nclass), (DatasetKind::Folder, Some(preset), k));
+            assert_eq!(c.model.encoder_channels()?, [24, 32, 96, 320], "{file}: MobileNetV2 encoder");
         }
         let camvid = RunConfig::load(&dir.join("camvid.toml"))?.data.folder;
         assert_eq!((camvid.num_labeled, camvid.scale, camvid.remap_pairs()), (Some(46), Some(0.5), vec![[11, 255]]));
