@@ -260,6 +260,7 @@ mod tests {
         ] {
             let c = RunConfig::load(&dir.join(file))?;
             assert_eq!((c.data.dataset, c.data.folder.preset, c.model.nclass), (DatasetKind::Folder, Some(preset), k));
+            assert_eq!(c.model.encoder_channels()?, [24, 32, 96, 320], "{file}: MobileNetV2 encoder");
         }
         let camvid = RunConfig::load(&dir.join("camvid.toml"))?.data.folder;
         assert_eq!((camvid.num_labeled, camvid.scale, camvid.remap_pairs()), (Some(46), Some(0.5), vec![[11, 255]]));
@@ -271,13 +272,16 @@ mod tests {
             ("val = \"val\"\nval_from_train = 5\n[model]\nnclass = 11\n", "val_from_train"),
             ("scale = -1.0\n[model]\nnclass = 11\n", "scale"),
         ] {
-            let err =
-                RunConfig::from_toml(&format!("{base}{extra}"), Path::new("f.toml")).err().map(|e| format!("{e:#}"));
+            let err = RunConfig::from_toml(&format!("{base}{extra}"), Path::new("f.toml"))
+                .err()
+                .map(|e| format!("{:#}", anyhow::Error::from(e)));
             let err = err.unwrap_or_default();
             assert!(err.contains(needle) && err.contains("f.toml"), "{extra}: {err}");
         }
         let voc_with_folder = "[data]\ndataset = \"voc\"\n[data.folder]\nnum_labeled = 3\n";
-        let err = RunConfig::from_toml(voc_with_folder, Path::new("v.toml")).err().map(|e| format!("{e:#}"));
+        let err = RunConfig::from_toml(voc_with_folder, Path::new("v.toml"))
+            .err()
+            .map(|e| format!("{:#}", anyhow::Error::from(e)));
         assert!(err.unwrap_or_default().contains("data.folder"));
         Ok(())
     }
