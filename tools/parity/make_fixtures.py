@@ -5,8 +5,9 @@ Run from the repository root:  /opt/torchvenv/bin/python tools/parity/make_fixtu
 Writes tests/fixtures/parity/{ops.safetensors, ops.json, deeplab_r18.safetensors, deeplab_r18.json,
 deeplab_r50_tv_os8.*, deeplabv3_v1c_os8.*, resnet101_deeplab_names.json}. Deterministic: fixed torch seeds, CPU only, no downloads.
 
-The reference model below is written from shared/specs/unimatch.md §3 (DeepLabV3+ with a deep-stem ResNet,
-UniMatch parameter names); the ops follow PyTorch's own functional API.
+The reference model below is written after UniMatch's `model/semseg/deeplabv3plus.py` and
+`model/backbone/resnet.py` (DeepLabV3+ with a deep-stem ResNet, UniMatch parameter names); the ops follow
+PyTorch's own functional API.
 """
 import json
 import os
@@ -62,7 +63,7 @@ def make_target(g, n, h, w, k, ignore_frac=0.15):
 
 
 def ohem_ref(logits, target, thresh, min_kept):
-    """TorchSemiSeg ProbOhemCrossEntropy2d (unimatch util/ohem.py), written from the spec."""
+    """TorchSemiSeg ProbOhemCrossEntropy2d (UniMatch `util/ohem.py`), written from its description."""
     b, c, h, w = logits.shape
     tgt = target.reshape(-1).clone()
     valid = tgt.ne(IGNORE)
@@ -272,7 +273,10 @@ class DeepLabV3Plus(nn.Module):
         super().__init__()
         block, layers = {18: (Basic, [2, 2, 2, 2]), 34: (Basic, [3, 4, 6, 3]), 50: (Bottle, [3, 4, 6, 3]), 101: (Bottle, [3, 4, 23, 3])}[depth]
         self.backbone = ResNet(block, layers, w, deep, os)
-        low, high = w * block.expansion, 8 * w * block.expansion
+        self.add_decoder(w * block.expansion, 8 * w * block.expansion, aspp, reduce, fuse, nclass, rates)
+
+    def add_decoder(self, low, high, aspp, reduce, fuse, nclass, rates):
+        """UniMatch's decoder on c1 (`low` channels) and c4 (`high`): `head` (ASPP), `reduce`, `fuse`, `classifier`."""
         aspp = aspp or high // 8
         self.head = ASPP(high, aspp, rates)
         self.reduce = cbr(low, reduce, 1)
@@ -340,9 +344,9 @@ class ConvModule(nn.Module):
 
 
 class ResNetV1c(nn.Module):
-    """mmseg ResNetV1c written from guidedmix.md §2: deep stem 3→w/2→w/2→w (each BN + ReLU, `stem.*`), max-pool,
-    Bottleneck stages with strides (1, 2, 1, 1), dilations (1, 1, 2, 4), contract_dilation (first block of a
-    dilated stage at half the dilation), downsample conv1×1(stride) + BN."""
+    """mmseg ResNetV1c (as GuidedMix-Net's official configs build it): deep stem 3→w/2→w/2→w (each BN + ReLU,
+    `stem.*`), max-pool, Bottleneck stages with strides (1, 2, 1, 1), dilations (1, 1, 2, 4), contract_dilation
+    (first block of a dilated stage at half the dilation), downsample conv1×1(stride) + BN."""
 
     def __init__(self, layers, w):
         super().__init__()

@@ -5,22 +5,25 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device};
-use core_seg::model::{weights, DeepLabConfig, DeepLabV3Plus, Depth, Stem};
+use core_seg::model::{weights, Backbone, DeepLabConfig, DeepLabV3Plus, Stem};
 use core_seg::nn::{Mode, ParamStore};
 
 #[derive(clap::Args)]
 pub struct ForwardArgs {
-    /// resnet18 | resnet34 | resnet50 | resnet101
-    #[arg(long, default_value = "resnet101", value_parser = parse_depth)]
-    backbone: Depth,
+    /// resnet18 | resnet34 | resnet50 | resnet101 | mobilenet_v2
+    #[arg(long, default_value = "resnet101", value_parser = parse_backbone)]
+    backbone: Backbone,
     /// 8 or 16.
     #[arg(long, default_value_t = 16)]
     output_stride: usize,
     #[arg(long, default_value_t = 21)]
     classes: usize,
-    /// First-stage width (64 for the standard nets).
+    /// First-stage width of a ResNet (64 for the standard nets).
     #[arg(long, default_value_t = 64)]
     width: usize,
+    /// MobileNetV2 width multiplier.
+    #[arg(long, default_value_t = 1.0)]
+    width_mult: f64,
     /// deep (UniMatch) | torchvision
     #[arg(long, default_value = "deep", value_parser = parse_stem)]
     stem: Stem,
@@ -42,9 +45,9 @@ pub struct ForwardArgs {
     output: PathBuf,
 }
 
-fn parse_depth(s: &str) -> Result<Depth, String> {
+fn parse_backbone(s: &str) -> Result<Backbone, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| format!("unknown backbone `{s}` (resnet18|resnet34|resnet50|resnet101)"))
+        .map_err(|_| format!("unknown backbone `{s}` (resnet18|resnet34|resnet50|resnet101|mobilenet_v2)"))
 }
 
 fn parse_stem(s: &str) -> Result<Stem, String> {
@@ -58,6 +61,7 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
         backbone: a.backbone,
         stem: a.stem,
         base_width: a.width,
+        width_mult: a.width_mult,
         output_stride: a.output_stride,
         dilations: None,
         aspp_channels: a.aspp_channels,

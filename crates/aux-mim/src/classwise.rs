@@ -1,4 +1,4 @@
-//! Class-wise MIM inputs and the masked-pixel reconstruction loss (`mim.md` §4).
+//! Class-wise MIM inputs and the masked-pixel reconstruction loss (`docs/aux-mim.md`).
 //!
 //! ```text
 //! R_{b,c}   = [ŷ_b = c] ∧ valid_b ∧ [q_b ≥ τ_m]          (labelled: [y_b = c] ∧ valid_b; 255 is in no region)

@@ -1,11 +1,19 @@
 //! CUDA side of [`crate::classwise::build_inputs`]: `X̃[n, ch, p] = vis[n, p] ? x[rows[n], ch, p] : 0` in one
-//! kernel (`cw_masked_gather` of core-seg's `classwise.cu`) instead of index_select + a broadcast copy of the
+//! kernel (`cw_masked_gather` of `cuda/classwise.cu`, compiled by this crate's build.rs) instead of index_select + a broadcast copy of the
 //! mask + where_cond. The sample selection itself (class counts, RNG draws) stays on the host.
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
 use candle_core::{CpuStorage, CudaStorage, CustomOp3, DType, Layout, Shape, Tensor};
-use core_seg::kernels::cuda::{alloc, bf16, cu_err, func, grid, kname, view, CuFloat, CLASSWISE};
+use core_seg::kernels::cuda::{alloc, bf16, cu_err, func, grid, kname, view, CuFloat};
+
+/// PTX text of `cuda/classwise.cu` (`ptx::CLASSWISE`).
+mod ptx {
+    include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
+}
+
+/// The kernels' module: (name, PTX).
+const CLASSWISE: (&str, &str) = ("semiseg_classwise", ptx::CLASSWISE);
 
 const OP: &str = "classwise masked gather (cuda)";
 

@@ -1,4 +1,4 @@
-//! `MimConfig`: every [design] item of `mim.md` §11 as a key with the spec's default.
+//! `MimConfig`: every [design] choice as a key of the `[mim]` table, with its default (`docs/aux-mim.md`).
 //!
 //! TOML layout (the `[mim]` table of a run config):
 //! ```toml
@@ -223,7 +223,8 @@ pub struct SemConfig {
     pub s2_fp: S2Fp,
 }
 
-/// S4MIM configuration (`mim.md` §11). Defaults = the full method (class-wise MIM + option-B aggregation + S1).
+/// S4MIM configuration (`[mim]`, `docs/aux-mim.md`). Defaults = the full method (class-wise MIM + option-B
+/// aggregation + S1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MimConfig {

@@ -38,7 +38,7 @@ impl RecHead {
     pub fn for_model(cfg: &DeepLabConfig, level: FeatureLevel, vb: VarBuilder) -> Result<Self> {
         match level {
             FeatureLevel::Fuse => Self::new(cfg.fuse_channels, 4, vb),
-            FeatureLevel::C4 => Self::new(cfg.resnet()?.channels()[3], cfg.output_stride, vb),
+            FeatureLevel::C4 => Self::new(cfg.encoder_channels()?[3], cfg.output_stride, vb),
         }
     }
 

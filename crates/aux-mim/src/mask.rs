@@ -1,4 +1,4 @@
-//! Patch masks (`mim.md` §3) and their transfer to feature resolution.
+//! Patch masks (`docs/aux-mim.md`) and their transfer to feature resolution.
 //!
 //! ```text
 //! n_h = ⌈H/P⌉, n_w = ⌈W/P⌉

@@ -1,4 +1,4 @@
-//! MIM in semantic space (`mim.md` §6): the prediction target is the pseudo-label, not pixels.
+//! MIM in semantic space (`docs/aux-mim.md`): the prediction target is the pseudo-label, not pixels.
 //!
 //! ```text
 //! S1 (image masking):   x_m = x_w ⊙ (1 − M');   P_m = model(x_m)

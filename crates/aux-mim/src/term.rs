@@ -1,12 +1,13 @@
-//! `MimTerm`: the three S4MIM components as one [`AuxTerm`] on any semi-supervised framework (`mim.md` §7–8).
+//! `MimTerm`: the three S4MIM components as one [`AuxTerm`] on any semi-supervised framework (`docs/aux-mim.md`).
 
 use candle_core::{DType, Tensor, Var};
 use candle_nn::VarBuilder;
-use core_seg::frameworks::{AuxTerm, FpOn, Method, SemiConfig, StepTensors};
+use core_seg::frameworks::{FpOn, Method, SemiConfig};
 use core_seg::model::{DeepLabConfig, DeepLabV3Plus};
 use core_seg::nn::{Mode, ParamStore};
+use core_seg::plugin::StepCtx;
+use core_seg::plugin::{AuxTerm, StepTensors};
 use core_seg::rng::SegRng;
-use core_seg::train::StepCtx;
 use core_seg::{Error, Result};
 
 use crate::aggregation::{feature_aggregation, weights_tensor};

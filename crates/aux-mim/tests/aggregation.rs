@@ -1,4 +1,4 @@
-//! Feature aggregation (mim.md §13.6) and hand-computed values.
+//! Feature aggregation and hand-computed values.
 
 mod support;
 

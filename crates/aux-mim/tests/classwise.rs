@@ -1,4 +1,4 @@
-//! Class-wise inputs, eligibility, caps and the masked L1 loss (mim.md §13.2–4, 8).
+//! Class-wise inputs, eligibility, caps and the masked L1 loss.
 
 mod support;
 use core_seg::testing as toy;
@@ -10,11 +10,11 @@ use aux_mim::classwise::{
 use aux_mim::{FaConfig, FaMode, MimConfig, MimMode, MimTerm, RecLoss, SemConfig, SemMode};
 use candle_core::{DType, Device, Tensor, Var};
 use core_seg::batch::{LabeledBatch, UnlabeledBatch};
-use core_seg::frameworks::{AuxTerm, Pseudo};
 use core_seg::model::DeepLabV3Plus;
 use core_seg::nn::ParamStore;
+use core_seg::plugin::StepCtx;
+use core_seg::plugin::{AuxTerm, Pseudo};
 use core_seg::rng::SegRng;
-use core_seg::train::StepCtx;
 use core_seg::Result;
 use support::{manual_step, scalar, vec_f64};
 
@@ -46,7 +46,7 @@ fn two_images() -> (Vec<Vec<u32>>, Vec<Vec<u8>>, Vec<f32>) {
     (vec![r0, r1], vec![v0, vec![1u8; S * S]], conf)
 }
 
-/// §13.2: X̃_n is 0 (all channels) outside Vis_n and x_{b(n)} on Vis_n; Vis ∩ Msk = ∅, Vis ∪ Msk = R;
+/// X̃_n is 0 (all channels) outside Vis_n and x_{b(n)} on Vis_n; Vis ∩ Msk = ∅, Vis ∪ Msk = R;
 /// classes of one image are disjoint; 255, padded and unconfident pixels are in no region.
 #[test]
 fn classwise_input_is_zero_outside_visible_region() -> Result<()> {
@@ -98,7 +98,7 @@ fn classwise_input_is_zero_outside_visible_region() -> Result<()> {
     Ok(())
 }
 
-/// §13.3 hand example: X̂ = 0, x = 2, Msk = 4 pixels → 24/(12 + 1e-5) = 1.9999983; L2 gives 48/(12 + 1e-5).
+/// Hand example: X̂ = 0, x = 2, Msk = 4 pixels → 24/(12 + 1e-5) = 1.9999983; L2 gives 48/(12 + 1e-5).
 #[test]
 fn masked_l1_hand_example() -> Result<()> {
     let dev = Device::Cpu;
@@ -113,7 +113,7 @@ fn masked_l1_hand_example() -> Result<()> {
     Ok(())
 }
 
-/// §13.3: changing X̂ outside Msk changes neither the loss nor its gradient (which is 0 there).
+/// changing X̂ outside Msk changes neither the loss nor its gradient (which is 0 there).
 #[test]
 fn masked_l1_ignores_pixels_outside_the_mask() -> Result<()> {
     let dev = Device::Cpu;
@@ -151,7 +151,7 @@ fn masked_l1_ignores_pixels_outside_the_mask() -> Result<()> {
     Ok(())
 }
 
-/// §13.4: empty visible or masked part → no sample; ≤ Kmax per image (∝ |R|); ≤ N_max per step.
+/// empty visible or masked part → no sample; ≤ Kmax per image (∝ |R|); ≤ N_max per step.
 #[test]
 fn eligibility_and_caps() -> Result<()> {
     // Classes: 1 = one fully masked cell, 2 = one fully visible cell, 3/4/5 straddle cells. P = 2 on 8×8.
@@ -224,8 +224,9 @@ fn weighted_selection_statistics() -> Result<()> {
     Ok(())
 }
 
-/// §13.8 (and labelled samples use ground-truth classes): an unpadded crop labelled entirely with one class,
-/// all pixels confident, gives identical inputs and identical L_cmim in plain and class-wise mode.
+/// Plain and class-wise MIM agree (and labelled samples use ground-truth classes): an unpadded crop labelled
+/// entirely with one class, all pixels confident, gives identical inputs and identical L_cmim in plain and
+/// class-wise mode.
 #[test]
 fn plain_equals_classwise_on_single_class_crops() -> Result<()> {
     let dev = Device::Cpu;

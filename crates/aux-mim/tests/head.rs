@@ -1,4 +1,4 @@
-//! PixelShuffle and the reconstruction head (mim.md §13.5).
+//! PixelShuffle and the reconstruction head.
 
 use core_seg::testing as toy;
 

@@ -1,4 +1,4 @@
-//! Patch masks (mim.md §13.1).
+//! Patch masks.
 
 use aux_mim::mask::{exact_count, patch_mask, pool_weights, sample_at_stride};
 use aux_mim::{MaskConfig, MaskSampling};

@@ -1,4 +1,4 @@
-//! MIM in semantic space (mim.md §13.7) and hand-computed values.
+//! MIM in semantic space and hand-computed values.
 
 mod support;
 use core_seg::testing as toy;
@@ -6,12 +6,13 @@ use core_seg::testing as toy;
 use aux_mim::semantic::{mask_features, mask_images, s2_masked_logits, sem_loss};
 use aux_mim::{FaConfig, FaMode, MaskConfig, MimConfig, MimMode, MimTerm, SemConfig, SemMode};
 use candle_core::{DType, Device, Tensor};
-use core_seg::frameworks::{pseudo_label, unsup_loss, AuxTerm, Pseudo};
+use core_seg::frameworks::{pseudo_label, unsup_loss};
 use core_seg::model::DeepLabV3Plus;
 use core_seg::nn::{Mode, ParamStore};
 use core_seg::ops::resize_bilinear;
+use core_seg::plugin::StepCtx;
+use core_seg::plugin::{AuxTerm, Pseudo};
 use core_seg::rng::SegRng;
-use core_seg::train::StepCtx;
 use core_seg::Result;
 use support::{manual_step, scalar, vec_f64};
 

@@ -1,5 +1,5 @@
 //! `MimTerm` on the training loop: smoke runs of every ablation row, determinism, logging, zero-weight identity
-//! with plain UniMatch, BN handling, configuration parsing (mim.md §9, §11, §13.9–10).
+//! with plain UniMatch, BN handling, configuration parsing.
 
 mod support;
 use core_seg::testing as toy;
@@ -10,11 +10,13 @@ use aux_mim::{
     S2Fp, SemConfig, SemForward, SemMode, VisibleFrom,
 };
 use candle_core::{DType, Device};
-use core_seg::frameworks::{self, AuxTerm, FpOn, Method, MixPredBn, SemiConfig};
+use core_seg::frameworks::{self, FpOn, Method, MixPredBn, SemiConfig};
 use core_seg::model::DeepLabV3Plus;
 use core_seg::nn::ParamStore;
+use core_seg::plugin::AuxTerm;
+use core_seg::plugin::StepCtx;
 use core_seg::rng::SegRng;
-use core_seg::train::{StepCtx, TrainConfig, Trainer};
+use core_seg::train::{TrainConfig, Trainer};
 use core_seg::Result;
 use support::{manual_step, vec_f64};
 use toy::{tiny_model, ToySemiSource};
@@ -40,7 +42,7 @@ struct Run {
 fn run(semi: &SemiConfig, mim: Option<&MimConfig>, steps: usize) -> Result<Run> {
     let cfg = TrainConfig { iters: steps, lr: 0.01, seed: 7, ..Default::default() };
     let model_cfg = tiny_model(3);
-    let mut t = Trainer::new(&model_cfg, cfg, frameworks::build(semi), DType::F32, &Device::Cpu)?;
+    let mut t = Trainer::new(&model_cfg, cfg, frameworks::build(semi)?, DType::F32, &Device::Cpu)?;
     if let Some(m) = mim {
         let (m, s, mc) = (m.clone(), semi.clone(), model_cfg.clone());
         t.add_aux_term(move |vb| aux_mim::build_with_semi(&m, &s, &mc, vb))?;
@@ -76,7 +78,7 @@ fn term(r: &Run, step: usize, name: &str) -> Option<f64> {
 fn three_steps_unimatch_and_fixmatch_with_mim_are_deterministic() -> Result<()> {
     for method in [Method::Unimatch, Method::Fixmatch] {
         // τ = 0 (Cityscapes' setting): a freshly initialised model is never 95% confident.
-        let semi = SemiConfig { method, conf_thresh: 0.0, ..Default::default() };
+        let semi = SemiConfig { method: method.clone(), conf_thresh: 0.0, ..Default::default() };
         let mim = toy_mim();
         let a = run(&semi, Some(&mim), 3)?;
         for name in ["loss_mim_rec", "loss_mim_fa", "loss_mim_sem"] {
@@ -95,7 +97,7 @@ fn three_steps_unimatch_and_fixmatch_with_mim_are_deterministic() -> Result<()> 
     Ok(())
 }
 
-/// §13.9: all MIM weights 0 with all components on: trainable parameters and BN running statistics
+/// all MIM weights 0 with all components on: trainable parameters and BN running statistics
 /// bit-identical to plain UniMatch after 3 steps (`bn = train_no_update`, sem off); with S1 on (its forward
 /// updates running statistics, read by the eval-mode mix prediction) the parameters are identical when the
 /// mix prediction uses batch statistics.
@@ -121,7 +123,7 @@ fn zero_weights_reproduce_plain_unimatch() -> Result<()> {
     Ok(())
 }
 
-/// §13.10 on the toy data: 3 steps of every ablation row (§9) and of every alternative key value; all finite,
+/// On the toy data: 3 steps of every ablation row and of every alternative key value; all finite,
 /// each row logs exactly its terms.
 #[test]
 fn every_ablation_row_runs() -> Result<()> {
@@ -260,7 +262,7 @@ fn class_wise_forward_restores_bn_statistics() -> Result<()> {
     Ok(())
 }
 
-/// TOML: defaults are the spec's; sub-tables parse; unknown keys are rejected; invalid values are refused.
+/// TOML: the documented defaults; sub-tables parse; unknown keys are rejected; invalid values are refused.
 #[test]
 fn config_parses_with_spec_defaults() -> Result<()> {
     let d = MimConfig::default();
@@ -310,12 +312,12 @@ fn config_parses_with_spec_defaults() -> Result<()> {
     Ok(())
 }
 
-/// §13.10 at the synthetic recipe's size: the synthetic model (R-18, width 16, OS 8, 6 classes) on 64² crops,
+/// At the synthetic recipe's size: the synthetic model (R-18, width 16, OS 8, 6 classes) on 64² crops,
 /// full S4MIM with P = 16, 3 steps of UniMatch: finite, all three terms > 0 after the warm-up iteration.
 #[test]
 fn full_s4mim_on_the_synthetic_model_at_64px() -> Result<()> {
     let model_cfg = core_seg::model::DeepLabConfig {
-        backbone: core_seg::model::Depth::Resnet18,
+        backbone: core_seg::model::Backbone::Resnet18,
         stem: core_seg::model::Stem::Deep,
         base_width: 16,
         output_stride: 8,
@@ -329,7 +331,7 @@ fn full_s4mim_on_the_synthetic_model_at_64px() -> Result<()> {
     let semi = SemiConfig { conf_thresh: 0.0, ..Default::default() };
     let mim = MimConfig { mask: MaskConfig { patch: 16, ..Default::default() }, ..toy_mim() };
     let cfg = TrainConfig { iters: 3, lr: 0.002, seed: 1, ..Default::default() };
-    let mut t = Trainer::new(&model_cfg, cfg, frameworks::build(&semi), DType::F32, &Device::Cpu)?;
+    let mut t = Trainer::new(&model_cfg, cfg, frameworks::build(&semi)?, DType::F32, &Device::Cpu)?;
     let mc = model_cfg.clone();
     t.add_aux_term(move |vb| aux_mim::build(&mim, &mc, vb))?;
     let mut src = ToySemiSource { batch: 2, size: 64 };

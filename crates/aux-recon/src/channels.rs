@@ -1,4 +1,4 @@
-//! Channel–concept scores of a feature layer against ground-truth class masks (`recon.md` §7), in the style of
+//! Channel–concept scores of a feature layer against ground-truth class masks (`docs/aux-recon.md`), in the style of
 //! Network Dissection (Bau et al., 2017).
 //!
 //! For activations `A [N,K,H,W]` (resized to label size) and labels `Y`, over non-ignored pixels:

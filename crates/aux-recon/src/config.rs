@@ -1,4 +1,4 @@
-//! `ReconConfig`: every key of `recon.md` §10 with the spec's default.
+//! `ReconConfig`: every key of the `[recon]` table with its default (`docs/aux-recon.md`).
 //!
 //! TOML layout (the `[recon]` table of a run config):
 //! ```toml
@@ -74,7 +74,7 @@ pub enum ValidFrom {
     Mask,
 }
 
-/// `recon.mode`: plain reconstruction or an object/background-disentangled variant (§5).
+/// `recon.mode`: plain reconstruction or an object/background-disentangled variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ReconMode {
@@ -125,7 +125,8 @@ impl Default for DiagnoseConfig {
     }
 }
 
-/// The reconstruction branch (`recon.md` §10). Defaults: plain MSE reconstruction of the clean views from c4.
+/// The reconstruction branch (`[recon]`, `docs/aux-recon.md`). Defaults: plain MSE reconstruction of the clean
+/// views from c4.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReconConfig {
@@ -155,7 +156,7 @@ pub struct ReconConfig {
     pub diagnose: DiagnoseConfig,
 }
 
-/// `recon.widths` of the spec (R-101, OS 16).
+/// Default `recon.widths` (sized for R-101 at OS 16).
 pub const DEFAULT_WIDTHS: [usize; 5] = [256, 128, 64, 32, 32];
 
 impl Default for ReconConfig {
@@ -233,8 +234,8 @@ impl ReconConfig {
     pub fn geometry(&self, model: &DeepLabConfig) -> Result<Geometry> {
         self.validate()?;
         let cin = match self.input {
-            ReconInput::C4 => model.resnet()?.channels()[3],
-            ReconInput::Aspp => model.aspp_channels.unwrap_or(model.resnet()?.channels()[3] / 8),
+            ReconInput::C4 => model.encoder_channels()?[3],
+            ReconInput::Aspp => model.aspp_channels.unwrap_or(model.encoder_channels()?[3] / 8),
         };
         let widths = match (&self.widths, self.stages) {
             (Some(w), _) => w.clone(),

@@ -1,4 +1,4 @@
-//! The reconstruction decoder R (`recon.md` §3): a bottleneck projection, `S` bilinear-×2 stages, a 3×3 output
+//! The reconstruction decoder R (`docs/aux-recon.md`): a bottleneck projection, `S` bilinear-×2 stages, a 3×3 output
 //! convolution, a final resize to the input size. No skip connection, no output activation.
 //!
 //! ```text

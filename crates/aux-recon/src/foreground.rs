@@ -1,4 +1,4 @@
-//! The detached foreground probability `m [N,H,W]` of the disentangled modes (`recon.md` §5).
+//! The detached foreground probability `m [N,H,W]` of the disentangled modes (`docs/aux-recon.md`).
 //!
 //! ```text
 //! soft(p)        = Σ_{c∈fg} P_c(p),          P = softmax(sg(z)) of the train-mode prediction
@@ -8,8 +8,8 @@
 //! ```
 
 use candle_core::{DType, Tensor};
-use core_seg::frameworks::Pseudo;
 use core_seg::ops::IGNORE_INDEX;
+use core_seg::plugin::Pseudo;
 use core_seg::Result;
 
 use crate::config::{FgSourceL, FgSourceU};

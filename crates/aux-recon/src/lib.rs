@@ -4,7 +4,7 @@
 //! (arXiv 2303.09794, DICTA 2023). Only the abstract is available and no code exists: everything below beyond
 //! "autoencoding through a bottleneck latent representation as an auxiliary task", "channels correlating with
 //! semantic concepts" and "a modification disentangling the object clue from the background patterns" is this
-//! project's reading (`shared/specs/recon.md`, items tagged [design]); every choice is a key of [`ReconConfig`]
+//! project's reading (tagged [design] in `docs/aux-recon.md`); every choice is a key of [`ReconConfig`]
 //! whose alternatives run. None of the disentangled modes is "the paper's method".
 //!
 //! ## Base
@@ -37,7 +37,7 @@
 //! fgonly             L_rec = Σ V·m·Σ_ch e / (3·Σ V·m)          (0 when Σ V·m = 0)
 //! ```
 //! In `fgbg` the object head gets no gradient from pixels with `m = 0`, in `fgonly` background pixels do not
-//! enter the loss at all. (`bgswap`, compositing foregrounds onto other backgrounds, is deferred by the spec.)
+//! enter the loss at all. (`bgswap`, compositing foregrounds onto other backgrounds, is not implemented.)
 //!
 //! ## Diagnostic ([`channels`])
 //! Per-channel activations of an intermediate layer of R (`u2`) are thresholded at their 0.995 quantile and
@@ -55,6 +55,7 @@ pub mod config;
 pub mod decoder;
 pub mod foreground;
 pub mod loss;
+pub mod plugin;
 pub mod term;
 
 pub use channels::{ChannelScores, ChannelStats, Phase};
@@ -64,4 +65,5 @@ pub use config::{
 };
 pub use decoder::{ReconDecoder, ReconOutput};
 pub use loss::{compose, masked_rec_loss, psnr};
+pub use plugin::Plugin;
 pub use term::{build, var_builder, ReconStep, ReconTerm, PREFIX, RECON_STREAM};

@@ -1,4 +1,4 @@
-//! The reconstruction loss (`recon.md` §4–5) and the PSNR that is logged beside it.
+//! The reconstruction loss (`docs/aux-recon.md`) and the PSNR that is logged beside it.
 
 use candle_core::{DType, Tensor};
 use core_seg::Result;

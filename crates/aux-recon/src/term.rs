@@ -1,11 +1,12 @@
-//! `ReconTerm`: the reconstruction branch as an [`AuxTerm`] on any framework (`recon.md` §4–6, §8).
+//! `ReconTerm`: the reconstruction branch as an [`AuxTerm`] on any framework (`docs/aux-recon.md`).
 
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
-use core_seg::frameworks::{AuxTerm, Method, SemiConfig, StepTensors};
+use core_seg::frameworks::{Method, SemiConfig};
 use core_seg::model::{DeepLabConfig, DeepLabV3Plus, SegOutput};
 use core_seg::nn::{Mode, ParamStore};
-use core_seg::train::StepCtx;
+use core_seg::plugin::StepCtx;
+use core_seg::plugin::{AuxTerm, StepTensors};
 use core_seg::{Error, Result};
 
 use crate::config::{ReconConfig, ReconInput, ReconMode, ValidFrom, Views};

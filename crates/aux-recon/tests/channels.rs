@@ -1,4 +1,4 @@
-//! The channel–concept scores (recon.md §12.8): a channel equal to the indicator of class c gets IoU_{k,c} = 1
+//! The channel–concept scores: a channel equal to the indicator of class c gets IoU_{k,c} = 1
 //! and point-biserial correlation 1 (also for a class rarer than the quantile's tail); a constant channel is
 //! never on; on continuous activations the threshold keeps ≈ the top 1 − q of the pixels; ignored pixels count
 //! nowhere.

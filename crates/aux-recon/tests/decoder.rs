@@ -1,11 +1,11 @@
-//! R's shapes and parameters (recon.md §12.1–2): `x̂` has the input's shape for crops 64, 96, 321 (R-18 and
+//! R's shapes and parameters: `x̂` has the input's shape for crops 64, 96, 321 (R-18 and
 //! R-101 geometry) and 801 (R-101, c4 51×51); parameter counts 922,467 (plain) and 922,470 (fgbg); names under
 //! `recon.` in the head optimiser group.
 
 mod support;
 
 use candle_core::{DType, Device, Tensor};
-use core_seg::model::{DeepLabConfig, DeepLabV3Plus, Depth};
+use core_seg::model::{Backbone, DeepLabConfig, DeepLabV3Plus};
 use core_seg::nn::{count_parameters, Mode, ParamStore};
 use core_seg::optim::backbone_head_groups;
 use core_seg::testing::tiny_model;
@@ -39,7 +39,7 @@ fn c4_side(s: usize, os: usize) -> usize {
 #[test]
 fn output_shape_equals_input_shape_for_crops_64_96_321_and_801() -> Result<()> {
     let r101 = DeepLabConfig::default();
-    let r18 = DeepLabConfig { backbone: Depth::Resnet18, ..DeepLabConfig::default() };
+    let r18 = DeepLabConfig { backbone: Backbone::Resnet18, ..DeepLabConfig::default() };
     let mut cases = vec![(r18.clone(), 64), (r18.clone(), 96), (r18, 321), (r101.clone(), 64), (r101.clone(), 96)];
     cases.push((r101.clone(), 321));
     cases.push((r101, 801));
@@ -47,7 +47,7 @@ fn output_shape_equals_input_shape_for_crops_64_96_321_and_801() -> Result<()> {
         for mode in [ReconMode::Plain, ReconMode::Fgbg] {
             let cfg = ReconConfig { mode, ..Default::default() };
             let (_, r) = decoder(&cfg, &model)?;
-            let cin = model.resnet()?.channels()[3];
+            let cin = model.encoder_channels()?[3];
             let h = c4_side(s, 16);
             if s == 321 {
                 assert_eq!(h, 21);

@@ -1,4 +1,4 @@
-//! Gradients (recon.md §12.4–5): `L_rec` alone reaches the encoder (`backbone.layer4` non-zero) and leaves the
+//! Gradients: `L_rec` alone reaches the encoder (`backbone.layer4` non-zero) and leaves the
 //! segmentation head (`classifier`) at exactly zero; `recon.detach` stops it at R's input; R's backward (composed
 //! of project ops, no hand-written backward) matches f64 central finite differences on a tiny input
 //! (C_in = 8, widths [8,4,4,4,4], c4 2×2), for the input, the output convolution and the bottleneck weights.

@@ -1,11 +1,11 @@
-//! The loss (recon.md §12.3, §12.6): 0 when `x̂ = x`; with `x̂ = 0`, `x = 1` on valid pixels and arbitrary values on
+//! The loss: 0 when `x̂ = x`; with `x̂ = 0`, `x = 1` on valid pixels and arbitrary values on
 //! padded ones, MSE = L1 = 1; padded pixels change nothing and get no gradient; the target gets no gradient;
 //! `fgbg` and `fgonly` invariants with a hard foreground map; the foreground map itself.
 
 mod support;
 
 use candle_core::{DType, Device, Tensor, Var};
-use core_seg::frameworks::Pseudo;
+use core_seg::plugin::Pseudo;
 use core_seg::Result;
 
 use aux_recon::foreground;

@@ -1,4 +1,4 @@
-//! `ReconTerm` on the training loop (recon.md §12.7, §12.9): 3 steps of every base framework with the branch on
+//! `ReconTerm` on the training loop: 3 steps of every base framework with the branch on
 //! in every mode (finite losses, `loss_recon` and `recon_psnr` logged); `recon.weight = 0` leaves the
 //! segmentation model bit-identical to a run without the branch; determinism; the options that change which
 //! views are reconstructed; configuration errors that name the key.
@@ -24,19 +24,19 @@ struct Run {
     recon_vars: Vec<(String, Vec<f64>)>,
 }
 
-fn run(method: Method, recon: Option<&ReconConfig>, steps: usize) -> Result<Run> {
+fn run(method: &Method, recon: Option<&ReconConfig>, steps: usize) -> Result<Run> {
     // τ = 0: a freshly initialised model is never 95% confident, and fgbg should see hard pseudo-labels.
-    let semi = SemiConfig { method, conf_thresh: 0.0, ..Default::default() };
+    let semi = SemiConfig { method: method.clone(), conf_thresh: 0.0, ..Default::default() };
     let cfg = TrainConfig { iters: steps, lr: 0.01, seed: 5, ..Default::default() };
     let model_cfg = tiny_model(3);
-    let mut t = Trainer::new(&model_cfg, cfg, frameworks::build(&semi), DType::F32, &Device::Cpu)?;
+    let mut t = Trainer::new(&model_cfg, cfg, frameworks::build(&semi)?, DType::F32, &Device::Cpu)?;
     if let Some(r) = recon {
         let (r, s, mc, store) = (r.clone(), semi.clone(), model_cfg.clone(), t.store.clone());
         t.add_aux_term(move |vb| {
             aux_recon::build(&r, Some(&s), &mc, aux_recon::var_builder(&store, 5, vb.dtype(), vb.device()))
         })?;
     }
-    let mut src: Box<dyn BatchSource> = if method == Method::Supervised {
+    let mut src: Box<dyn BatchSource> = if *method == Method::Supervised {
         Box::new(ToySource { n_train: 8, batch: 2, size: 32, dtype: DType::F32 })
     } else {
         Box::new(ToySemiSource { batch: 2, size: 32 })
@@ -71,7 +71,7 @@ fn on(mode: ReconMode) -> ReconConfig {
 fn three_steps_of_every_base_in_every_mode() -> Result<()> {
     for method in METHODS {
         for mode in [ReconMode::Plain, ReconMode::Fgbg, ReconMode::Fgonly] {
-            let r = run(method, Some(&on(mode)), 3)?;
+            let r = run(&method, Some(&on(mode)), 3)?;
             for rec in &r.records {
                 let l = value(rec, "loss_recon").unwrap_or(-1.0);
                 assert!(l > 0.0, "{method:?} {mode:?}: loss_recon {l}");
@@ -88,14 +88,14 @@ fn three_steps_of_every_base_in_every_mode() -> Result<()> {
     Ok(())
 }
 
-/// §12.7: `recon.weight = 0` with the branch on: every segmentation variable (parameters and BN statistics) and
+/// `recon.weight = 0` with the branch on: every segmentation variable (parameters and BN statistics) and
 /// every loss bit-identical to a run without the branch after 3 steps; R itself still changes (its BN statistics).
 #[test]
 fn zero_weight_leaves_the_segmentation_model_bit_identical() -> Result<()> {
     for method in [Method::Supervised, Method::Unimatch, Method::MeanTeacher] {
-        let plain = run(method, None, 3)?;
+        let plain = run(&method, None, 3)?;
         let zero = ReconConfig { weight: 0.0, on_strong: method != Method::Supervised, ..on(ReconMode::Fgbg) };
-        let with = run(method, Some(&zero), 3)?;
+        let with = run(&method, Some(&zero), 3)?;
         assert_eq!(plain.model_vars, with.model_vars, "{method:?}");
         let losses = |r: &Run| r.records.iter().map(|x| x.loss).collect::<Vec<_>>();
         assert_eq!(losses(&plain), losses(&with), "{method:?}");
@@ -107,8 +107,8 @@ fn zero_weight_leaves_the_segmentation_model_bit_identical() -> Result<()> {
 #[test]
 fn same_seed_same_run_and_r_has_its_own_initialisation_stream() -> Result<()> {
     let cfg = on(ReconMode::Plain);
-    let a = run(Method::Fixmatch, Some(&cfg), 2)?;
-    let b = run(Method::Fixmatch, Some(&cfg), 2)?;
+    let a = run(&Method::Fixmatch, Some(&cfg), 2)?;
+    let b = run(&Method::Fixmatch, Some(&cfg), 2)?;
     assert_eq!(a.model_vars, b.model_vars);
     assert_eq!(a.recon_vars, b.recon_vars);
     // R's initial weights do not depend on what else the store holds.
@@ -144,7 +144,7 @@ fn view_input_loss_and_schedule_options_run() -> Result<()> {
         ReconConfig { warmup_iters: 2, widths: Some(vec![32, 16, 8, 8]), ..on(ReconMode::Plain) },
     ];
     for (i, cfg) in variants.iter().enumerate() {
-        let r = run(Method::Unimatch, Some(cfg), 2)?;
+        let r = run(&Method::Unimatch, Some(cfg), 2)?;
         let l0 = value(&r.records[0], "loss_recon").unwrap_or(-1.0);
         let l1 = value(&r.records[1], "loss_recon").unwrap_or(-1.0);
         if cfg.warmup_iters > 0 {
@@ -155,8 +155,8 @@ fn view_input_loss_and_schedule_options_run() -> Result<()> {
         assert!(l1 > 0.0, "variant {i}: {l1}");
     }
     let strong = ReconConfig { on_strong: true, ..on(ReconMode::Plain) };
-    let a = run(Method::Fixmatch, Some(&on(ReconMode::Plain)), 1)?;
-    let b = run(Method::Fixmatch, Some(&strong), 1)?;
+    let a = run(&Method::Fixmatch, Some(&on(ReconMode::Plain)), 1)?;
+    let b = run(&Method::Fixmatch, Some(&strong), 1)?;
     assert_ne!(value(&a.records[0], "loss_recon"), value(&b.records[0], "loss_recon"));
     Ok(())
 }

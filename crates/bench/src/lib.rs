@@ -9,7 +9,7 @@
 use candle_core::{DType, Device, Tensor};
 use core_seg::batch::{BatchSource, LabeledBatch, TrainBatch, UnlabeledBatch};
 use core_seg::frameworks::{self, Method, SemiConfig};
-use core_seg::model::{DeepLabConfig, Depth};
+use core_seg::model::{Backbone, DeepLabConfig};
 use core_seg::nn::Mode;
 use core_seg::rng::SegRng;
 use core_seg::train::{Precision, TrainConfig, Trainer};
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Case {
     pub name: String,
-    pub backbone: Depth,
+    pub backbone: Backbone,
     pub size: usize,
     pub batch: usize,
     /// supervised | unimatch | eval
@@ -43,22 +43,22 @@ pub fn cases() -> Vec<Case> {
         cpu_sized: false,
         gpu: false,
     };
-    let synth = |name: &str, kind: &str| Case { cpu_sized: true, ..c(name, Depth::Resnet18, 64, 8, kind) };
+    let synth = |name: &str, kind: &str| Case { cpu_sized: true, ..c(name, Backbone::Resnet18, 64, 8, kind) };
     let g = |name: &str, backbone, size, batch, kind: &str| Case { gpu: true, ..c(name, backbone, size, batch, kind) };
     vec![
-        c("step-r18-128-b4", Depth::Resnet18, 128, 4, "supervised"),
-        c("step-r50-128-b4", Depth::Resnet50, 128, 4, "supervised"),
-        c("unimatch-r18-128-b4", Depth::Resnet18, 128, 4, "unimatch"),
-        c("step-r18-321-b2", Depth::Resnet18, 321, 2, "supervised"),
-        c("eval-r18-321-b1", Depth::Resnet18, 321, 1, "eval"),
+        c("step-r18-128-b4", Backbone::Resnet18, 128, 4, "supervised"),
+        c("step-r50-128-b4", Backbone::Resnet50, 128, 4, "supervised"),
+        c("unimatch-r18-128-b4", Backbone::Resnet18, 128, 4, "unimatch"),
+        c("step-r18-321-b2", Backbone::Resnet18, 321, 2, "supervised"),
+        c("eval-r18-321-b1", Backbone::Resnet18, 321, 1, "eval"),
         synth("step-synth-64-b8", "supervised"),
         synth("unimatch-synth-64-b8", "unimatch"),
         // UniMatch's VOC setting (DeepLabV3+ R-101, crop 321): 8 labelled + 8 unlabelled per step, and the
         // per-GPU share of the 4-GPU recipe (2 + 2).
-        g("unimatch-r101-321-b8", Depth::Resnet101, 321, 8, "unimatch"),
-        g("unimatch-r101-321-b2", Depth::Resnet101, 321, 2, "unimatch"),
-        g("step-r101-321-b8", Depth::Resnet101, 321, 8, "supervised"),
-        g("eval-r101-321-b1", Depth::Resnet101, 321, 1, "eval"),
+        g("unimatch-r101-321-b8", Backbone::Resnet101, 321, 8, "unimatch"),
+        g("unimatch-r101-321-b2", Backbone::Resnet101, 321, 2, "unimatch"),
+        g("step-r101-321-b8", Backbone::Resnet101, 321, 8, "supervised"),
+        g("eval-r101-321-b1", Backbone::Resnet101, 321, 1, "eval"),
     ]
 }
 
@@ -109,6 +109,7 @@ impl RandomSource {
                 &dev,
             )?,
             valid: Tensor::ones((b, s, s), DType::U8, &dev)?,
+            ids: (0..b).map(|i| format!("random{i}")).collect(),
         };
         let unl = |rng: &mut SegRng,
                    img: &mut dyn FnMut(&mut SegRng) -> core_seg::Result<Tensor>|
@@ -126,6 +127,7 @@ impl RandomSource {
                 box1: boxes.clone(),
                 box2: boxes,
                 valid: Tensor::ones((b, s, s), DType::U8, &dev)?,
+                ids: (0..b).map(|i| format!("random{i}")).collect(),
             })
         };
         let (unlabeled, mix) =
@@ -180,7 +182,7 @@ pub fn run_case_on(
     let nclass = model_config(case).nclass;
     let mut src = RandomSource::on_device(case.batch, case.size, nclass, semi, dev)?;
     let method = if semi { Method::Unimatch } else { Method::Supervised };
-    let fw = frameworks::build(&SemiConfig { method, ..Default::default() });
+    let fw = frameworks::build(&SemiConfig { method, ..Default::default() })?;
     let cfg = TrainConfig { iters: warmup + steps, lr: 0.01, precision, ..Default::default() };
     let mut t = Trainer::new(&model_config(case), cfg, fw, DType::F32, dev)?;
     let mut times = Vec::new();

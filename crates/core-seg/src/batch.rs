@@ -1,4 +1,5 @@
-//! The tensors one training step consumes. The `data` crate produces them; tests build them by hand.
+//! The tensors one training step consumes, with the ids of their samples. The `data` crate's loader produces
+//! them and the trainer consumes them as they are; tests build them by hand.
 
 use candle_core::Tensor;
 
@@ -9,6 +10,8 @@ pub struct LabeledBatch {
     pub image: Tensor,
     pub mask: Tensor,
     pub valid: Tensor,
+    /// Sample ids, one per row.
+    pub ids: Vec<String>,
 }
 
 /// Unlabelled crops (UniMatch `train_u`): weak view, two strong views, `ignore [B,S,S]` u32 (255 on
@@ -23,6 +26,8 @@ pub struct UnlabeledBatch {
     pub box2: Tensor,
     /// `[B,S,S]` u8, 1 inside the original image.
     pub valid: Tensor,
+    /// Sample ids, one per row.
+    pub ids: Vec<String>,
 }
 
 /// Everything one iteration sees: labelled data, and for semi-supervised frameworks the unlabelled batch and
@@ -34,8 +39,28 @@ pub struct TrainBatch {
     pub mix: Option<UnlabeledBatch>,
 }
 
+impl TrainBatch {
+    /// The unlabelled batch and its mix partner; an error for a supervised batch (without them).
+    pub fn unlabeled_pair(&self) -> crate::Result<(&UnlabeledBatch, &UnlabeledBatch)> {
+        match (&self.unlabeled, &self.mix) {
+            (Some(u), Some(m)) => Ok((u, m)),
+            _ => {
+                Err(crate::Error::InvalidArgument("semi-supervised framework needs unlabelled and mix batches".into()))
+            }
+        }
+    }
+}
+
 /// A deterministic stream of training batches: `batch(it)` depends only on the run seed and `it`, so a
 /// resumed run sees the same data as an uninterrupted one.
 pub trait BatchSource {
     fn batch(&mut self, iter: usize) -> crate::Result<TrainBatch>;
+}
+
+/// A batch serves itself at every iteration: a hand-written loop fetches its data and passes each batch to
+/// [`crate::train::Trainer::step`] (`trainer.step(&mut batch)`).
+impl BatchSource for TrainBatch {
+    fn batch(&mut self, _iter: usize) -> crate::Result<TrainBatch> {
+        Ok(self.clone())
+    }
 }

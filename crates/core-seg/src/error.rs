@@ -25,8 +25,14 @@ pub enum Error {
     Weights(String),
     #[error("config: {0}")]
     Config(String),
+    /// Data-parallel launch: environment, rendezvous, agreement between ranks.
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
     #[error("non-finite loss `{term}` = {value} at iteration {iter}; the last good checkpoint is kept")]
     NonFiniteLoss { term: String, value: f64, iter: usize },
+    /// An error of the data pipeline (the `data` crate's error, which converts into this one).
+    #[error(transparent)]
+    Data(#[from] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

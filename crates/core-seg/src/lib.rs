@@ -3,7 +3,10 @@
 //! - [`ops`]: trainable ops Candle 0.11 lacks (bilinear resize, stem max-pool, CE with ignore, OHEM,
 //!   Dropout2d, PixelShuffle), each with a checked backward.
 //! - [`nn`]: layers with PyTorch parameter names and the seeded [`nn::ParamStore`].
-//! - [`model`]: ResNet-18/34/50/101 and DeepLabV3+ (UniMatch names).
+//! - [`model`]: ResNet-18/34/50/101 and MobileNetV2 encoders, DeepLabV3+ (UniMatch names).
+//! - [`plugin`]: the contract between the training loop, frameworks and auxiliary terms; [`frameworks`]: the
+//!   supervised baseline, FixMatch, UniMatch and mean teacher; [`train`]: the one loop; [`methods`]: how a
+//!   method crate registers its config tables, terms and frameworks.
 //! - [`kernels`]: hand-written CPU kernels (im2col/GEMM convolution, fused BN, pooling, resize, softmax-CE)
 //!   that the ops and layers use on CPU; the composite reference path stays behind `SEMISEG_REFERENCE_OPS=1`.
 //! - [`rng`]: the one seeded RNG every random draw comes from.
@@ -16,11 +19,13 @@ pub mod eval;
 pub mod frameworks;
 pub mod kernels;
 pub mod logging;
+pub mod methods;
 pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod plugin;
 pub mod rng;
 pub mod testing;
 pub mod train;

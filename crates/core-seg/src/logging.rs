@@ -1,9 +1,17 @@
 //! Run logs: scalars to CSV and to TensorBoard event files (a small writer: TFRecord framing with masked
 //! CRC32C around hand-encoded `Event` protobufs), read back by our own reader in tests.
+//!
+//! Both logs continue a resumed run without repeating iterations. [`CsvLogger::create`] keeps only the rows
+//! up to the checkpoint's iteration (the rows a killed run wrote after its last checkpoint are dropped).
+//! [`TensorBoardWriter::create`] starts a new event file that opens with a `SessionLog.START` event at the
+//! first step to come: TensorBoard then hides every event of the directory's earlier files at that step or
+//! later (the same mechanism as PyTorch's `SummaryWriter(purge_step=…)`); [`read_tensorboard_run`] applies
+//! the same rule.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::{Error, Result};
 
@@ -31,7 +39,7 @@ fn bytes_field(field: u32, data: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(data);
 }
 
-/// `Event { wall_time = 1, step = 2, file_version = 3 | summary = 5 }`.
+/// `Event { wall_time = 1, step = 2, file_version = 3 | summary = 5 | session_log = 7 }`.
 fn event(wall_time: f64, step: u64, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut e = Vec::new();
     key(1, 1, &mut e);
@@ -42,22 +50,41 @@ fn event(wall_time: f64, step: u64, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> 
     e
 }
 
-/// Writes `events.out.tfevents.<ts>.<host>` scalars readable by TensorBoard.
+/// `SessionLog.status` value `START`.
+const SESSION_START: u64 = 1;
+
+/// Event files written by this process so far (part of each file's name, so names never collide).
+static EVENT_FILES: AtomicUsize = AtomicUsize::new(0);
+
+/// Writes `events.out.tfevents.<s>.<µs>.<host>.<pid>.<n>` scalars readable by TensorBoard.
 pub struct TensorBoardWriter {
     file: BufWriter<File>,
     path: PathBuf,
 }
 
 impl TensorBoardWriter {
-    pub fn create(dir: &Path) -> Result<Self> {
+    /// Starts a new event file in `dir` for a run that continues after step `start` (0 for a fresh run):
+    /// readers hide the events at steps `> start` of the directory's earlier files.
+    pub fn create(dir: &Path, start: u64) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        // Readers take a directory's files in name order: the time (µs) comes first, zero-padded.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "semiseg".into());
-        let path = dir.join(format!("events.out.tfevents.{ts}.{host}"));
-        let file = BufWriter::new(File::create(&path).map_err(|e| Error::io(&path, e))?);
-        let mut w = Self { file, path };
-        let rec = event(now(), 0, |e| bytes_field(3, b"brain.Event:2", e));
+        let n = EVENT_FILES.fetch_add(1, Ordering::Relaxed);
+        let (secs, micros, pid) = (t.as_secs(), t.subsec_micros(), std::process::id());
+        let path = dir.join(format!("events.out.tfevents.{secs:010}.{micros:06}.{host}.{pid}.{n}"));
+        let f =
+            std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        let mut w = Self { file: BufWriter::new(f), path };
+        let purge = start + 1;
+        let rec = event(now(), purge, |e| bytes_field(3, b"brain.Event:2", e));
         w.record(&rec)?;
+        let mut log = Vec::new();
+        key(1, 0, &mut log);
+        varint(SESSION_START, &mut log);
+        let rec = event(now(), purge, |e| bytes_field(7, &log, e));
+        w.record(&rec)?;
+        w.flush()?;
         Ok(w)
     }
 
@@ -96,8 +123,44 @@ fn now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
-/// Reads back `(tag, step, value)` scalars, verifying both CRCs of every record.
+/// Reads back `(tag, step, value)` scalars of one event file, verifying both CRCs of every record.
 pub fn read_tensorboard_scalars(path: &Path) -> Result<Vec<(String, u64, f32)>> {
+    Ok(read_events(path)?
+        .into_iter()
+        .filter_map(|e| match e {
+            TbEvent::Scalar(tag, step, v) => Some((tag, step, v)),
+            TbEvent::Start(_) => None,
+        })
+        .collect())
+}
+
+/// The scalars TensorBoard shows for a run directory: every `events.out.tfevents.*` file in name order, where a
+/// `SessionLog.START` event at step `s` hides the events at steps `≥ s` read before it.
+pub fn read_tensorboard_run(dir: &Path) -> Result<Vec<(String, u64, f32)>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("events.out.tfevents.")))
+        .collect();
+    files.sort();
+    let mut out: Vec<(String, u64, f32)> = Vec::new();
+    for f in files {
+        for e in read_events(&f)? {
+            match e {
+                TbEvent::Scalar(tag, step, v) => out.push((tag, step, v)),
+                TbEvent::Start(s) => out.retain(|x| x.1 < s),
+            }
+        }
+    }
+    Ok(out)
+}
+
+enum TbEvent {
+    Scalar(String, u64, f32),
+    Start(u64),
+}
+
+fn read_events(path: &Path) -> Result<Vec<TbEvent>> {
     let mut data = Vec::new();
     File::open(path).and_then(|mut f| f.read_to_end(&mut data)).map_err(|e| Error::io(path, e))?;
     let bad = |m: &str| Error::file(path, m.to_string());
@@ -114,8 +177,8 @@ pub fn read_tensorboard_scalars(path: &Path) -> Result<Vec<(String, u64, f32)>> 
         if masked_crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
             return Err(bad("data CRC mismatch"));
         }
-        if let Some(s) = parse_scalar_event(body) {
-            out.push(s);
+        if let Some(e) = parse_event(body) {
+            out.push(e);
         }
         pos += 16 + len;
     }
@@ -165,32 +228,72 @@ fn fields(b: &[u8]) -> Vec<(u32, u8, &[u8], u64)> {
     out
 }
 
-fn parse_scalar_event(b: &[u8]) -> Option<(String, u64, f32)> {
+fn parse_event(b: &[u8]) -> Option<TbEvent> {
     let ev = fields(b);
     let step = ev.iter().find(|f| f.0 == 2).map(|f| f.3).unwrap_or(0);
+    if let Some(log) = ev.iter().find(|f| f.0 == 7) {
+        let status = fields(log.2).into_iter().find(|f| f.0 == 1 && f.1 == 0).map(|f| f.3);
+        return (status == Some(SESSION_START)).then_some(TbEvent::Start(step));
+    }
     let summary = ev.iter().find(|f| f.0 == 5)?.2;
     let value = fields(summary).into_iter().find(|f| f.0 == 1)?.2;
     let vf = fields(value);
     let tag = String::from_utf8(vf.iter().find(|f| f.0 == 1)?.2.to_vec()).ok()?;
     let val = f32::from_le_bytes(vf.iter().find(|f| f.0 == 2 && f.1 == 5)?.2.try_into().ok()?);
-    Some((tag, step, val))
+    Some(TbEvent::Scalar(tag, step, val))
 }
 
-/// Appends rows `iter,name,value` to a CSV file (header written on creation).
+const CSV_HEADER: &str = "iter,name,value";
+
+/// Appends rows `iter,name,value` to a CSV file.
 pub struct CsvLogger {
     file: BufWriter<File>,
     path: PathBuf,
+    kept: Vec<(usize, String, f64)>,
+    dropped: usize,
 }
 
 impl CsvLogger {
-    pub fn create(path: &Path) -> Result<Self> {
-        let exists = path.exists();
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
-        let mut l = Self { file: BufWriter::new(f), path: path.to_path_buf() };
-        if !exists {
-            writeln!(l.file, "iter,name,value").map_err(|e| Error::io(path, e))?;
+    /// Opens the log of a run that continues after iteration `start` (0 for a fresh run): an existing file
+    /// keeps its rows with `iter ≤ start` (rewritten atomically); later rows, which a run killed after its
+    /// last checkpoint leaves behind, and torn rows are dropped ([`CsvLogger::dropped_rows`] counts them).
+    pub fn create(path: &Path, start: usize) -> Result<Self> {
+        let mut text = format!("{CSV_HEADER}\n");
+        let (mut kept, mut dropped) = (Vec::new(), 0);
+        if path.exists() {
+            let old = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            for line in old.lines().skip(1).filter(|l| !l.is_empty()) {
+                let fields: Vec<&str> = line.split(',').collect();
+                let it = fields.first().and_then(|f| f.parse::<usize>().ok());
+                let value = fields.get(2).and_then(|f| f.parse::<f64>().ok()).filter(|_| fields.len() == 3);
+                match (it, value) {
+                    (Some(it), Some(v)) if it <= start => {
+                        text.push_str(line);
+                        text.push('\n');
+                        kept.push((it, fields[1].to_string(), v));
+                    }
+                    _ => dropped += 1,
+                }
+            }
         }
-        Ok(l)
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("metrics.csv");
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        let f = std::fs::OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
+        Ok(Self { file: BufWriter::new(f), path: path.to_path_buf(), kept, dropped })
+    }
+
+    /// The rows `(iter, name, value)` of an earlier run that [`CsvLogger::create`] kept (empty for a new file).
+    pub fn kept_rows(&self) -> &[(usize, String, f64)] {
+        &self.kept
+    }
+
+    /// Rows of an earlier run past the start iteration (or torn) that [`CsvLogger::create`] removed.
+    pub fn dropped_rows(&self) -> usize {
+        self.dropped
     }
 
     pub fn log(&mut self, iter: usize, name: &str, value: f64) -> Result<()> {
@@ -215,7 +318,7 @@ mod tests {
     #[test]
     fn scalars_round_trip_through_event_file() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tmp", e))?;
-        let mut w = TensorBoardWriter::create(dir.path())?;
+        let mut w = TensorBoardWriter::create(dir.path(), 0)?;
         for i in 0..5u64 {
             w.scalar("train/loss", 1.0 / (i as f32 + 1.0), i)?;
         }

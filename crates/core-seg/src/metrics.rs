@@ -100,7 +100,7 @@ impl ConfusionMatrix {
 mod tests {
     use super::*;
 
-    /// Two images where the per-image mean IoU differs from the dataset-level IoU (spec §10.13).
+    /// Two images where the per-image mean IoU differs from the dataset-level IoU.
     #[test]
     fn dataset_level_iou_differs_from_per_image_mean() -> Result<()> {
         // Image A: 4 px of class 1, predicted 1,1,0,0 -> class-1 IoU_A = 2/4.

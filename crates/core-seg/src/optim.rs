@@ -157,7 +157,7 @@ mod tests {
         assert_eq!(poly_lr(0.001, 0, 100, 0.9), 0.001);
     }
 
-    /// GuidedMix's schedule (guidedmix.md §10.10): 0.01 at it = 0, 1e-4 at T, 0.00540528 at T/2.
+    /// GuidedMix's schedule (official code, mmcv poly with `min_lr`): 0.01 at it = 0, 1e-4 at T, 0.00540528 at T/2.
     #[test]
     fn poly_with_floor_matches_mmcv() {
         assert!((poly_lr_floor(0.01, 1e-4, 0, 20000, 0.9) - 0.01).abs() < 1e-15);

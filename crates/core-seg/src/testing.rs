@@ -3,7 +3,7 @@
 //! DeepLabV3+ config, and hand-built step tensors for auxiliary terms.
 
 use crate::batch::{BatchSource, LabeledBatch, TrainBatch};
-use crate::model::{DeepLabConfig, Depth, Stem};
+use crate::model::{Backbone, DeepLabConfig, Stem};
 use crate::rng::SegRng;
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
@@ -11,9 +11,10 @@ use candle_core::{DType, Device, Tensor};
 /// ResNet-18, deep stem, width 8, OS 8, narrow decoder: ~0.2 M parameters.
 pub fn tiny_model(nclass: usize) -> DeepLabConfig {
     DeepLabConfig {
-        backbone: Depth::Resnet18,
+        backbone: Backbone::Resnet18,
         stem: Stem::Deep,
         base_width: 8,
+        width_mult: 1.0,
         output_stride: 8,
         dilations: Some([1, 2, 3]),
         aspp_channels: Some(16),
@@ -73,6 +74,7 @@ pub fn toy_batch(ids: &[u64], size: usize, dtype: DType, dev: &Device) -> Result
         image: Tensor::from_vec(imgs, (b, 3, size, size), dev)?.to_dtype(dtype)?,
         mask: Tensor::from_vec(masks, (b, size, size), dev)?,
         valid: Tensor::ones((b, size, size), DType::U8, dev)?,
+        ids: ids.iter().map(|i| format!("toy{i}")).collect(),
     })
 }
 
@@ -126,6 +128,7 @@ pub fn toy_unlabeled(ids: &[u64], size: usize, seed: u64, dev: &Device) -> Resul
         box1: boxm(&mut rng)?,
         box2: boxm(&mut rng)?,
         valid: ign.ne(255u32)?.to_dtype(DType::U8)?,
+        ids: l.ids,
     })
 }
 
@@ -155,16 +158,16 @@ pub fn manual_step(
     model: &crate::model::DeepLabV3Plus,
     labeled: LabeledBatch,
     unlabeled: Option<crate::batch::UnlabeledBatch>,
-    pseudo: Option<crate::frameworks::Pseudo>,
+    pseudo: Option<crate::plugin::Pseudo>,
     tau: f64,
-) -> Result<crate::frameworks::StepTensors> {
+) -> Result<crate::plugin::StepTensors> {
     let n_labeled = labeled.image.dim(0)?;
     let x = match &unlabeled {
         Some(u) => Tensor::cat(&[&labeled.image, &u.weak], 0)?,
         None => labeled.image.clone(),
     };
     let out = model.forward_full(&x, crate::nn::Mode::Train, None)?;
-    Ok(crate::frameworks::StepTensors { labeled, unlabeled, out, n_labeled, pseudo, conf_thresh: tau, strong: None })
+    Ok(crate::plugin::StepTensors { labeled, unlabeled, out, n_labeled, pseudo, conf_thresh: tau, strong: None })
 }
 
 /// The first CUDA device, or `None` after printing `SKIP <test>: …` when none can be opened (no `cuda`

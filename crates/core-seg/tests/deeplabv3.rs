@@ -1,13 +1,13 @@
-//! The DeepLabV3 head (mmseg `ASPPHead`) on ResNetV1c at OS 8, GuidedMix's network (guidedmix.md §2, §10.7):
+//! The DeepLabV3 head (mmseg `ASPPHead`) on ResNetV1c at OS 8, GuidedMix-Net's network (its official configs):
 //! shapes, mmseg parameter names, and the two-stage head equal to the one-call forward.
 
 use candle_core::{DType, Device, Tensor};
-use core_seg::model::{DeepLabConfig, DeepLabV3Plus, Depth, HeadKind, Stem};
+use core_seg::model::{Backbone, DeepLabConfig, DeepLabV3Plus, HeadKind, Stem};
 use core_seg::nn::{Mode, ParamStore};
 use core_seg::rng::SegRng;
 use core_seg::Result;
 
-fn v3(backbone: Depth, base_width: usize) -> DeepLabConfig {
+fn v3(backbone: Backbone, base_width: usize) -> DeepLabConfig {
     DeepLabConfig {
         backbone,
         stem: Stem::V1c,
@@ -31,7 +31,7 @@ fn input(n: usize, s: usize) -> Result<Tensor> {
 fn deeplabv3_v1c_os8_shapes() -> Result<()> {
     for s in [64usize, 97] {
         let store = ParamStore::new(1);
-        let m = DeepLabV3Plus::new(&v3(Depth::Resnet50, 4), store.var_builder(DType::F32, &Device::Cpu))?;
+        let m = DeepLabV3Plus::new(&v3(Backbone::Resnet50, 4), store.var_builder(DType::F32, &Device::Cpu))?;
         let x = input(2, s)?;
         let enc = m.backbone.forward_t(&x, Mode::Train)?;
         let h = s.div_ceil(8);
@@ -53,7 +53,7 @@ fn deeplabv3_v1c_os8_shapes() -> Result<()> {
 #[test]
 fn deeplabv3_v1c_parameter_names_are_mmsegs() -> Result<()> {
     let store = ParamStore::new(1);
-    let _m = DeepLabV3Plus::new(&v3(Depth::Resnet50, 8), store.var_builder(DType::F32, &Device::Cpu))?;
+    let _m = DeepLabV3Plus::new(&v3(Backbone::Resnet50, 8), store.var_builder(DType::F32, &Device::Cpu))?;
     let vars = store.named_vars();
     let shape = |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.dims().to_vec());
     assert_eq!(shape("backbone.stem.0.weight"), Some(vec![4, 3, 3, 3]));
@@ -86,7 +86,7 @@ fn deeplabv3_v1c_parameter_names_are_mmsegs() -> Result<()> {
 #[test]
 fn two_stage_head_equals_forward_and_dropout_needs_an_rng() -> Result<()> {
     for head in [HeadKind::Deeplabv3, HeadKind::Deeplabv3plus] {
-        let cfg = DeepLabConfig { head, base_width: 8, ..v3(Depth::Resnet18, 8) };
+        let cfg = DeepLabConfig { head, base_width: 8, ..v3(Backbone::Resnet18, 8) };
         let store = ParamStore::new(2);
         let m = DeepLabV3Plus::new(&cfg, store.var_builder(DType::F32, &Device::Cpu))?;
         let x = input(2, 32)?;

@@ -1,17 +1,17 @@
-//! UniMatch / FixMatch / mean-teacher pieces on tiny hand-computed tensors (unimatch.md §10.5–6, 14, 15).
+//! UniMatch / FixMatch / mean-teacher pieces on tiny hand-computed tensors.
 
 use core_seg::testing as toy;
 
 use candle_core::{DType, Device, Tensor};
 use core_seg::batch::BatchSource;
-use core_seg::frameworks::{
-    self, ema_update, paste_box, unsup_loss, AuxTerm, Method, SemiConfig, StepTensors, UniMatch,
-};
+use core_seg::frameworks::{self, ema_update, paste_box, unsup_loss, Method, SemiConfig, UniMatch};
 use core_seg::model::DeepLabV3Plus;
 use core_seg::nn::{Mode, ParamStore};
 use core_seg::ops::cross_entropy_per_pixel;
+use core_seg::plugin::{AuxTerm, StepTensors};
+use core_seg::plugin::{Framework, StepCtx};
 use core_seg::rng::SegRng;
-use core_seg::train::{Framework, StepCtx, TrainConfig, Trainer};
+use core_seg::train::{TrainConfig, Trainer};
 use core_seg::Result;
 use toy::{tiny_model, ToySemiSource};
 
@@ -139,9 +139,9 @@ impl AuxTerm for ProbeTerm {
 fn three_steps_each_framework_with_aux_term_deterministic() -> Result<()> {
     for method in [Method::Unimatch, Method::Fixmatch, Method::MeanTeacher] {
         let run = || -> Result<(Vec<f64>, Vec<f32>)> {
-            let semi = SemiConfig { method, ..Default::default() };
+            let semi = SemiConfig { method: method.clone(), ..Default::default() };
             let cfg = TrainConfig { iters: 3, lr: 0.01, seed: 7, ..Default::default() };
-            let mut t = Trainer::new(&tiny_model(3), cfg, frameworks::build(&semi), DType::F32, &Device::Cpu)?;
+            let mut t = Trainer::new(&tiny_model(3), cfg, frameworks::build(&semi)?, DType::F32, &Device::Cpu)?;
             t.add_aux_term(|_vb| Ok(Box::new(ProbeTerm)))?;
             let mut src = ToySemiSource { batch: 2, size: 32 };
             let mut losses = Vec::new();
@@ -161,5 +161,22 @@ fn three_steps_each_framework_with_aux_term_deterministic() -> Result<()> {
         assert_eq!(a.0, b.0, "{method:?} losses differ between identical runs");
         assert_eq!(a.1, b.1, "{method:?} weights differ between identical runs");
     }
+    Ok(())
+}
+
+/// `semi.method` names: core-seg's four frameworks by their config names; any other name is a framework a method
+/// crate registers, which `frameworks::build` refuses (that crate builds it).
+#[test]
+fn method_names_round_trip_and_plugin_frameworks_are_not_built_here() -> anyhow::Result<()> {
+    for m in Method::BUILTIN {
+        let v = serde_json::to_value(&m)?;
+        assert_eq!(v, serde_json::json!(m.name()));
+        assert_eq!(serde_json::from_value::<Method>(v)?, m);
+    }
+    assert_eq!(serde_json::to_value(Method::MeanTeacher)?, serde_json::json!("mean_teacher"));
+    let other: Method = serde_json::from_value(serde_json::json!("guidedmix"))?;
+    assert_eq!(other, Method::Other("guidedmix".into()));
+    let err = frameworks::build(&SemiConfig { method: other, ..Default::default() }).err().map(|e| e.to_string());
+    assert!(err.as_deref().is_some_and(|e| e.contains("guidedmix")), "{err:?}");
     Ok(())
 }

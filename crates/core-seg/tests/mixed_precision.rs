@@ -3,11 +3,12 @@
 //! CUDA (feature `cuda`, skipped without a GPU).
 
 use candle_core::{DType, Device, Tensor};
+use core_seg::frameworks::{Criterion, Supervised};
 use core_seg::nn::{autocast_dtype, AutocastGuard, Conv2d, ConvConfig, ParamStore};
 use core_seg::testing::tiny_model;
 #[cfg(feature = "cuda")]
 use core_seg::testing::ToySource;
-use core_seg::train::{Criterion, Precision, Supervised, TrainConfig, Trainer};
+use core_seg::train::{Precision, TrainConfig, Trainer};
 use core_seg::{Error, Result};
 
 #[test]

@@ -149,7 +149,7 @@ fn deeplab_r50_torchvision_stem_os8_f32_match_pytorch() -> Result<()> {
 }
 
 /// GuidedMix's network, DeepLabV3 (mmseg `ASPPHead`, `decode_head.*`) on ResNetV1c-50 (`backbone.stem.*`) at
-/// OS 8, against a PyTorch model written from guidedmix.md §2 (`ConvModule` names, contract_dilation,
+/// OS 8, against a PyTorch model written after GuidedMix-Net's mmseg configs (`ConvModule` names, contract_dilation,
 /// align_corners = false): equal name sets, f32 eval logits, the train-mode loss (dropout off).
 #[test]
 fn deeplabv3_v1c_os8_f32_match_pytorch() -> Result<()> {

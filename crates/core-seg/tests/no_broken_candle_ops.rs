@@ -1,4 +1,4 @@
-//! Guard (candle-notes §6.8): Candle ops with wrong or missing gradients never appear in library code of any
+//! Guard: Candle ops with wrong or missing gradients never appear in library code of any
 //! crate — `max_pool2d` (gradient scaled by 1/k², no stride ≠ kernel), `upsample_bilinear2d` (no backward),
 //! `softmax_last_dim` (silently detached).
 

@@ -1,4 +1,4 @@
-//! The spec's hand-computed numbers (unimatch.md §10 items 4, 7, 9; candle-notes §8.3, §8.4, §8.7) and
+//! Hand-computed numbers (CE with ignore, OHEM, poly lr; conv shapes and gradients through our kernels) and
 //! the batch-norm guard.
 
 mod common;
@@ -22,7 +22,7 @@ fn logits_for(q: &[f64]) -> Result<Tensor> {
     Ok(Tensor::from_vec(z, (1, 2, 1, q.len()), &Device::Cpu)?)
 }
 
-/// unimatch.md §10.4; 0.693147 is the spec's printed value (= ln 2), kept literally.
+/// CE with ignore on two pixels; 0.693147 is the 6-digit value of ln 2, kept literally.
 #[test]
 #[allow(clippy::approx_constant)]
 fn cross_entropy_hand_example() -> Result<()> {
@@ -122,7 +122,7 @@ fn max_pool_gradient_counts_unique_argmax() -> Result<()> {
     Ok(())
 }
 
-/// candle-notes §8.4: a stride-2 conv on an 8×7 input trains through the project's conv kernel (the default
+/// A stride-2 conv on an 8×7 input trains through the project's conv kernel (the default
 /// on CPU) with a gradient matching finite differences. Only the Candle reference path
 /// (`SEMISEG_REFERENCE_OPS=1`) may fail, with Candle's shape-mismatch error.
 #[test]
@@ -178,7 +178,7 @@ fn deeplab_training_on_non_square_crop() -> Result<()> {
 
 fn tiny_cfg() -> DeepLabConfig {
     DeepLabConfig {
-        backbone: core_seg::model::Depth::Resnet18,
+        backbone: core_seg::model::Backbone::Resnet18,
         base_width: 8,
         aspp_channels: Some(16),
         reduce_channels: 12,

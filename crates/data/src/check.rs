@@ -1,8 +1,9 @@
 //! Dataset validation (`cargo xtask check-data`) and the training pre-flight check.
 //!
-//! Every problem names its file: missing files, undecodable or truncated images, mask/image size
-//! mismatches, label values outside `{0..K−1, 255}`, split ids missing from the dataset, duplicate ids and
-//! ids that are both labelled and unlabelled. Nothing is skipped silently.
+//! Every problem names its file: missing files (images, and masks of labelled ids), undecodable or truncated
+//! images, mask/image size mismatches, label values outside `{0..K−1, 255}`, split ids missing from the dataset,
+//! duplicate ids and ids that are both labelled and unlabelled. Nothing is skipped silently. Folder datasets
+//! are checked by [`crate::folder::check_folder`] on the same per-file checks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::dataset::{default_num_classes, DatasetKind, FileDataset};
+use crate::dataset::{class_names_of, default_num_classes, DatasetKind, FileDataset};
 use crate::error::{Error, Result};
 use crate::io;
 use crate::splits::{self, SplitEntry};
@@ -60,8 +61,12 @@ pub struct Report {
     pub files_checked: usize,
     /// Everything wrong, sorted by path.
     pub problems: Vec<Problem>,
-    /// Histogram of label values over all labelled masks that decoded.
+    /// Histogram of label values (after any remap) over all labelled masks that decoded.
     pub histogram: Vec<u64>,
+    /// The K class names, for [`Report::histogram_table`].
+    pub class_names: Vec<String>,
+    /// Remarks that are not problems (e.g. images that no split lists).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -78,6 +83,26 @@ impl Report {
         let state = if self.is_ok() { "OK".to_string() } else { format!("{} problems", self.problems.len()) };
         let detail = if kinds.is_empty() { String::new() } else { format!(" ({})", kinds.join(", ")) };
         format!("checked {} lists, {} files: {state}{detail}", self.lists.len(), self.files_checked)
+    }
+
+    /// The class histogram, one line per class (`label name pixels %`), then any value outside the classes, then
+    /// ignore (255); percentages are of all mask pixels.
+    pub fn histogram_table(&self) -> String {
+        const OUTSIDE: &str = "(outside the classes)";
+        let total: u64 = self.histogram.iter().sum();
+        let pct = |n: u64| if total == 0 { 0.0 } else { 100.0 * n as f64 / total as f64 };
+        let k = self.class_names.len();
+        let count = |v: usize| self.histogram.get(v).copied().unwrap_or(0);
+        let mut rows: Vec<(usize, &str)> = self.class_names.iter().enumerate().map(|(v, n)| (v, n.as_str())).collect();
+        rows.extend((k..255).filter(|&v| count(v) > 0).map(|v| (v, OUTSIDE)));
+        rows.push((usize::from(crate::palette::IGNORE), "ignore"));
+        let width = rows.iter().map(|(_, n)| n.chars().count()).max().unwrap_or(0);
+        let mut out = format!("{:>5}  {:<width$}  {:>12}  {:>7}\n", "label", "class", "pixels", "%");
+        for (v, name) in rows {
+            out.push_str(&format!("{v:>5}  {name:<width$}  {:>12}  {:>7.3}\n", count(v), pct(count(v))));
+        }
+        out.push_str(&format!("{:>5}  {:<width$}  {total:>12}  {:>7.3}", "", "total", pct(total)));
+        out
     }
 }
 
@@ -108,7 +133,7 @@ pub fn default_split_lists(kind: DatasetKind, root: &Path) -> Result<Vec<PathBuf
             splits::builtin_splits_dir().join("pascal")
         }
         DatasetKind::Cityscapes => splits::builtin_splits_dir().join("cityscapes"),
-        DatasetKind::Synthetic => root.join("splits"),
+        DatasetKind::Synthetic | DatasetKind::Folder => root.join("splits"),
     };
     splits::list_split_files(&dir)
 }
@@ -152,7 +177,9 @@ fn overlaps(lists: &[(PathBuf, Vec<SplitEntry>)], out: &mut Vec<Problem>) {
 
 /// Validates a dataset: every list under the split dir and every file they name.
 pub fn check_dataset(opts: &CheckOptions) -> Result<Report> {
-    let k = opts.num_classes.unwrap_or_else(|| default_num_classes(opts.kind));
+    let k = opts.num_classes.or(default_num_classes(opts.kind)).ok_or_else(|| {
+        Error::Config("folder datasets are checked with data::folder::check_folder (their layout and labels)".into())
+    })?;
     let list_paths = match &opts.splits {
         Some(d) => splits::list_split_files(d)?,
         None => default_split_lists(opts.kind, &opts.root)?,
@@ -169,19 +196,29 @@ pub fn check_dataset(opts: &CheckOptions) -> Result<Report> {
         }
     }
     overlaps(&lists, &mut problems);
-    // Distinct images; an image is checked with its mask if any labelled list (not unlabeled.txt) names one.
+    let labelled: Vec<(Vec<SplitEntry>, bool)> =
+        lists.into_iter().map(|(p, e)| (e, !p.ends_with("unlabeled.txt"))).collect();
+    let template = FileDataset::new(opts.kind, &opts.root, Vec::new(), k);
+    let mut report = check_files(&template, &labelled, problems);
+    report.lists = list_paths;
+    report.class_names = class_names_of(opts.kind, k);
+    Ok(report)
+}
+
+/// Checks every distinct image named by `lists` (`(entries, labelled)`), with its mask when a labelled list
+/// names one, using `template`'s root, kind, classes and label map; `problems` found earlier are kept.
+pub fn check_files(template: &FileDataset, lists: &[(Vec<SplitEntry>, bool)], mut problems: Vec<Problem>) -> Report {
     let mut files: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for (p, entries) in &lists {
-        let labelled = !p.ends_with("unlabeled.txt");
+    for (entries, labelled) in lists {
         for e in entries {
             let slot = files.entry(e.image.clone()).or_default();
-            if labelled && slot.is_none() {
+            if *labelled && slot.is_none() {
                 *slot = e.mask.clone();
             }
         }
     }
     let items: Vec<SplitEntry> = files.into_iter().map(|(image, mask)| SplitEntry { image, mask, line: 0 }).collect();
-    let ds = FileDataset::new(opts.kind, &opts.root, items, k);
+    let ds = template.with_entries(items);
     let results: Vec<(Vec<Problem>, Vec<u64>, usize)> =
         (0..ds.entries().len()).into_par_iter().map(|i| check_entry(&ds, i)).collect();
     let mut histogram = vec![0u64; 256];
@@ -192,17 +229,18 @@ pub fn check_dataset(opts: &CheckOptions) -> Result<Report> {
         files_checked += n;
     }
     problems.sort_by(|a, b| (&a.path, a.kind).cmp(&(&b.path, b.kind)));
-    Ok(Report { lists: list_paths, files_checked, problems, histogram })
+    Report { files_checked, problems, histogram, ..Default::default() }
 }
 
-/// Classifies a decoding error into a problem for `path`.
-fn problem_from(err: Error, path: &Path) -> Problem {
+/// Classifies a decoding error into a problem for `path` (`is_mask`: the file is a labelled id's mask).
+fn problem_from(err: Error, path: &Path, is_mask: bool) -> Problem {
     let kind = match &err {
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ProblemKind::MissingFile,
         Error::Invalid { .. } => ProblemKind::BadLabel,
         _ => ProblemKind::Undecodable,
     };
     let msg = match kind {
+        ProblemKind::MissingFile if is_mask => "mask not found (a labelled id needs a mask)".to_string(),
         ProblemKind::MissingFile => "file not found (split id missing from the dataset)".to_string(),
         _ => err.to_string(),
     };
@@ -239,20 +277,18 @@ pub fn check_entry(ds: &FileDataset, i: usize) -> (Vec<Problem>, Vec<u64>, usize
     let mut problems = Vec::new();
     let mut hist = vec![0u64; 256];
     let ipath = ds.image_path(i);
-    let img = load_checked(&ipath, io::decode_image).map_err(|e| problems.push(problem_from(e, &ipath))).ok();
+    let img = load_checked(&ipath, io::decode_image).map_err(|e| problems.push(problem_from(e, &ipath, false))).ok();
     let Some(mpath) = ds.mask_path(i) else {
         return (problems, hist, 1);
     };
     let mask = load_checked(&mpath, |b, p| io::decode_mask(b, p).map(|d| d.mask));
     match mask {
-        Err(e) => problems.push(problem_from(e, &mpath)),
+        Err(e) => problems.push(problem_from(e, &mpath, true)),
         Ok(mut m) => {
-            if ds.kind() == DatasetKind::Cityscapes {
-                crate::dataset::convert_cityscapes_mask(&mut m, &mpath);
-            }
+            ds.convert_mask(&mut m, &mpath);
             m.data.iter().for_each(|&v| hist[v as usize] += 1);
             if let Err(e) = crate::dataset::validate_mask(&m, ds.num_classes(), &mpath) {
-                problems.push(problem_from(e, &mpath));
+                problems.push(problem_from(e, &mpath, true));
             }
             if let Some(img) = &img {
                 if (img.width, img.height) != (m.width, m.height) {
@@ -278,8 +314,7 @@ pub fn check_entry(ds: &FileDataset, i: usize) -> (Vec<Problem>, Vec<u64>, usize
 pub fn preflight(ds: &mut FileDataset, labelled: bool, skip_bad: bool) -> Result<Vec<Problem>> {
     let mut probe = ds.clone();
     if !labelled {
-        let entries = ds.entries().iter().map(|e| SplitEntry { mask: None, ..e.clone() }).collect();
-        probe = FileDataset::new(ds.kind(), ds.root(), entries, ds.num_classes());
+        probe = ds.with_entries(ds.entries().iter().map(|e| SplitEntry { mask: None, ..e.clone() }).collect());
     }
     let per: Vec<Vec<Problem>> = (0..probe.entries().len()).into_par_iter().map(|i| check_entry(&probe, i).0).collect();
     let keep: Vec<usize> = per.iter().enumerate().filter(|(_, p)| p.is_empty()).map(|(i, _)| i).collect();

@@ -1,8 +1,11 @@
-//! The [`Dataset`] abstraction over VOC, Cityscapes (files listed in split lists) and synthetic scenes.
+//! The [`Dataset`] abstraction over VOC, Cityscapes, folder datasets (files listed in split lists) and synthetic
+//! scenes.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::folder::LabelMap;
 use crate::io::{self, Mask, RgbImage};
 use crate::palette::{self, IGNORE};
 use crate::sparse::SparseConfig;
@@ -19,6 +22,8 @@ pub enum DatasetKind {
     Cityscapes,
     /// Synthetic scenes written in VOC layout (K classes, default 6).
     Synthetic,
+    /// A folder dataset ([`crate::folder`]): generic layout or a preset; masks go through its label map.
+    Folder,
 }
 
 /// One raw sample: an RGB image and, when requested and available, its label mask.
@@ -66,17 +71,36 @@ pub struct FileDataset {
     kind: DatasetKind,
     entries: Vec<SplitEntry>,
     num_classes: usize,
+    labels: Option<Arc<LabelMap>>,
+    scale: f64,
 }
 
 impl FileDataset {
     /// A dataset of `entries` under `root`; `num_classes` is 21 for VOC, 19 for Cityscapes, K for synthetic.
     pub fn new(kind: DatasetKind, root: impl Into<PathBuf>, entries: Vec<SplitEntry>, num_classes: usize) -> Self {
-        Self { root: root.into(), kind, entries, num_classes }
+        Self { root: root.into(), kind, entries, num_classes, labels: None, scale: 1.0 }
+    }
+
+    /// The same dataset whose masks go through `labels` on load (its class count replaces this one's).
+    pub fn with_labels(self, labels: Arc<LabelMap>) -> Self {
+        Self { num_classes: labels.num_classes(), labels: Some(labels), ..self }
+    }
+
+    /// The same dataset with images (bilinear) and masks (nearest) resized by `scale` on load.
+    pub fn with_scale(self, scale: f64) -> Self {
+        Self { scale, ..self }
+    }
+
+    /// The same dataset (kind, classes, label map, scale) over other entries.
+    pub fn with_entries(&self, entries: Vec<SplitEntry>) -> Self {
+        Self { entries, ..self.clone() }
     }
 
     /// A dataset with the kind's default class count, from a split list file.
     pub fn from_split_file(kind: DatasetKind, root: impl Into<PathBuf>, list: &Path) -> Result<Self> {
-        let k = default_num_classes(kind);
+        let k = default_num_classes(kind).ok_or_else(|| {
+            Error::Config("a folder dataset is opened with data::folder::FolderDataset, not from a list file".into())
+        })?;
         Ok(Self::new(kind, root, splits::read_split(list)?, k))
     }
 
@@ -124,6 +148,20 @@ impl FileDataset {
         self.num_classes
     }
 
+    /// The label map of a folder dataset.
+    pub fn labels(&self) -> Option<&LabelMap> {
+        self.labels.as_deref()
+    }
+
+    /// Maps a decoded mask to labels: Cityscapes labelIds → trainIds, or a folder dataset's remap and ignore value.
+    pub fn convert_mask(&self, mask: &mut Mask, path: &Path) {
+        if let Some(l) = &self.labels {
+            l.apply(mask);
+        } else if self.kind == DatasetKind::Cityscapes {
+            convert_cityscapes_mask(mask, path);
+        }
+    }
+
     /// Full path of the image of entry `i`.
     pub fn image_path(&self, i: usize) -> PathBuf {
         self.root.join(&self.entries[i].image)
@@ -134,12 +172,10 @@ impl FileDataset {
         self.entries[i].mask.as_ref().map(|m| self.root.join(m))
     }
 
-    /// Reads a mask file, converts Cityscapes labelIds and validates values (not size).
+    /// Reads a mask file, converts it ([`Self::convert_mask`]) and validates values (not size).
     pub fn read_mask_file(&self, path: &Path) -> Result<Mask> {
         let mut mask = io::read_mask(path)?.mask;
-        if self.kind == DatasetKind::Cityscapes {
-            convert_cityscapes_mask(&mut mask, path);
-        }
+        self.convert_mask(&mut mask, path);
         validate_mask(&mask, self.num_classes, path)?;
         Ok(mask)
     }
@@ -147,8 +183,8 @@ impl FileDataset {
     /// Loads entry `i`; with `with_mask`, also its mask (an error if the line has none or sizes differ).
     pub fn load(&self, i: usize, with_mask: bool) -> Result<RawSample> {
         let entry = self.entries.get(i).ok_or_else(|| Error::Config(format!("index {i} out of range")))?;
-        let image = io::read_image(&self.image_path(i))?;
-        let mask = if with_mask {
+        let mut image = io::read_image(&self.image_path(i))?;
+        let mut mask = if with_mask {
             let mp = self.mask_path(i).ok_or_else(|| Error::Split {
                 path: self.root.join(&entry.image),
                 line: entry.line,
@@ -166,16 +202,31 @@ impl FileDataset {
         } else {
             None
         };
+        if self.scale != 1.0 {
+            image = io::resize_image(&image, self.scale);
+            mask = mask.map(|m| io::resize_mask_nearest(&m, image.width, image.height));
+        }
         Ok(RawSample { id: entry.id(), image, mask })
     }
 }
 
-/// 21 for VOC, 19 for Cityscapes, 6 for synthetic.
-pub fn default_num_classes(kind: DatasetKind) -> usize {
+/// 21 for VOC, 19 for Cityscapes, 6 for synthetic; none for folder datasets (their config or preset says).
+pub fn default_num_classes(kind: DatasetKind) -> Option<usize> {
     match kind {
-        DatasetKind::Voc => 21,
-        DatasetKind::Cityscapes => 19,
-        DatasetKind::Synthetic => crate::synthetic::DEFAULT_CLASSES,
+        DatasetKind::Voc => Some(21),
+        DatasetKind::Cityscapes => Some(19),
+        DatasetKind::Synthetic => Some(crate::synthetic::DEFAULT_CLASSES),
+        DatasetKind::Folder => None,
+    }
+}
+
+/// The class names of a kind with `k` classes (folder datasets without a label map: `class<i>`).
+pub fn class_names_of(kind: DatasetKind, k: usize) -> Vec<String> {
+    match kind {
+        DatasetKind::Voc => palette::VOC_CLASSES.iter().map(|s| s.to_string()).collect(),
+        DatasetKind::Cityscapes => palette::cityscapes_classes(),
+        DatasetKind::Synthetic => crate::synthetic::class_names(k),
+        DatasetKind::Folder => (0..k).map(|i| format!("class{i}")).collect(),
     }
 }
 
@@ -240,10 +291,18 @@ impl Dataset {
 
     /// Class names (K entries).
     pub fn class_names(&self) -> Vec<String> {
-        match self.kind() {
-            DatasetKind::Voc => palette::VOC_CLASSES.iter().map(|s| s.to_string()).collect(),
-            DatasetKind::Cityscapes => palette::cityscapes_classes(),
-            DatasetKind::Synthetic => crate::synthetic::class_names(self.num_classes()),
+        match self.labels() {
+            Some(l) => l.names().to_vec(),
+            None => class_names_of(self.kind(), self.num_classes()),
+        }
+    }
+
+    /// The label map of a folder dataset.
+    pub fn labels(&self) -> Option<&LabelMap> {
+        match self {
+            Dataset::Files(f) => f.labels(),
+            Dataset::Synthetic(_) => None,
+            Dataset::Sparse(d, _) => d.labels(),
         }
     }
 
@@ -258,8 +317,9 @@ impl Dataset {
 
     /// 256-entry palette for coloured masks.
     pub fn palette(&self) -> [[u8; 3]; 256] {
-        match self.kind() {
-            DatasetKind::Cityscapes => palette::cityscapes_palette(),
+        match (self.labels(), self.kind()) {
+            (Some(l), _) => l.palette(),
+            (None, DatasetKind::Cityscapes) => palette::cityscapes_palette(),
             _ => palette::voc_palette(),
         }
     }

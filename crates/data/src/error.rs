@@ -53,6 +53,13 @@ pub enum Error {
 /// `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Data errors inside the training loop and evaluation (`core_seg` APIs) keep their type and message.
+impl From<Error> for core_seg::Error {
+    fn from(e: Error) -> Self {
+        core_seg::Error::Data(Box::new(e))
+    }
+}
+
 impl Error {
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

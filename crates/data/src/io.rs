@@ -164,3 +164,28 @@ pub fn write_rgb(path: &Path, img: &RgbImage) -> Result<()> {
     image::save_buffer(path, &img.data, img.width as u32, img.height as u32, image::ExtendedColorType::Rgb8)
         .map_err(|e| Error::decode(path, e.to_string()))
 }
+
+/// Resizes an image by `scale` (sides rounded, at least 1 px) with a triangle filter, widened when downscaling
+/// (as PIL's `BILINEAR`).
+pub fn resize_image(img: &RgbImage, scale: f64) -> RgbImage {
+    let side = |n: usize| ((n as f64 * scale).round() as u32).max(1);
+    let (w, h) = (side(img.width), side(img.height));
+    let src = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone());
+    let Some(src) = src else {
+        return img.clone();
+    };
+    let out = image::imageops::resize(&src, w, h, image::imageops::FilterType::Triangle);
+    RgbImage { width: w as usize, height: h as usize, data: out.into_raw() }
+}
+
+/// Resizes a mask to `width`×`height` by nearest neighbour (pixel centres, as PIL's `NEAREST`): labels stay labels.
+pub fn resize_mask_nearest(mask: &Mask, width: usize, height: usize) -> Mask {
+    let src = |o: usize, n: usize, m: usize| (((o as f64 + 0.5) * m as f64 / n as f64) as usize).min(m - 1);
+    let xs: Vec<usize> = (0..width).map(|x| src(x, width, mask.width)).collect();
+    let mut data = Vec::with_capacity(width * height);
+    for y in 0..height {
+        let row = src(y, height, mask.height) * mask.width;
+        data.extend(xs.iter().map(|&x| mask.data[row + x]));
+    }
+    Mask { width, height, data }
+}

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
+use core_seg::batch::{LabeledBatch, TrainBatch, UnlabeledBatch};
 use core_seg::rng::SegRng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -57,51 +58,6 @@ impl Default for LoaderConfig {
     fn default() -> Self {
         Self { batch_size: 2, batch_size_u: 2, seed: 0, prefetch: 4, threads: None, mix_partner: MixPartner::SameImage }
     }
-}
-
-/// A labelled batch: `image [B,3,S,S] f32`, `mask [B,S,S] u32` (255 = ignore incl. padding), `valid [B,S,S] u8`.
-#[derive(Debug, Clone)]
-pub struct LabeledBatch {
-    /// Normalised images.
-    pub image: Tensor,
-    /// Labels.
-    pub mask: Tensor,
-    /// 1 inside the original image.
-    pub valid: Tensor,
-    /// Sample ids.
-    pub ids: Vec<String>,
-}
-
-/// An unlabelled batch: weak/strong views `[B,3,S,S] f32`, `ignore [B,S,S] u32`, boxes and `valid` `[B,S,S] u8`.
-#[derive(Debug, Clone)]
-pub struct UnlabeledBatch {
-    /// Weak view.
-    pub weak: Tensor,
-    /// First strong view.
-    pub strong1: Tensor,
-    /// Second strong view.
-    pub strong2: Tensor,
-    /// 255 on padding, else 0.
-    pub ignore: Tensor,
-    /// 1 inside the CutMix box of view 1.
-    pub box1: Tensor,
-    /// 1 inside the CutMix box of view 2.
-    pub box2: Tensor,
-    /// 1 inside the original image.
-    pub valid: Tensor,
-    /// Sample ids.
-    pub ids: Vec<String>,
-}
-
-/// One semi-supervised step: labelled batch, unlabelled batch and the mix stream.
-#[derive(Debug, Clone)]
-pub struct SemiBatch {
-    /// Labelled batch.
-    pub labeled: LabeledBatch,
-    /// Unlabelled batch.
-    pub unlabeled: UnlabeledBatch,
-    /// Mix-partner batch (see [`MixPartner`]).
-    pub mix: UnlabeledBatch,
 }
 
 /// A validation sample: full normalised image `[1,3,H,W]`, mask `[1,H,W] u32`, id.
@@ -237,7 +193,7 @@ impl Loader {
     }
 
     /// One step of a semi-supervised epoch.
-    fn semi_step(&self, epoch: u64, step: usize, l: &[usize], u: &[usize], m: &[usize]) -> Result<SemiBatch> {
+    fn semi_step(&self, epoch: u64, step: usize, l: &[usize], u: &[usize], m: &[usize]) -> Result<TrainBatch> {
         let (b, bu) = (self.cfg.batch_size, self.cfg.batch_size_u);
         let lp: Vec<usize> = (step * b..(step + 1) * b).collect();
         let up: Vec<usize> = (step * bu..(step + 1) * bu).collect();
@@ -246,11 +202,11 @@ impl Loader {
         let mi: Vec<usize> = up.iter().map(|&p| m[p]).collect();
         let labeled = self.labeled_batch(epoch, &lp, &li)?;
         let [unlabeled, mix] = self.unlabeled_batches(epoch, &up, &ui, &mi)?;
-        Ok(SemiBatch { labeled, unlabeled, mix })
+        Ok(TrainBatch { labeled, unlabeled: Some(unlabeled), mix: Some(mix) })
     }
 
     /// A semi-supervised epoch: `for batch in loader.epoch(e) { let batch = batch?; ... }`.
-    pub fn epoch(&self, epoch: u64) -> Result<Prefetch<SemiBatch>> {
+    pub fn epoch(&self, epoch: u64) -> Result<Prefetch<TrainBatch>> {
         let n_u = self
             .unlabeled
             .as_ref()
@@ -268,8 +224,8 @@ impl Loader {
         Ok(spawn_prefetch(steps, self.cfg.prefetch, move |s| this.semi_step(epoch, s, &l, &u, &m)))
     }
 
-    /// A supervised epoch: one shuffled pass over the labelled set.
-    pub fn supervised_epoch(&self, epoch: u64) -> Prefetch<LabeledBatch> {
+    /// A supervised epoch: one shuffled pass over the labelled set (batches without unlabelled parts).
+    pub fn supervised_epoch(&self, epoch: u64) -> Prefetch<TrainBatch> {
         let order = perm(self.labeled.len(), self.cfg.seed, ORDER_L, epoch);
         let this = self.clone();
         let b = self.cfg.batch_size;
@@ -277,7 +233,7 @@ impl Loader {
         spawn_prefetch(steps, self.cfg.prefetch, move |s| {
             let pos: Vec<usize> = (s * b..(s + 1) * b).collect();
             let idx: Vec<usize> = pos.iter().map(|&p| order[p]).collect();
-            this.labeled_batch(epoch, &pos, &idx)
+            Ok(TrainBatch { labeled: this.labeled_batch(epoch, &pos, &idx)?, unlabeled: None, mix: None })
         })
     }
 }

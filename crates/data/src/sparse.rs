@@ -1,4 +1,4 @@
-//! Sparse pixel labels (tv-loss.md §5): the paper setting of the TV loss, where each training image keeps labels
+//! Sparse pixel labels (`docs/data.md`): the paper setting of the TV loss, where each training image keeps labels
 //! at a small fraction `r` of its pixels and every other pixel becomes 255 (ignored).
 //!
 //! The kept pixels are drawn **once** per image — from a stream seeded by `(seed, hash(image id), r)` — so the same

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use core_seg::rng::SegRng;
+
 use crate::error::{Error, Result};
 
 /// One line of a split list.
@@ -135,4 +137,19 @@ pub fn load_split_set(dir: &Path, split: &str) -> Result<SplitSet> {
         unlabeled: read_split(&dir.join(split).join("unlabeled.txt"))?,
         val: read_split(&dir.join("val.txt"))?,
     })
+}
+
+/// Draws `n` of `items` with a seeded shuffle (`SegRng::stream(seed, &[stream])`) and returns `(drawn, rest)`,
+/// each in the original list order. The draw depends only on the list, `n`, `seed` and `stream`, never on the
+/// files behind the items, so a labelled subset or a validation carve-out is the same on every machine.
+pub fn seeded_subset<T: Clone>(items: &[T], n: usize, seed: u64, stream: u64) -> Result<(Vec<T>, Vec<T>)> {
+    if n > items.len() {
+        return Err(Error::Config(format!("cannot draw {n} of {} ids", items.len())));
+    }
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    SegRng::stream(seed, &[stream]).shuffle(&mut order);
+    let mut drawn = vec![false; items.len()];
+    order[..n].iter().for_each(|&i| drawn[i] = true);
+    let (a, b): (Vec<_>, Vec<_>) = items.iter().zip(&drawn).partition(|(_, &d)| d);
+    Ok((a.into_iter().map(|(t, _)| t.clone()).collect(), b.into_iter().map(|(t, _)| t.clone()).collect()))
 }

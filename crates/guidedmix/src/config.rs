@@ -1,4 +1,4 @@
-//! `GuidedMixConfig`: the `[guidedmix]` table of a run config (`guidedmix.md` §7). Defaults are the official
+//! `GuidedMixConfig`: the `[guidedmix]` table of a run config (`docs/guidedmix.md`). Defaults are the official
 //! code ("GM-code"); the papers' readings are switches.
 //!
 //! ```toml
@@ -82,7 +82,7 @@ pub enum CeReduction {
     ValidPixels,
 }
 
-/// GuidedMix hyper-parameters (`guidedmix.md` §7); defaults = the official code.
+/// GuidedMix hyper-parameters; defaults = the official code (`docs/guidedmix.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuidedMixConfig {

@@ -1,5 +1,5 @@
 //! The GuidedMix step as a [`Framework`]: one backbone pass on `cat(x_l, x_u)`, the main head on each half,
-//! the mixed head on the mixture, the decoupled logits and the losses (`guidedmix.md` §3, §7).
+//! the mixed head on the mixture, the decoupled logits and the losses (`docs/guidedmix.md`).
 //!
 //! One difference from the code, in BN bookkeeping only: the code re-runs the main `image_pool` to build
 //! `A_l` and `A_u` (same values, a second running-statistics update of that BN per half); here `A` is the
@@ -9,12 +9,12 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use core_seg::batch::TrainBatch;
-use core_seg::frameworks::{Pseudo, StepTensors};
 use core_seg::model::{DeepLabConfig, DeepLabV3Plus, EncoderFeatures, HeadFeatures, HeadKind, SegHead, SegOutput};
 use core_seg::nn::Mode;
 use core_seg::ops::resize_bilinear;
+use core_seg::plugin::{Framework, StepCtx, StepLosses};
+use core_seg::plugin::{Pseudo, StepTensors};
 use core_seg::rng::SegRng;
-use core_seg::train::{Framework, StepCtx, StepLosses};
 use core_seg::Result;
 
 use crate::config::{Direction, GuidedMixConfig, MixSpace, Pairing, UnsupLoss};
@@ -82,7 +82,7 @@ impl GuidedMix {
     /// `vb`, the model's store.
     pub fn new(cfg: &GuidedMixConfig, model: &DeepLabConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
-        let c4 = model.resnet()?.channels()[3];
+        let c4 = model.encoder_channels()?[3];
         let a_width = 5 * model.aspp_channels.unwrap_or(c4 / 8);
         let (mitrans, tail_in) = if cfg.mitrans {
             let ch = cfg.mitrans_channels.unwrap_or(a_width);
@@ -258,7 +258,7 @@ impl Framework for GuidedMix {
 }
 
 /// Builds the framework for a run (`semi.method = "guidedmix"`), to install with
-/// [`core_seg::train::Trainer::set_framework`].
+/// [`core_seg::train::Trainer::with_framework`].
 pub fn build(cfg: &GuidedMixConfig, model: &DeepLabConfig, vb: VarBuilder) -> Result<Box<dyn Framework>> {
     Ok(Box::new(GuidedMix::new(cfg, model, vb)?))
 }

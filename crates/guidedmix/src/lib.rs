@@ -3,7 +3,7 @@
 //! Tu, Huang, Zheng, He, Cao, Shao, "GuidedMix-Net: Semi-Supervised Semantic Segmentation by Using Labeled
 //! Images as Reference", AAAI 2022 (arXiv 2112.14015); extended version arXiv 2106.15064. The papers' full
 //! texts are not available to this project; the official code (`yh-pengtu/GuidedMix-Net`, an mmsegmentation
-//! 0.27 fork) is the precise specification and differs from the papers (`shared/specs/guidedmix.md` §6).
+//! 0.27 fork) is the precise specification and differs from the papers (`docs/guidedmix.md` lists how).
 //! The default of every key of [`GuidedMixConfig`] is the code ("GM-code"); the papers' readings are switches.
 //!
 //! ## Network
@@ -43,8 +43,8 @@
 //!
 //! ## Use
 //! ```text
-//! let mut t = Trainer::new(&model_cfg, train_cfg, frameworks::build(&semi), DType::F32, &dev)?;
-//! t.set_framework(|vb| guidedmix::build(&gm_cfg, &model_cfg, vb))?;
+//! let build = |vb| guidedmix::build(&gm_cfg, &model_cfg, vb);
+//! let mut t = Trainer::with_framework(&model_cfg, train_cfg, build, DType::F32, &dev)?;
 //! ```
 
 pub mod config;
@@ -52,7 +52,9 @@ pub mod framework;
 pub mod loss;
 pub mod mitrans;
 pub mod pairing;
+pub mod plugin;
 
 pub use config::{CeReduction, Direction, GuidedMixConfig, MixSpace, Pairing, UnsupLoss};
 pub use framework::{build, mix_head_prefix, Forced, GuidedMix, MixParts, MixStep};
 pub use mitrans::{MITrans, NonLocal2d};
+pub use plugin::Plugin;

@@ -1,5 +1,4 @@
-//! Focal loss, softplus and the labelled CE against hand values and f64 finite differences
-//! (guidedmix.md §10.2, §10.3, §10.6).
+//! Focal loss, softplus and the labelled CE against hand values and f64 finite differences.
 
 use candle_core::{DType, Device, Tensor, Var};
 use core_seg::rng::SegRng;

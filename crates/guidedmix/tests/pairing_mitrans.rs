@@ -1,4 +1,4 @@
-//! λ sampler, pairings and MITrans (guidedmix.md §10.1, §10.8, §10.9).
+//! λ sampler, pairings and MITrans.
 
 use candle_core::{DType, Device, Tensor};
 use core_seg::nn::ParamStore;

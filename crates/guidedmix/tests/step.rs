@@ -1,11 +1,10 @@
-//! The GuidedMix step on the tiny DeepLabV3 (ResNetV1c, OS 8) and DeepLabV3+ models (guidedmix.md §10.4,
-//! §10.5, §10.13, §10.14), and short training runs on the toy data.
+//! The GuidedMix step on the tiny DeepLabV3 (ResNetV1c, OS 8) and DeepLabV3+ models, and short training runs on
+//! the toy data.
 
 use std::collections::BTreeMap;
 
 use candle_core::{backprop::GradStore, DType, Device, Tensor, Var};
 use core_seg::batch::BatchSource;
-use core_seg::frameworks::{self, Method, SemiConfig};
 use core_seg::model::{DeepLabConfig, DeepLabV3Plus, HeadKind, Stem};
 use core_seg::nn::{Mode, ParamStore};
 use core_seg::optim::OptimConfig;
@@ -165,12 +164,10 @@ fn inference_ignores_the_mixed_head() -> Result<()> {
 }
 
 fn train(cfg: GuidedMixConfig, model_cfg: &DeepLabConfig, iters: usize, seed: u64) -> Result<Vec<(f64, f64)>> {
-    let semi = SemiConfig { method: Method::Guidedmix, ..Default::default() };
     let optim = OptimConfig::Adamw { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-4 };
     let tcfg = TrainConfig { iters, lr: 0.01, lr_multi: 1.0, optim, seed, ..Default::default() };
-    let mut t = Trainer::new(model_cfg, tcfg, frameworks::build(&semi), DType::F32, &Device::Cpu)?;
-    let mc = model_cfg.clone();
-    t.set_framework(move |vb| guidedmix::build(&cfg, &mc, vb))?;
+    let build = |vb| guidedmix::build(&cfg, model_cfg, vb);
+    let mut t = Trainer::with_framework(model_cfg, tcfg, build, DType::F32, &Device::Cpu)?;
     let mut source = ToySemiSource { batch: 2, size: 32 };
     let mut out = Vec::new();
     for _ in 0..iters {
@@ -213,16 +210,5 @@ fn code_mode_run_decreases_the_labelled_loss() -> Result<()> {
     let mean = |s: &[(f64, f64)]| s.iter().map(|x| x.0).sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&losses[..4]), mean(&losses[20..]));
     assert!(last < 0.8 * first, "labelled loss {first:.3} → {last:.3}");
-    Ok(())
-}
-
-/// `semi.method = "guidedmix"` without the framework installed fails with a message naming the builder.
-#[test]
-fn placeholder_framework_names_its_builder() -> Result<()> {
-    let semi = SemiConfig { method: Method::Guidedmix, ..Default::default() };
-    let tcfg = TrainConfig { iters: 1, ..Default::default() };
-    let mut t = Trainer::new(&v3_model(), tcfg, frameworks::build(&semi), DType::F32, &Device::Cpu)?;
-    let err = t.step(&mut ToySemiSource { batch: 2, size: 16 }).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(err.contains("guidedmix::build"), "{err}");
     Ok(())
 }

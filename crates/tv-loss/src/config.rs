@@ -1,7 +1,7 @@
-//! Configuration of the TV term (`[tv]` in run configs, `tv-loss.md` §9).
+//! Configuration of the TV term (`[tv]` in run configs, `docs/tv-loss.md`).
 //!
 //! The paper gives neither the exact TV form, the normalisation, λ nor a schedule: every default below tagged
-//! "[design]" is this project's choice, documented in `shared/specs/tv-loss.md`.
+//! "[design]" is this project's choice, documented in `docs/tv-loss.md`.
 
 use core_seg::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -72,7 +72,7 @@ pub enum TvKernel {
     Fused,
 }
 
-/// The curvilinear-structure variant (§8, speculative, off by default).
+/// The curvilinear-structure variant (speculative, off by default).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CurvilinearConfig {

@@ -1,4 +1,4 @@
-//! Curvilinear-structure variant (`tv.curvilinear`, spec §8) [design, speculative].
+//! Curvilinear-structure variant (`tv.curvilinear`, `docs/tv-loss.md`) [design, speculative].
 //!
 //! Plain TV penalises boundary length and so erodes thin structures. For a foreground probability `p`:
 //! ```text

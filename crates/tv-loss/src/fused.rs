@@ -1,5 +1,5 @@
 //! Fused CPU kernel for variant A: softmax → forward differences → Charbonnier/L1 → weighted reduction in one
-//! pass per image, with a hand-written backward (spec §3):
+//! pass per image, with a hand-written backward:
 //!
 //! ```text
 //! TV      = Σ_{n,k,i,j} vx·ρ_ε(DxP) + vy·ρ_ε(DyP)  / Z
@@ -10,7 +10,7 @@
 //! It is numerically the same function as the composite [`crate::tv::tv_loss`] (checked to 1e-12 in f64, and its
 //! gradient against f64 finite differences). Accumulation is in f64 for f32 inputs too.
 //!
-//! With the `cuda` feature the same op runs on CUDA tensors (f32, f64, bf16) through core-seg's `tv.cu`
+//! With the `cuda` feature the same op runs on CUDA tensors (f32, f64, bf16) through `cuda/tv.cu`
 //! kernels ([`fused_cuda`]): softmax into an f64 buffer, deterministic block reductions, a per-pixel backward.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};

@@ -1,13 +1,21 @@
-//! CUDA side of the fused variant-A kernel (`core-seg/cuda/tv.cu`, compiled by core-seg's build.rs): the same
-//! function as the CPU kernel, all arithmetic in f64, deterministic reductions.
+//! CUDA side of the fused variant-A kernel (`cuda/tv.cu`, compiled by this crate's build.rs): the same function as
+//! the CPU kernel, all arithmetic in f64, deterministic reductions.
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::{CudaStorage, DType, Layout, Result, Shape};
-use core_seg::kernels::cuda::{alloc, bf16, cu_err, func, grid, kname, view, CuFloat, TV};
+use core_seg::kernels::cuda::{alloc, bf16, cu_err, func, grid, kname, view, CuFloat};
 
 use super::FusedTvA;
+
+/// PTX text of `cuda/tv.cu` (`ptx::TV`).
+mod ptx {
+    include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
+}
+
+/// The kernels' module: (name, PTX).
+const TV: (&str, &str) = ("semiseg_tv", ptx::TV);
 
 const OP: &str = "fused TV (cuda)";
 /// Threads per block of the reduction kernels (`TV_THREADS` in tv.cu).

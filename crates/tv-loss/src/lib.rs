@@ -2,7 +2,7 @@
 //!
 //! Javanmardi, Sajjadi, Liu, Tasdizen, "Unsupervised Total Variation Loss for Semi-supervised Deep Learning of
 //! Semantic Segmentation", arXiv 1605.01368. Only the abstract is known; every choice below that the abstract
-//! does not fix is a config key whose default is this project's [design] choice (`shared/specs/tv-loss.md`).
+//! does not fix is a config key whose default is this project's [design] choice (`docs/tv-loss.md`).
 //!
 //! ## Method
 //!
@@ -55,6 +55,7 @@ pub mod contrast;
 pub mod curvilinear;
 pub mod fused;
 pub mod mrf;
+pub mod plugin;
 pub mod term;
 pub mod tv;
 
@@ -62,5 +63,6 @@ pub use config::{ApplyTo, CurvilinearConfig, TvAt, TvConfig, TvKernel, TvNormali
 pub use contrast::{contrast_weights, PairWeights};
 pub use fused::tv_loss_fused;
 pub use mrf::{mrf_labels, mrf_smooth, rgb_from_normalized, select_beta, MrfConfig, MrfSolver};
+pub use plugin::Plugin;
 pub use term::{build, class_histogram, TvTerm};
 pub use tv::{tv_loss, tv_loss_weighted, tv_of_probs, tv_of_probs_weighted};

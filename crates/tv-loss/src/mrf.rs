@@ -1,5 +1,5 @@
 //! The paper's comparison baseline: MRF post-processing of a purely supervised model's probabilities
-//! (spec §7; the paper's energy and solver are unknown, this 4-connected Potts model is our [design]).
+//! (`docs/tv-loss.md`; the paper's energy and solver are unknown, this 4-connected Potts model is our [design]).
 //!
 //! ```text
 //! E(l) = Σ_p −log P_{l_p}(p) + β Σ_{(p,q)∈N4} w_pq·[l_p ≠ l_q]

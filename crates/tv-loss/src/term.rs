@@ -6,11 +6,11 @@
 //! batch's `valid` map and therefore covers every non-padded pixel, labelled or not.
 
 use candle_core::{DType, Tensor};
-use core_seg::frameworks::{AuxTerm, StepTensors};
 use core_seg::model::DeepLabV3Plus;
-use core_seg::nn::{Mode, ParamStore};
-use core_seg::train::StepCtx;
-use core_seg::{bail_arg, Error, Result};
+use core_seg::nn::Mode;
+use core_seg::plugin::StepCtx;
+use core_seg::plugin::{AuxTerm, StepTensors};
+use core_seg::{bail_arg, Result};
 
 use crate::config::{ApplyTo, TvAt, TvConfig};
 use crate::contrast::contrast_weights;
@@ -31,12 +31,7 @@ impl TvTerm {
 
     /// The logits, valid maps and input images (`[B,K,h,w]`, `[B,h,w]`, `[B,3,H,W]`) the term is applied to, at
     /// the configured resolution.
-    pub fn inputs(
-        &self,
-        model: &DeepLabV3Plus,
-        step: &StepTensors,
-        store: &ParamStore,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
+    pub fn inputs(&self, model: &DeepLabV3Plus, step: &StepTensors) -> Result<(Tensor, Tensor, Tensor)> {
         let nl = step.n_labeled;
         let rows = step.out.logits.dim(0)?;
         let weak = step.unlabeled.as_ref().filter(|u| u.weak.dim(0).is_ok_and(|bu| rows >= nl + bu));
@@ -53,7 +48,7 @@ impl TvTerm {
         let at_dec = self.cfg.at == TvAt::Decoder;
         let pick = |logits: &Tensor, dec: &Tensor, start: usize, len: usize| -> Result<Tensor> {
             if at_dec {
-                decoder_logits(&dec.narrow(0, start, len)?, store)
+                decoder_logits(&dec.narrow(0, start, len)?, model)
             } else {
                 Ok(logits.narrow(0, start, len)?)
             }
@@ -88,23 +83,10 @@ impl TvTerm {
     }
 }
 
-/// Stride-4 logits `classifier(dec)` before upsampling, from the store's `classifier.{weight,bias}` (the model
-/// does not expose them; the 1×1 classifier is re-applied to `SegOutput::dec`, exactly and differentiably).
-pub fn decoder_logits(dec: &Tensor, store: &ParamStore) -> Result<Tensor> {
-    let vars = store.named_vars();
-    let get = |name: &str| {
-        vars.iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_tensor().clone())
-            .ok_or_else(|| Error::Weights(format!("tv.at = decoder needs `{name}` in the model store")))
-    };
-    let (wt, bias) = (get("classifier.weight")?, get("classifier.bias")?);
-    let (b, c, h, w) = dec.dims4()?;
-    let k = wt.dim(0)?;
-    let wt = wt.reshape((k, c))?.to_dtype(dec.dtype())?;
-    let z = wt.broadcast_matmul(&dec.reshape((b, c, h * w))?)?;
-    let z = z.broadcast_add(&bias.to_dtype(dec.dtype())?.reshape((1, k, 1))?)?;
-    Ok(z.reshape((b, k, h, w))?)
+/// Logits `classifier(dec)` at the decoder's resolution (stride 4 for DeepLabV3+), before upsampling: the model's
+/// classifier re-applied to `SegOutput::dec`, exactly and differentiably.
+pub fn decoder_logits(dec: &Tensor, model: &DeepLabV3Plus) -> Result<Tensor> {
+    model.classifier().forward(dec)
 }
 
 /// The valid map `[B,H,W]` sampled at the `h × w` decoder grid (align_corners: low-res pixel `i` sits at full-res
@@ -136,7 +118,7 @@ impl AuxTerm for TvTerm {
         if lambda == 0.0 {
             return Ok(vec![("loss_tv".into(), Tensor::zeros((), logits.dtype(), logits.device())?)]);
         }
-        let (z, v, x) = self.inputs(model, step, ctx.store)?;
+        let (z, v, x) = self.inputs(model, step)?;
         let pairs = if self.cfg.contrast { Some(contrast_weights(&x)?) } else { None };
         let tv = tv_loss_weighted(&z, Some(&v), pairs.as_ref(), &self.cfg)?;
         Ok(vec![("loss_tv".into(), tv.affine(lambda, 0.0)?)])
@@ -144,7 +126,7 @@ impl AuxTerm for TvTerm {
 }
 
 /// Fraction of valid pixels predicted as each class (`argmax_K z`) — a too large λ collapses P to a constant map,
-/// visible here as one class near 1 (spec §4: log it). `valid [N,H,W]` or `None`.
+/// visible here as one class near 1 (hence logged). `valid [N,H,W]` or `None`.
 pub fn class_histogram(logits: &Tensor, valid: Option<&Tensor>) -> Result<Vec<f64>> {
     let (n, k, h, w) = logits.dims4()?;
     let pred: Vec<u32> = logits.argmax(1)?.flatten_all()?.to_vec1()?;

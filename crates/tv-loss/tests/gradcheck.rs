@@ -1,4 +1,4 @@
-//! §13.4: the gradient of `λ·TV∘softmax` against f64 central finite differences (h = 1e-6) on random
+//! the gradient of `λ·TV∘softmax` against f64 central finite differences (h = 1e-6) on random
 //! `[2,3,5,5]` logits, for A, B, C (ε = 1e-6), A with ε = 0, with and without a padded region.
 
 use candle_core::{DType, Device, Tensor, Var};

@@ -1,4 +1,4 @@
-//! MRF post-processing baseline (tv-loss.md §7, §13.9).
+//! MRF post-processing baseline.
 
 use candle_core::{Device, Tensor};
 use core_seg::Result;

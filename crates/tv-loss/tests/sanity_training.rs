@@ -4,8 +4,9 @@
 mod toy;
 
 use candle_core::{DType, Device};
+use core_seg::frameworks::Supervised;
 use core_seg::nn::Mode;
-use core_seg::train::{Supervised, TrainConfig, Trainer};
+use core_seg::train::{TrainConfig, Trainer};
 use core_seg::Result;
 use toy::{tiny_model, toy_batch, SparseSource, ToySource};
 use tv_loss::{build, mrf_labels, tv_loss, MrfConfig, TvConfig};

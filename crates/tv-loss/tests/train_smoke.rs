@@ -1,12 +1,13 @@
 //! TV as a plug-in term in the one training loop: supervised with sparse pixel labels, UniMatch and FixMatch
-//! (weak view, all views, decoder resolution), λ = 0 bit-identity (§13.6) and warm-up.
+//! (weak view, all views, decoder resolution), λ = 0 bit-identity and warm-up.
 
 mod toy;
 
 use candle_core::{DType, Device, Tensor};
 use core_seg::batch::BatchSource;
+use core_seg::frameworks::Supervised;
 use core_seg::frameworks::{self, Method, SemiConfig};
-use core_seg::train::{Supervised, TrainConfig, Trainer};
+use core_seg::train::{TrainConfig, Trainer};
 use core_seg::Result;
 use toy::{tiny_model, SparseSource, ToySemiSource, ToySource};
 use tv_loss::{build, ApplyTo, TvAt, TvConfig};
@@ -59,7 +60,7 @@ fn supervised_plus_tv_three_steps_on_sparse_labels() -> Result<()> {
     Ok(())
 }
 
-/// §13.6: `tv.weight = 0` gives a trajectory bit-identical to the plain supervised run; a positive weight
+/// `tv.weight = 0` gives a trajectory bit-identical to the plain supervised run; a positive weight
 /// changes it.
 #[test]
 fn zero_weight_is_bit_identical_to_plain_supervised() -> Result<()> {
@@ -87,9 +88,9 @@ fn semi_supervised_frameworks_with_tv_term() -> Result<()> {
         (Method::Fixmatch, ApplyTo::UnlabeledWeak, TvAt::Output),
     ];
     for (method, apply_to, at) in cases {
-        let semi = SemiConfig { method, ..Default::default() };
+        let semi = SemiConfig { method: method.clone(), ..Default::default() };
         let cfg = TrainConfig { iters: 2, lr: 0.01, seed: 3, ..Default::default() };
-        let mut t = Trainer::new(&tiny_model(3), cfg, frameworks::build(&semi), DType::F32, &Device::Cpu)?;
+        let mut t = Trainer::new(&tiny_model(3), cfg, frameworks::build(&semi)?, DType::F32, &Device::Cpu)?;
         let tv = TvConfig { apply_to, at, weight: 0.3, ..Default::default() };
         t.add_aux_term(|_vb| build(&tv))?;
         let mut src = SparseSource { inner: ToySemiSource { batch: 2, size: 32 }, fraction: 0.05 };
@@ -113,24 +114,28 @@ fn semi_supervised_frameworks_with_tv_term() -> Result<()> {
     Ok(())
 }
 
-/// `tv.at = decoder` re-applies the classifier to the decoder features: upsampling those logits reproduces the
-/// model's full-resolution logits.
+/// `tv.at = decoder` re-applies the model's classifier to the decoder features: upsampling those logits reproduces
+/// the model's full-resolution logits, for DeepLabV3+ (`classifier`) and DeepLabV3 (`decode_head.conv_seg`).
 #[test]
 fn decoder_logits_reproduce_the_model_output() -> Result<()> {
-    let store = core_seg::nn::ParamStore::new(4);
-    let model = core_seg::model::DeepLabV3Plus::new(&tiny_model(3), store.var_builder(DType::F32, &Device::Cpu))?;
-    let b = toy::toy_batch(&[1, 2], 32, DType::F32, &Device::Cpu)?;
-    let out = model.forward_full(&b.image, core_seg::nn::Mode::Eval, None)?;
-    let lo = tv_loss::term::decoder_logits(&out.dec, &store)?;
-    let up = core_seg::ops::resize_bilinear(&lo, (32, 32), true)?;
-    let err = (up - &out.logits)?.abs()?.max_all()?.to_scalar::<f32>()?;
-    assert!(err < 1e-4, "{err}");
+    use core_seg::model::{DeepLabConfig, DeepLabV3Plus, HeadKind};
+    for head in [HeadKind::Deeplabv3plus, HeadKind::Deeplabv3] {
+        let store = core_seg::nn::ParamStore::new(4);
+        let cfg = DeepLabConfig { head, ..tiny_model(3) };
+        let model = DeepLabV3Plus::new(&cfg, store.var_builder(DType::F32, &Device::Cpu))?;
+        let b = toy::toy_batch(&[1, 2], 32, DType::F32, &Device::Cpu)?;
+        let out = model.forward_full(&b.image, core_seg::nn::Mode::Eval, None)?;
+        let lo = tv_loss::term::decoder_logits(&out.dec, &model)?;
+        let up = core_seg::ops::resize_bilinear(&lo, (32, 32), model.head.align_corners())?;
+        let err = (up - &out.logits)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err < 1e-4, "{head:?}: {err}");
+    }
     let v = tv_loss::term::resample_valid(&Tensor::ones((2, 32, 32), DType::U8, &Device::Cpu)?, 8, 8)?;
     assert_eq!(v.dims(), &[2, 8, 8]);
     Ok(())
 }
 
-/// §13.8 on the toy data: with sparse masks the supervised CE is the mean over the labelled pixels only, and at
+/// On the toy data: with sparse masks the supervised CE is the mean over the labelled pixels only, and at
 /// r = 100% it equals the dense CE. The class histogram of a prediction sums to 1 over valid pixels.
 #[test]
 fn sparse_ce_is_the_labelled_pixel_mean_and_histogram_sums_to_one() -> Result<()> {

@@ -1,4 +1,4 @@
-//! Acceptance properties of the TV loss (tv-loss.md §13: 1, 2, 3, 5, 10) and its config.
+//! Acceptance properties of the TV loss and its config.
 
 use candle_core::{DType, Device, Tensor, Var};
 use core_seg::Result;
@@ -33,7 +33,7 @@ fn random_logits(shape: (usize, usize, usize, usize), seed: u64) -> Result<Tenso
 
 const ALL: [TvVariant; 3] = [TvVariant::A, TvVariant::B, TvVariant::C];
 
-/// §13.1: logits constant over space → TV = 0 and ∂TV/∂z = 0, for A, B, C and several ε.
+/// logits constant over space → TV = 0 and ∂TV/∂z = 0, for A, B, C and several ε.
 #[test]
 fn constant_probability_map_has_zero_tv_and_zero_gradient() -> Result<()> {
     let per_class = Tensor::from_vec(vec![0.3f64, -1.2, 2.0], (1, 3, 1, 1), &Device::Cpu)?;
@@ -58,7 +58,7 @@ fn one_hot(labels: &[usize], k: usize, h: usize, w: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, (1, k, h, w), &Device::Cpu)?)
 }
 
-/// §13.2: a vertical step edge between classes a = 0 and b = 2 (N = 1, K = 3, H = 4, W = 5): raw A = 2H = 8,
+/// a vertical step edge between classes a = 0 and b = 2 (N = 1, K = 3, H = 4, W = 5): raw A = 2H = 8,
 /// mean A = 8/60, raw B (ε → 0) = 8, raw C (ε → 0) = √2·H; a one-pixel-wide stripe has twice the raw A.
 #[test]
 fn step_edge_and_one_pixel_stripe_match_hand_computed_values() -> Result<()> {
@@ -89,7 +89,7 @@ fn step_edge_and_one_pixel_stripe_match_hand_computed_values() -> Result<()> {
     Ok(())
 }
 
-/// §13.3: permuting the classes leaves every variant unchanged.
+/// permuting the classes leaves every variant unchanged.
 #[test]
 fn invariant_to_class_permutation() -> Result<()> {
     let z = random_logits((2, 4, 6, 5), 11)?;
@@ -105,7 +105,7 @@ fn invariant_to_class_permutation() -> Result<()> {
     Ok(())
 }
 
-/// §13.3: nearest upsampling of a piecewise-constant P by s multiplies raw A by s and mean A by 1/s.
+/// nearest upsampling of a piecewise-constant P by s multiplies raw A by s and mean A by 1/s.
 #[test]
 fn nearest_upsampling_scales_raw_and_mean_tv() -> Result<()> {
     let p = candle_nn::ops::softmax(&random_logits((1, 3, 4, 3), 5)?, 1)?;
@@ -121,7 +121,7 @@ fn nearest_upsampling_scales_raw_and_mean_tv() -> Result<()> {
     Ok(())
 }
 
-/// §13.5: logits of padded pixels change neither the loss nor any gradient at valid pixels; padded pixels get
+/// logits of padded pixels change neither the loss nor any gradient at valid pixels; padded pixels get
 /// zero gradient. Mean normalisation counts valid pixels only.
 #[test]
 fn padding_changes_nothing() -> Result<()> {
@@ -160,7 +160,7 @@ fn padding_changes_nothing() -> Result<()> {
     Ok(())
 }
 
-/// §13.10: a horizontal line of p = 1 spanning the full width has (near) zero along-structure penalty, while
+/// a horizontal line of p = 1 spanning the full width has (near) zero along-structure penalty, while
 /// variant A is positive; a vertical line likewise.
 #[test]
 fn curvilinear_penalty_vanishes_across_a_line() -> Result<()> {
@@ -186,7 +186,7 @@ fn curvilinear_penalty_vanishes_across_a_line() -> Result<()> {
     Ok(())
 }
 
-/// Config keys, spec defaults, `deny_unknown_fields`, the brief's `on` alias, warm-up and validation.
+/// Config keys, defaults, `deny_unknown_fields`, the `on` alias, warm-up and validation.
 #[test]
 fn config_defaults_aliases_and_warmup() -> Result<()> {
     let d = TvConfig::default();
@@ -214,7 +214,7 @@ fn config_defaults_aliases_and_warmup() -> Result<()> {
     Ok(())
 }
 
-/// §13.4 (second half): the fused kernel's value and gradient equal the composite's to 1e-12 in f64 (dense and
+/// The fused kernel's value and gradient equal the composite's to 1e-12 in f64 (dense and
 /// padded, ε = 0 and 1e-6, mean and sum), and it also passes the constant-map and step-edge checks.
 #[test]
 fn fused_kernel_matches_composite() -> Result<()> {

@@ -1,14 +1,16 @@
-//! Data-parallel training, one process per GPU (issue 11).
+//! Data-parallel training, one process per GPU, on one machine or several.
 //!
-//! The launcher (`cargo xtask train --gpus N`) starts N copies of the command with `RANK`, `WORLD_SIZE` and
-//! `SEMISEG_NCCL_ID` (a file holding the NCCL unique id) in the environment; each process trains on
-//! `cuda:RANK`, calls [`init`] once, and the training loop then
+//! A launcher starts one process per GPU: `cargo xtask train --gpus N` on one machine, or torchrun / Slurm's
+//! `srun` across machines ([`launch`] reads their variables). Each process trains on its local GPU, calls
+//! [`init`] once, which meets the other ranks ([`rendezvous`]: rank 0 hands out the NCCL unique id over TCP
+//! or through a shared file) and creates the NCCL communicator; the training loop then
 //!
 //! - broadcasts the model from rank 0 ([`broadcast_vars`]) so every replica starts identical;
 //! - averages the gradients over the ranks after `backward` ([`all_reduce_grads`], one NCCL call per step);
 //! - runs SyncBN: the CUDA batch-norm op all-reduces its per-channel sums (forward) and gradient sums
 //!   (backward) when a communicator is set ([`set_sync_bn`] turns it off);
-//! - evaluates, logs and writes checkpoints on rank 0 only ([`is_primary`]).
+//! - evaluates, logs and writes checkpoints on rank 0 only ([`is_primary`]);
+//! - checks that every rank resumes from the same checkpoint ([`agree_on_resume`]).
 //!
 //! Without the `nccl` feature only world size 1 exists and every function here is a no-op. With it, world
 //! size 1 still runs the NCCL code path (a communicator of one rank).
@@ -17,25 +19,33 @@
 //! train-mode forward on one rank only (e.g. an auxiliary term with no eligible sample) desynchronises
 //! SyncBN and hangs; such terms must run their forward on every rank or SyncBN must be off.
 
+pub mod launch;
 #[cfg(feature = "nccl")]
 mod nccl;
+pub mod rendezvous;
+mod wire;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 
+pub use launch::{Launch, LaunchSource, Meeting};
+pub use rendezvous::Group;
+pub use wire::{DistError, MAGIC, PROTOCOL_VERSION};
+
 use crate::{Error, Result};
 
-/// Environment variables set by the launcher.
-pub const ENV_RANK: &str = "RANK";
-pub const ENV_WORLD_SIZE: &str = "WORLD_SIZE";
-pub const ENV_NCCL_ID: &str = "SEMISEG_NCCL_ID";
+/// Whether this build can train on several GPUs (the `nccl` feature).
+pub const NCCL_BUILD: bool = cfg!(feature = "nccl");
 
 static RANK: AtomicUsize = AtomicUsize::new(0);
 static WORLD: AtomicUsize = AtomicUsize::new(1);
 static SYNC_BN: AtomicBool = AtomicBool::new(true);
+/// The TCP group of this process's launch (none for a single process or a file rendezvous).
+static GROUP: Mutex<Option<Group>> = Mutex::new(None);
 
 /// Rank and world size of this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,20 +55,9 @@ pub struct DistEnv {
 }
 
 impl DistEnv {
-    /// `RANK` / `WORLD_SIZE` from the environment: `None` when neither is set; an error when only one is set,
-    /// either is not a number, or `rank ≥ world_size`.
+    /// Rank and world size of the launch this process belongs to ([`Launch::from_env`]); `None` outside one.
     pub fn from_env() -> Result<Option<Self>> {
-        let get = |k: &str| std::env::var(k).ok();
-        match (get(ENV_RANK), get(ENV_WORLD_SIZE)) {
-            (None, None) => Ok(None),
-            (Some(r), Some(w)) => {
-                let parse = |k: &str, v: &str| {
-                    v.trim().parse::<usize>().map_err(|_| Error::Config(format!("{k}={v:?} is not a number")))
-                };
-                Self::new(parse(ENV_RANK, &r)?, parse(ENV_WORLD_SIZE, &w)?).map(Some)
-            }
-            _ => Err(Error::Config(format!("set both {ENV_RANK} and {ENV_WORLD_SIZE}, or neither"))),
-        }
+        Ok(Launch::from_env()?.map(|l| l.env()))
     }
 
     pub fn new(rank: usize, world_size: usize) -> Result<Self> {
@@ -111,35 +110,83 @@ pub fn sync_bn_world(x: &Tensor) -> usize {
     }
 }
 
-/// Joins the process group: reads the NCCL id from `id_file` and creates the communicator on `device`
-/// (blocks until every rank has joined). Without the `nccl` feature only world size 1 is accepted.
-pub fn init(device: &Device, env: DistEnv, id_file: Option<&Path>) -> Result<()> {
+/// Joins the launch: meets the other ranks ([`Launch::rendezvous`]; rank 0 creates the NCCL id), creates the
+/// communicator on `device` (blocks until every rank has joined) and keeps the TCP group for [`agree`].
+/// Without the `nccl` feature only world size 1 is accepted.
+pub fn init(device: &Device, launch: &Launch) -> Result<()> {
     #[cfg(feature = "nccl")]
     {
-        let path = id_file.ok_or_else(|| Error::Config(format!("data parallel: {ENV_NCCL_ID} is not set")))?;
-        nccl::init(device, env, path)?;
+        let (id, group) = launch.rendezvous(nccl::new_id)?;
+        nccl::init(device, launch.env(), &id)?;
+        if let (Meeting::File(path), 0) = (&launch.meeting, launch.rank) {
+            // Every rank has read the id once the communicator exists.
+            let _ = std::fs::remove_file(path);
+        }
+        *GROUP.lock().unwrap_or_else(|p| p.into_inner()) = group;
     }
     #[cfg(not(feature = "nccl"))]
     {
-        let _ = (device, id_file);
-        if env.world_size > 1 {
+        let _ = device;
+        if launch.world_size > 1 {
             return Err(Error::Config(format!(
                 "world size {} needs a build with the `nccl` feature (cargo build --features nccl)",
-                env.world_size
+                launch.world_size
             )));
         }
     }
-    RANK.store(env.rank, Ordering::Relaxed);
-    WORLD.store(env.world_size, Ordering::Relaxed);
+    RANK.store(launch.rank, Ordering::Relaxed);
+    WORLD.store(launch.world_size, Ordering::Relaxed);
     Ok(())
 }
 
-/// Writes a fresh NCCL unique id to `path` (the launcher does this once, before starting the ranks).
-pub fn write_nccl_id(path: &Path) -> Result<()> {
-    #[cfg(feature = "nccl")]
-    return nccl::write_id(path);
-    #[cfg(not(feature = "nccl"))]
-    Err(Error::Config(format!("{}: multi-GPU needs a build with the `nccl` feature", path.display())))
+/// Checks that every rank of the launch reached `what` with the same `value` ([`Group::agree`]); a no-op in a
+/// single process or after a file rendezvous (no connections between the ranks).
+pub fn agree(what: &str, value: &str) -> Result<()> {
+    match GROUP.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        Some(g) => Ok(g.agree(what, value)?),
+        None => Ok(()),
+    }
+}
+
+/// Checks that every rank continues the run in `run_dir` from the same checkpoint: `resumed` is the checkpoint
+/// this rank resumed from and its iteration, or `None` for a fresh start. Ranks that see different files (a run
+/// directory that is not on a filesystem every rank shares, a stale local copy, a fallback to the previous
+/// checkpoint on one rank only) get an error naming each rank's view.
+pub fn agree_on_resume(run_dir: &Path, resumed: Option<(&Path, usize)>) -> Result<()> {
+    if world_size() == 1 {
+        return Ok(());
+    }
+    let view = match resumed {
+        Some((checkpoint, iter)) => format!("iteration {iter} of {}", checkpoint_fingerprint(checkpoint)?),
+        None => "a fresh start".to_string(),
+    };
+    let what = format!("the start of the run in {}", run_dir.display());
+    agree(&what, &view).map_err(|e| match e {
+        Error::Dist(DistError::Mismatch { at, msg }) => Error::Dist(DistError::Mismatch {
+            at,
+            msg: format!(
+                "{msg}. Every rank must resume from the same checkpoint: put the run directory on a filesystem \
+                 every machine shares, or remove stale copies"
+            ),
+        }),
+        e => e,
+    })
+}
+
+/// Size and CRC-32C of a file (a checkpoint: tensors and training state), e.g. `PATH (123 bytes, crc32c 89abcdef)`.
+pub fn checkpoint_fingerprint(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let (mut crc, mut len, mut buf) = (0u32, 0u64, vec![0u8; 1 << 20]);
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        len += n as u64;
+    }
+    Ok(format!("{} ({len} bytes, crc32c {crc:08x})", path.display()))
 }
 
 /// Averages the gradients of `vars` over the ranks (no-op without a communicator). A variable gets a

@@ -3,7 +3,6 @@
 //! collectives order with Candle's kernels.
 
 use std::cell::RefCell;
-use std::path::Path;
 use std::rc::Rc;
 
 use candle_core::backprop::GradStore;
@@ -35,22 +34,21 @@ fn with_comm<R>(f: impl FnOnce(&Comm) -> candle_core::Result<R>) -> candle_core:
     f(&comm)
 }
 
-pub(super) fn write_id(path: &Path) -> Result<()> {
+/// A fresh NCCL unique id (rank 0 creates it; the rendezvous hands it to the others).
+pub(super) fn new_id() -> Result<Vec<u8>> {
     let id = Id::new().map_err(|e| Error::Config(format!("nccl: cannot create a unique id: {e:?}")))?;
-    let bytes: Vec<u8> = id.internal().iter().map(|&c| c as u8).collect();
-    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    Ok(id.internal().iter().map(|&c| c as u8).collect())
 }
 
-pub(super) fn init(device: &Device, env: DistEnv, path: &Path) -> Result<()> {
+pub(super) fn init(device: &Device, env: DistEnv, bytes: &[u8]) -> Result<()> {
     let Device::Cuda(dev) = device else {
         return Err(Error::Config("data parallel training needs a CUDA device".into()));
     };
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if bytes.len() != ID_BYTES {
-        return Err(Error::file(path, format!("NCCL id has {} bytes, expected {ID_BYTES}", bytes.len())));
+        return Err(Error::Config(format!("NCCL id has {} bytes, expected {ID_BYTES}", bytes.len())));
     }
     let mut raw = [0 as std::ffi::c_char; ID_BYTES];
-    for (r, b) in raw.iter_mut().zip(&bytes) {
+    for (r, b) in raw.iter_mut().zip(bytes) {
         *r = *b as std::ffi::c_char;
     }
     let comm = Comm::from_rank(dev.cuda_stream(), env.rank, env.world_size, Id::uninit(raw))

@@ -3,14 +3,14 @@
 
 use candle_core::Tensor;
 
-use super::aux::Pseudo;
-use super::aux::StrongPass;
-use super::unimatch::{mix_prediction, unlabeled_parts};
-use super::{cutmix_images, paste_pseudo, paste_valid, pseudo_label, semi_step_losses, unsup_loss, SemiConfig};
+use super::common::{
+    cutmix_images, mix_prediction, paste_pseudo, paste_valid, pseudo_label, semi_step_losses, unsup_loss,
+};
+use super::SemiConfig;
 use crate::batch::TrainBatch;
 use crate::model::DeepLabV3Plus;
 use crate::nn::Mode;
-use crate::train::{Framework, StepCtx, StepLosses};
+use crate::plugin::{Framework, Pseudo, StepCtx, StepLosses, StrongPass};
 use crate::Result;
 
 /// The FixMatch framework.
@@ -33,7 +33,7 @@ pub(super) fn fixmatch_step(
     (conf_m, y_m): (Tensor, Tensor),
     weak_pl: Option<(Tensor, Tensor)>,
 ) -> Result<StepLosses> {
-    let (u, mix) = unlabeled_parts(batch)?;
+    let (u, mix) = batch.unlabeled_pair()?;
     let (nl, bu) = (batch.labeled.image.dim(0)?, u.weak.dim(0)?);
     let x_s = cutmix_images(&u.box1, &mix.strong1, &u.strong1)?;
     let out = model.forward_full(&Tensor::cat(&[&batch.labeled.image, &u.weak], 0)?, Mode::Train, None)?;
@@ -59,7 +59,7 @@ impl Framework for FixMatch {
     }
 
     fn losses(&mut self, model: &DeepLabV3Plus, batch: &TrainBatch, _ctx: &mut StepCtx) -> Result<StepLosses> {
-        let (_, mix) = unlabeled_parts(batch)?;
+        let (_, mix) = batch.unlabeled_pair()?;
         let mix_pl = mix_prediction(model, mix, self.cfg.mix_pred_bn)?;
         fixmatch_step(&self.cfg, model, batch, mix_pl, None)
     }

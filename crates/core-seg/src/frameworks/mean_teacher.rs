@@ -5,14 +5,13 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
+use super::common::pseudo_label;
 use super::fixmatch::fixmatch_step;
-use super::pseudo_label;
-use super::unimatch::unlabeled_parts;
 use super::SemiConfig;
 use crate::batch::TrainBatch;
 use crate::model::DeepLabV3Plus;
 use crate::nn::{Mode, ParamStore};
-use crate::train::{Framework, StepCtx, StepLosses};
+use crate::plugin::{Framework, StepCtx, StepLosses};
 use crate::{Error, Result};
 
 /// `teacher ← decay·teacher + (1 − decay)·student` for every variable of the same name.
@@ -56,7 +55,7 @@ impl Framework for MeanTeacher {
     }
 
     fn losses(&mut self, model: &DeepLabV3Plus, batch: &TrainBatch, ctx: &mut StepCtx) -> Result<StepLosses> {
-        let (u, mix) = unlabeled_parts(batch)?;
+        let (u, mix) = batch.unlabeled_pair()?;
         let teacher = self.teacher(ctx.store, model)?;
         let weak = pseudo_label(&teacher.forward_t(&u.weak, Mode::Eval)?)?;
         let mixp = pseudo_label(&teacher.forward_t(&mix.weak, Mode::Eval)?)?;

@@ -1,40 +1,66 @@
-//! Semi-supervised frameworks on the one training loop (UniMatch's `fixmatch.py` / `unimatch.py`, and a
-//! mean-teacher base), plus the plug-in point through which method crates add loss terms ([`AuxTerm`]).
-//!
-//! Shared pieces, each a pure function with the equation in its doc:
-//! - [`paste_box`]: CutMix of pseudo-labels, confidences and ignore masks.
-//! - [`unsup_loss`]: `Σ_p CE_px·[conf ≥ τ]·[ign ≠ 255] / Σ_p [ign ≠ 255]`.
-//! - [`pseudo_label`]: confidence and argmax of a detached prediction.
+//! The frameworks of the one training loop: the supervised baseline, FixMatch and UniMatch (UniMatch's
+//! `supervised.py` / `fixmatch.py` / `unimatch.py`) and a mean-teacher base, with their configuration
+//! ([`SemiConfig`]). They implement [`crate::plugin::Framework`]; method crates add terms on top of them
+//! ([`crate::plugin::AuxTerm`]) or bring frameworks of their own ([`Method::Other`]).
 
-mod aux;
+mod common;
 mod fixmatch;
 mod mean_teacher;
+mod supervised;
 mod unimatch;
 
-pub use aux::{AuxTerm, Pseudo, StepTensors, StrongPass};
+pub use common::{cutmix_images, mask_ratio, paste_box, paste_pseudo, paste_valid, pseudo_label, unsup_loss};
 pub use fixmatch::FixMatch;
 pub use mean_teacher::{ema_update, MeanTeacher};
+pub use supervised::{Criterion, Supervised};
 pub use unimatch::{combine as combine_unimatch, UniMatch};
 
-use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::ops::{cross_entropy_per_pixel, masked_mean, IGNORE_INDEX};
-use crate::train::Criterion;
-use crate::Result;
+use crate::plugin::Framework;
+use crate::{Error, Result};
 
-/// Which framework trains the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+/// Which framework trains the model (`semi.method`): one of this crate's, or one a method crate registers
+/// under its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(from = "String", into = "String")]
 pub enum Method {
     Supervised,
     Fixmatch,
     #[default]
     Unimatch,
     MeanTeacher,
-    /// GuidedMix-Net: its framework (with parameters of its own) lives in the `guidedmix` crate and is
-    /// installed with [`crate::train::Trainer::set_framework`]; [`build`] gives a placeholder for it.
-    Guidedmix,
+    /// A framework built outside this crate (with parameters of its own, installed with
+    /// [`crate::train::Trainer::with_framework`]); [`build`] refuses it.
+    Other(String),
+}
+
+impl Method {
+    /// The config name (`supervised`, `fixmatch`, `unimatch`, `mean_teacher`, or the plug-in's).
+    pub fn name(&self) -> &str {
+        match self {
+            Method::Supervised => "supervised",
+            Method::Fixmatch => "fixmatch",
+            Method::Unimatch => "unimatch",
+            Method::MeanTeacher => "mean_teacher",
+            Method::Other(name) => name,
+        }
+    }
+
+    /// The frameworks [`build`] knows.
+    pub const BUILTIN: [Method; 4] = [Method::Supervised, Method::Fixmatch, Method::Unimatch, Method::MeanTeacher];
+}
+
+impl From<String> for Method {
+    fn from(name: String) -> Self {
+        Method::BUILTIN.into_iter().find(|m| m.name() == name).unwrap_or(Method::Other(name))
+    }
+}
+
+impl From<Method> for String {
+    fn from(m: Method) -> Self {
+        m.name().to_string()
+    }
 }
 
 /// BN mode of the no-grad prediction on the mix images.
@@ -59,7 +85,8 @@ pub enum FpOn {
     None,
 }
 
-/// Framework hyper-parameters (unimatch.md §7; defaults = VOC config).
+/// Framework hyper-parameters (defaults = UniMatch's VOC config, `LiheYoung/UniMatch` `configs/pascal.yaml`;
+/// `docs/frameworks.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SemiConfig {
@@ -94,116 +121,17 @@ impl Default for SemiConfig {
     }
 }
 
-/// `(conf, label) = (max_k softmax(z), argmax_k z)` of detached logits `[B, K, H, W]` → `[B, H, W]` each.
-pub fn pseudo_label(logits: &Tensor) -> Result<(Tensor, Tensor)> {
-    let p = candle_nn::ops::softmax(&logits.detach(), 1)?;
-    Ok((p.max(1)?, p.argmax(1)?))
-}
-
-/// CutMix pasting: `where(box, inside, outside)` for `[B, H, W]` maps (`box` is 0/1, any dtype).
-pub fn paste_box(boxes: &Tensor, inside: &Tensor, outside: &Tensor) -> Result<Tensor> {
-    let b = boxes.to_dtype(DType::U8)?;
-    Ok(b.where_cond(inside, &outside.to_dtype(inside.dtype())?)?)
-}
-
-/// Weak-to-strong loss with UniMatch's normalisation:
-/// `L = Σ_p CE_px(z_p, y_p)·[conf_p ≥ τ]·[ign_p ≠ 255] / Σ_p [ign_p ≠ 255]`.
-/// Low-confidence pixels contribute 0 but count in the denominator; padded pixels do neither.
-pub fn unsup_loss(logits: &Tensor, y: &Tensor, conf: &Tensor, ign: &Tensor, tau: f64) -> Result<Tensor> {
-    let (ce, _) = cross_entropy_per_pixel(logits, y)?;
-    let not_pad = ign.to_dtype(DType::U32)?.ne(IGNORE_INDEX)?.to_dtype(ce.dtype())?;
-    let confident = conf.ge(tau)?.to_dtype(ce.dtype())?;
-    masked_mean(&ce, &(confident * &not_pad)?, &not_pad)
-}
-
-/// Fraction of non-padded pixels whose confidence passes τ (UniMatch's logged `mask_ratio`).
-pub fn mask_ratio(conf: &Tensor, ign: &Tensor, tau: f64) -> Result<f64> {
-    let not_pad = ign.to_dtype(DType::U32)?.ne(IGNORE_INDEX)?.to_dtype(DType::F64)?;
-    let confident = conf.ge(tau)?.to_dtype(DType::F64)?;
-    let den = not_pad.sum_all()?.to_scalar::<f64>()?;
-    Ok(if den > 0.0 { (confident * &not_pad)?.sum_all()?.to_scalar::<f64>()? / den } else { 0.0 })
-}
-
-/// CutMix in image space: `where(box, mixed_view, view)` on all channels (`box [B, H, W]`).
-pub fn cutmix_images(boxes: &Tensor, mixed_view: &Tensor, view: &Tensor) -> Result<Tensor> {
-    let b = boxes.to_dtype(DType::U8)?.unsqueeze(1)?.broadcast_as(view.shape())?;
-    Ok(b.where_cond(mixed_view, view)?)
-}
-
-/// Valid map of a CutMixed view: the mix partner's inside the box.
-pub fn paste_valid(
-    boxes: &Tensor,
-    mix: &crate::batch::UnlabeledBatch,
-    u: &crate::batch::UnlabeledBatch,
-) -> Result<Tensor> {
-    paste_box(boxes, &mix.valid, &u.valid)
-}
-
-/// Pseudo-label triple `(label, conf, ignore)` with the mix partner's values pasted inside the box.
-pub fn paste_pseudo(boxes: &Tensor, mix: &Pseudo, weak: &Pseudo) -> Result<Pseudo> {
-    Ok(Pseudo {
-        label: paste_box(boxes, &mix.label, &weak.label)?,
-        conf: paste_box(boxes, &mix.conf, &weak.conf)?,
-        ignore: paste_box(boxes, &mix.ignore, &weak.ignore)?,
-    })
-}
-
-/// A semi-supervised step's result: the total, detached terms, `mask_ratio`, and the step's tensors.
-pub(crate) fn semi_step_losses(
-    batch: &crate::batch::TrainBatch,
-    out: crate::model::SegOutput,
-    weak: Pseudo,
-    tau: f64,
-    total: Tensor,
-    terms: Vec<(&str, &Tensor)>,
-    strong: StrongPass,
-) -> Result<crate::train::StepLosses> {
-    let stats = vec![("mask_ratio".to_string(), mask_ratio(&weak.conf, &weak.ignore, tau)?)];
-    let terms = terms.into_iter().map(|(n, t)| (n.to_string(), t.detach())).collect();
-    let tensors = StepTensors {
-        labeled: batch.labeled.clone(),
-        unlabeled: batch.unlabeled.clone(),
-        n_labeled: batch.labeled.image.dim(0)?,
-        out,
-        pseudo: Some(weak),
-        conf_thresh: tau,
-        strong: Some(strong),
-    };
-    Ok(crate::train::StepLosses { total, terms, stats, tensors: Some(tensors) })
-}
-
-/// Builds the framework a config names.
-pub fn build(cfg: &SemiConfig) -> Box<dyn crate::train::Framework> {
-    match cfg.method {
-        Method::Supervised => Box::new(crate::train::Supervised { criterion: cfg.criterion }),
+/// Builds the framework a config names; [`Method::Other`] is an error (its crate builds it).
+pub fn build(cfg: &SemiConfig) -> Result<Box<dyn Framework>> {
+    Ok(match &cfg.method {
+        Method::Supervised => Box::new(Supervised { criterion: cfg.criterion }),
         Method::Fixmatch => Box::new(FixMatch::new(cfg.clone())),
         Method::Unimatch => Box::new(UniMatch::new(cfg.clone())),
         Method::MeanTeacher => Box::new(MeanTeacher::new(cfg.clone())),
-        Method::Guidedmix => Box::new(External { name: "guidedmix", provider: "guidedmix::build" }),
-    }
-}
-
-/// Stands in for a framework built outside `core-seg` (see [`Method::Guidedmix`]): every step is an error
-/// naming the function that builds the real one.
-pub struct External {
-    pub name: &'static str,
-    pub provider: &'static str,
-}
-
-impl crate::train::Framework for External {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn losses(
-        &mut self,
-        _model: &crate::model::DeepLabV3Plus,
-        _batch: &crate::batch::TrainBatch,
-        _ctx: &mut crate::train::StepCtx,
-    ) -> Result<crate::train::StepLosses> {
-        Err(crate::Error::Config(format!(
-            "semi.method = {}: install its framework with Trainer::set_framework({})",
-            self.name, self.provider
-        )))
-    }
+        Method::Other(name) => {
+            return Err(Error::Config(format!(
+                "semi.method = {name}: not a framework of core-seg (a method crate builds it)"
+            )))
+        }
+    })
 }

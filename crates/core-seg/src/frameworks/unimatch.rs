@@ -6,15 +6,15 @@
 
 use candle_core::Tensor;
 
-use super::aux::{Pseudo, StrongPass};
-use super::{
-    cutmix_images, paste_pseudo, paste_valid, pseudo_label, semi_step_losses, unsup_loss, FpOn, MixPredBn, SemiConfig,
+use super::common::{
+    cutmix_images, mix_prediction, paste_pseudo, paste_valid, pseudo_label, semi_step_losses, unsup_loss,
 };
-use crate::batch::{TrainBatch, UnlabeledBatch};
+use super::{FpOn, SemiConfig};
+use crate::batch::TrainBatch;
 use crate::model::DeepLabV3Plus;
 use crate::nn::Mode;
-use crate::train::{Framework, StepCtx, StepLosses};
-use crate::{Error, Result};
+use crate::plugin::{Framework, Pseudo, StepCtx, StepLosses, StrongPass};
+use crate::Result;
 
 /// `(L_x + w_s·L_s1 + w_s·L_s2 + w_fp·L_fp) · w_out`.
 pub fn combine(cfg: &SemiConfig, lx: &Tensor, ls1: &Tensor, ls2: &Tensor, lfp: &Tensor) -> Result<Tensor> {
@@ -33,19 +33,6 @@ impl UniMatch {
     }
 }
 
-/// Pseudo-labels of the mix images, predicted without gradient (eval-mode BN by default).
-pub(super) fn mix_prediction(model: &DeepLabV3Plus, mix: &UnlabeledBatch, bn: MixPredBn) -> Result<(Tensor, Tensor)> {
-    let mode = if bn == MixPredBn::Eval { Mode::Eval } else { Mode::Train };
-    pseudo_label(&model.forward_t(&mix.weak, mode)?.detach())
-}
-
-pub(super) fn unlabeled_parts(batch: &TrainBatch) -> Result<(&UnlabeledBatch, &UnlabeledBatch)> {
-    match (&batch.unlabeled, &batch.mix) {
-        (Some(u), Some(m)) => Ok((u, m)),
-        _ => Err(Error::InvalidArgument("semi-supervised framework needs unlabelled and mix batches".into())),
-    }
-}
-
 impl Framework for UniMatch {
     fn name(&self) -> &str {
         "unimatch"
@@ -53,7 +40,7 @@ impl Framework for UniMatch {
 
     fn losses(&mut self, model: &DeepLabV3Plus, batch: &TrainBatch, ctx: &mut StepCtx) -> Result<StepLosses> {
         let cfg = &self.cfg;
-        let (u, mix) = unlabeled_parts(batch)?;
+        let (u, mix) = batch.unlabeled_pair()?;
         let (nl, bu) = (batch.labeled.image.dim(0)?, u.weak.dim(0)?);
         // (a) mix pseudo-labels (no grad); (b) CutMix in image space.
         let (conf_m, y_m) = mix_prediction(model, mix, cfg.mix_pred_bn)?;

@@ -4,14 +4,18 @@
 //! `reduce.0.weight`, `fuse.3.weight`, `classifier.bias`, …). With `head = "deeplabv3"` the decoder is
 //! mmsegmentation's DeepLabV3 `ASPPHead` instead (`decode_head.*`, see [`super::head`]); with `stem = "v1c"`
 //! the backbone is mmseg's ResNetV1c (`backbone.stem.*`): together with `output_stride = 8` this is the
-//! network GuidedMix-Net's configs build.
+//! network GuidedMix-Net's configs build. With `backbone = "mobilenet_v2"` the encoder is torchvision's
+//! MobileNetV2 (`backbone.features.*`) as in DeepLabV3Plus-Pytorch: low-level features = `features[0:4]`
+//! (24 channels at width 1), high-level = `features[4:18]` (320 channels), dilated to OS 16 or 8.
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::encoder::{Backbone, Encoder, EncoderFeatures};
 use super::head::{HeadKind, SegHead};
-use super::resnet::{Depth, EncoderFeatures, ResNet, ResNetConfig, Stem};
+use super::mobilenet::MobileNetConfig;
+use super::resnet::{ResNetConfig, Stem};
 use crate::nn::Mode;
 use crate::ops::{dropout2d, resize_bilinear};
 use crate::rng::SegRng;
@@ -21,10 +25,14 @@ use crate::Result;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeepLabConfig {
-    pub backbone: Depth,
+    pub backbone: Backbone,
+    /// ResNet stem (ResNets only).
     pub stem: Stem,
-    /// First-stage width (64 standard; smaller for CPU-sized models).
+    /// First-stage width of a ResNet (64 standard; smaller for CPU-sized models).
     pub base_width: usize,
+    /// MobileNetV2 width multiplier (torchvision's `width_mult`, channels rounded to multiples of 8); 1.0 for
+    /// ResNets.
+    pub width_mult: f64,
     /// 16 (`replace_stride_with_dilation = [F,F,T]`) or 8 (`[F,T,T]`).
     pub output_stride: usize,
     /// ASPP rates; `None` = (6, 12, 18) at OS 16, doubled at OS 8.
@@ -42,9 +50,10 @@ pub struct DeepLabConfig {
 impl Default for DeepLabConfig {
     fn default() -> Self {
         Self {
-            backbone: Depth::Resnet101,
+            backbone: Backbone::Resnet101,
             stem: Stem::Deep,
             base_width: 64,
+            width_mult: 1.0,
             output_stride: 16,
             dilations: None,
             aspp_channels: None,
@@ -57,19 +66,50 @@ impl Default for DeepLabConfig {
 }
 
 impl DeepLabConfig {
+    /// The ResNet of a `resnet*` backbone (an error for MobileNetV2 or a `width_mult` other than 1).
     pub fn resnet(&self) -> Result<ResNetConfig> {
+        let Some(depth) = self.backbone.resnet_depth() else {
+            crate::bail_arg!("model.backbone = {} is not a ResNet", self.backbone.name());
+        };
+        if self.width_mult != 1.0 {
+            crate::bail_arg!(
+                "model.width_mult = {} applies to mobilenet_v2 only (ResNets: base_width)",
+                self.width_mult
+            );
+        }
         let replace = match self.output_stride {
             16 => [false, false, true],
             8 => [false, true, true],
             os => crate::bail_arg!("output_stride must be 8 or 16, got {os}"),
         };
-        Ok(ResNetConfig {
-            depth: self.backbone,
-            stem: self.stem,
-            base_width: self.base_width,
-            replace_stride_with_dilation: replace,
-        })
+        Ok(ResNetConfig { depth, stem: self.stem, base_width: self.base_width, replace_stride_with_dilation: replace })
     }
+
+    /// The MobileNetV2 of a `mobilenet_v2` backbone (an error for the others, or for a ResNet-only key set).
+    pub fn mobilenet(&self) -> Result<MobileNetConfig> {
+        if self.backbone != Backbone::MobilenetV2 {
+            crate::bail_arg!("model.backbone = {} is not mobilenet_v2", self.backbone.name());
+        }
+        let d = Self::default();
+        if self.base_width != d.base_width || self.stem != d.stem {
+            crate::bail_arg!("model.base_width and model.stem apply to ResNets only (mobilenet_v2: width_mult)");
+        }
+        if !matches!(self.output_stride, 8 | 16) {
+            crate::bail_arg!("output_stride must be 8 or 16, got {}", self.output_stride);
+        }
+        let cfg = MobileNetConfig { width_mult: self.width_mult, output_stride: self.output_stride, last_conv: false };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Channels of the encoder's c1..c4.
+    pub fn encoder_channels(&self) -> Result<[usize; 4]> {
+        match self.backbone {
+            Backbone::MobilenetV2 => Ok(self.mobilenet()?.channels()),
+            _ => Ok(self.resnet()?.channels()),
+        }
+    }
+
     pub fn rates(&self) -> [usize; 3] {
         self.dilations.unwrap_or(if self.output_stride == 8 { [12, 24, 36] } else { [6, 12, 18] })
     }
@@ -93,14 +133,14 @@ pub struct SegOutput {
 /// DeepLabV3+ (`backbone`, `head`, `reduce`, `fuse`, `classifier`), or DeepLabV3 (`backbone`, `decode_head`)
 /// with `cfg.head = deeplabv3`.
 pub struct DeepLabV3Plus {
-    pub backbone: ResNet,
+    pub backbone: Encoder,
     pub head: SegHead,
     pub cfg: DeepLabConfig,
 }
 
 impl DeepLabV3Plus {
     pub fn new(cfg: &DeepLabConfig, vb: VarBuilder) -> Result<Self> {
-        let backbone = ResNet::new(cfg.resnet()?, vb.pp("backbone"))?;
+        let backbone = Encoder::new(cfg, vb.pp("backbone"))?;
         let head_vb = match cfg.head.prefix() {
             Some(p) => vb.pp(p),
             None => vb,
@@ -118,6 +158,12 @@ impl DeepLabV3Plus {
     /// [`Self::decode`] that also returns (first) the projected ASPP map on the c4 grid ([`SegHead::tail_full`]).
     pub fn decode_full(&self, c1: &Tensor, c4: &Tensor, mode: Mode) -> Result<(Tensor, Tensor, Tensor)> {
         self.head.tail_full(&self.head.features(c1, c4, mode)?, mode, None)
+    }
+
+    /// The 1×1 classifier of the head: logits at the head's resolution are `classifier().forward(&dec)` for the
+    /// decoder feature map `dec` ([`SegOutput::dec`]).
+    pub fn classifier(&self) -> &crate::nn::Conv2d {
+        self.head.classifier()
     }
 
     /// Logits `[B, K, H, W]`.

@@ -143,7 +143,7 @@ impl SegHead {
     /// Builds the head `cfg.head` names, parameters relative to `vb`. `tail_in` overrides the input width of
     /// the tail (`project` / `bottleneck`), default `5·C_a` (for a tail fed by a transformed `A`).
     pub fn new(cfg: &DeepLabConfig, tail_in: Option<usize>, vb: VarBuilder) -> Result<Self> {
-        let [low, _, _, high] = cfg.resnet()?.channels();
+        let [low, _, _, high] = cfg.encoder_channels()?;
         let ca = cfg.aspp_channels.unwrap_or(high / 8);
         let rates = cfg.rates();
         let tail_in = tail_in.unwrap_or(5 * ca);
@@ -204,6 +204,15 @@ impl SegHead {
     /// The corner rule of the final logit upsampling (UniMatch: true; mmseg: false).
     pub fn align_corners(&self) -> bool {
         matches!(self, SegHead::V3Plus(_))
+    }
+
+    /// The 1×1 classifier that maps the feature map of [`Self::tail`] to logits (`classifier` of DeepLabV3+,
+    /// `conv_seg` of DeepLabV3).
+    pub fn classifier(&self) -> &Conv2d {
+        match self {
+            SegHead::V3Plus(h) => &h.classifier,
+            SegHead::V3(h) => &h.conv_seg,
+        }
     }
 
     /// First stage: the ASPP concatenation on c4 (and `reduce(c1)` for DeepLabV3+).

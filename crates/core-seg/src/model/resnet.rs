@@ -7,11 +7,12 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::encoder::EncoderFeatures;
 use crate::nn::{BatchNorm2d, BnConfig, Conv2d, ConvConfig, Mode};
 use crate::ops::max_pool_3x3_s2_p1;
 use crate::Result;
 
-/// ResNet depth.
+/// ResNet depth (the ResNet values of [`super::Backbone`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Depth {
@@ -149,15 +150,6 @@ impl Block {
         }
         Ok(out)
     }
-}
-
-/// Encoder features at strides 4, 8, 16/8, 16/8.
-#[derive(Debug, Clone)]
-pub struct EncoderFeatures {
-    pub c1: Tensor,
-    pub c2: Tensor,
-    pub c3: Tensor,
-    pub c4: Tensor,
 }
 
 /// ResNet backbone (`base_forward` of UniMatch: no pooling, no fc).

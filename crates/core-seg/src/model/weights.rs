@@ -1,5 +1,6 @@
-//! Weight I/O: full checkpoints or backbone-only (UniMatch deep-stem, torchvision or timm names), partial
-//! loading with a report of missing and unexpected keys, and atomic safetensors saving.
+//! Weight I/O: full checkpoints or backbone-only (UniMatch deep-stem, torchvision or timm ResNet names,
+//! torchvision MobileNetV2 names), partial loading with a report of missing and unexpected keys, and atomic
+//! safetensors saving.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -27,7 +28,8 @@ pub struct LoadReport {
 pub enum LoadScope {
     /// Names are the model's own (`backbone.*`, `head.*`, …); auto-detected when any key starts `backbone.`.
     Full,
-    /// Names are a bare ResNet's (`conv1.*`, `layer1.*`, `fc.*`): mapped under `backbone.`.
+    /// Names are a bare encoder's (ResNet `conv1.*`, `layer1.*`, `fc.*`; MobileNetV2 `features.*`,
+    /// `classifier.*`): mapped under `backbone.`.
     Backbone,
 }
 

@@ -1,4 +1,5 @@
-//! Trainable ops that Candle 0.11 lacks or gets wrong for training (see `shared/specs/candle-notes.md`).
+//! Trainable ops that Candle 0.11 lacks or gets wrong for training (see `docs/models.md` and
+//! `third_party/candle-core/PATCHES.md`).
 //!
 //! Each op here is built from differentiable Candle primitives (or is a custom op with a hand-written
 //! backward), checked against f64 finite differences and against PyTorch fixtures. Never call Candle's

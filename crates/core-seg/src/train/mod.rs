@@ -1,23 +1,22 @@
-//! The one training loop. Frameworks ([`Framework`]) supply the step's losses; the loop owns the model,
-//! the optimiser and its schedule, evaluation, checkpoints and resume.
+//! The one training loop. Frameworks ([`Framework`]) supply the step's losses and auxiliary terms
+//! ([`AuxTerm`]) add to them; the loop owns the model, the optimiser and its schedule, evaluation, checkpoints and
+//! resume.
 
 pub mod checkpoint;
-pub mod framework;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
-pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState};
-pub use framework::{Criterion, Framework, StepCtx, StepLosses, Supervised};
+pub use checkpoint::{load_checkpoint, load_resumable, save_checkpoint, Checkpoint, Resumable, TrainState};
 
 use crate::batch::BatchSource;
 use crate::eval::EvalReport;
-use crate::frameworks::AuxTerm;
 use crate::model::{weights, DeepLabConfig, DeepLabV3Plus};
 use crate::nn::ParamStore;
 use crate::optim::{backbone_head_groups, poly_lr_floor, OptimConfig, Optimizer};
+use crate::plugin::{AuxTerm, Framework, StepCtx};
 use crate::rng::SegRng;
 use crate::{Error, Result};
 
@@ -98,6 +97,9 @@ pub struct StepRecord {
 pub trait Observer {
     fn on_step(&mut self, _rec: &StepRecord, _total: usize) {}
     fn on_eval(&mut self, _iter: usize, _report: &EvalReport) {}
+    /// Called before the checkpoint after iteration `iter` is written: flush logs, so that a run killed
+    /// later and resumed from this checkpoint finds every logged iteration up to `iter` on disk.
+    fn on_checkpoint(&mut self, _iter: usize) {}
 }
 
 /// Does nothing.
@@ -119,14 +121,39 @@ pub struct Trainer {
     pub out_dir: Option<PathBuf>,
     /// The full run configuration, stored in checkpoints.
     pub run_config: serde_json::Value,
+    /// `out_dir/latest.safetensors` is unreadable (a resume fell back to `previous`): the next save replaces
+    /// it instead of rotating it into `previous`.
+    latest_is_bad: bool,
+}
+
+/// Where [`Trainer::resume_latest`] resumed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resumed {
+    pub path: PathBuf,
+    pub iter: usize,
+    /// Set when `latest.safetensors` was missing or unreadable and `previous.safetensors` was used instead.
+    pub warning: Option<String>,
 }
 
 impl Trainer {
-    /// A freshly initialised model (weights drawn from the seed).
+    /// A freshly initialised model (weights drawn from the seed) trained by `framework`.
     pub fn new(
         model_cfg: &DeepLabConfig,
         cfg: TrainConfig,
         framework: Box<dyn Framework>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::with_framework(model_cfg, cfg, |_| Ok(framework), dtype, device)
+    }
+
+    /// As [`Trainer::new`], with the framework built by `build` from a `VarBuilder` on the model's store (after
+    /// the model's weights are drawn), for frameworks with parameters of their own (e.g. GuidedMix's mixed head):
+    /// they are trained (at the head lr) and checkpointed like the model's.
+    pub fn with_framework(
+        model_cfg: &DeepLabConfig,
+        cfg: TrainConfig,
+        build: impl FnOnce(candle_nn::VarBuilder<'static>) -> Result<Box<dyn Framework>>,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
@@ -138,6 +165,7 @@ impl Trainer {
         }
         let store = ParamStore::new(cfg.seed);
         let model = DeepLabV3Plus::new(model_cfg, store.var_builder(dtype, device))?;
+        let framework = build(store.var_builder(dtype, device))?;
         let groups = backbone_head_groups(&store.named_vars(), cfg.lr_multi);
         let opt = Optimizer::new(cfg.optim, groups, cfg.lr);
         // Data parallel: every rank initialises the same weights (same seed) but draws its own dropout and
@@ -158,6 +186,7 @@ impl Trainer {
             best: None,
             out_dir: None,
             run_config: serde_json::Value::Null,
+            latest_is_bad: false,
         })
     }
 
@@ -169,18 +198,6 @@ impl Trainer {
     ) -> Result<()> {
         let term = build(self.model_var_builder()?)?;
         self.aux.push(term);
-        self.opt.groups = backbone_head_groups(&self.store.named_vars(), self.cfg.lr_multi);
-        Ok(())
-    }
-
-    /// Replaces the framework by one built with a `VarBuilder` on the model's store, for frameworks with
-    /// parameters of their own (e.g. GuidedMix's mixed head): they are trained (at the head lr) and
-    /// checkpointed like the model's. Call before [`Trainer::resume_from`].
-    pub fn set_framework(
-        &mut self,
-        build: impl FnOnce(candle_nn::VarBuilder<'static>) -> Result<Box<dyn Framework>>,
-    ) -> Result<()> {
-        self.framework = build(self.model_var_builder()?)?;
         self.opt.groups = backbone_head_groups(&self.store.named_vars(), self.cfg.lr_multi);
         Ok(())
     }
@@ -272,12 +289,14 @@ impl Trainer {
                 if improved {
                     self.best = Some((report.miou, self.iter));
                 }
+                observer.on_checkpoint(self.iter);
                 self.save_latest()?;
                 if improved {
                     self.save_named("best.safetensors")?;
                 }
                 last = Some(report);
             } else if self.cfg.checkpoint_every > 0 && self.iter % self.cfg.checkpoint_every == 0 {
+                observer.on_checkpoint(self.iter);
                 self.save_latest()?;
             }
         }
@@ -302,21 +321,57 @@ impl Trainer {
         self.save_checkpoint(&dir.join(name))
     }
 
-    /// Writes `latest.safetensors` in `out_dir` (no-op without one).
-    pub fn save_latest(&self) -> Result<()> {
-        self.save_named("latest.safetensors")
+    /// Writes `latest.safetensors` in `out_dir`, keeping the one it replaces as `previous.safetensors`
+    /// (no-op without `out_dir`).
+    pub fn save_latest(&mut self) -> Result<()> {
+        let Some(dir) = &self.out_dir else {
+            return Ok(());
+        };
+        let model = self.model_tensors();
+        let (framework, state) = (self.framework.state_tensors(), self.state());
+        let parts =
+            checkpoint::CheckpointParts { model: &model, optim: &self.opt.state, framework: &framework, state: &state };
+        checkpoint::save_rotating(dir, &parts, !self.latest_is_bad)?;
+        self.latest_is_bad = false;
+        Ok(())
     }
 
     /// Writes a full checkpoint to `path`.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        let model: Vec<_> = self.store.named_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
-        save_checkpoint(path, &model, &self.opt.state, &self.framework.state_tensors(), &self.state())
+        save_checkpoint(path, &self.model_tensors(), &self.opt.state, &self.framework.state_tensors(), &self.state())
+    }
+
+    fn model_tensors(&self) -> Vec<(String, candle_core::Tensor)> {
+        self.store.named_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect()
+    }
+
+    fn device(&self) -> Device {
+        self.store.named_vars().first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu)
+    }
+
+    /// Resumes from the run directory `dir`: `latest.safetensors`, or `previous.safetensors` when `latest` is
+    /// missing, truncated or corrupt (logged as a warning and returned in [`Resumed::warning`]). `None` when
+    /// `dir` holds no checkpoint.
+    pub fn resume_latest(&mut self, dir: &Path) -> Result<Option<Resumed>> {
+        let Some(r) = load_resumable(dir, &self.device())? else {
+            return Ok(None);
+        };
+        if let Some(w) = &r.warning {
+            tracing::warn!("{w}");
+        }
+        self.latest_is_bad = r.warning.is_some();
+        let iter = r.checkpoint.state.iter;
+        self.apply_checkpoint(r.checkpoint, &r.path)?;
+        Ok(Some(Resumed { path: r.path, iter, warning: r.warning }))
     }
 
     /// Restores model, optimiser, RNG and counters from a checkpoint.
     pub fn resume_from(&mut self, path: &Path) -> Result<()> {
-        let device = self.store.named_vars().first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
-        let ck = load_checkpoint(path, &device)?;
+        let ck = load_checkpoint(path, &self.device())?;
+        self.apply_checkpoint(ck, path)
+    }
+
+    fn apply_checkpoint(&mut self, ck: Checkpoint, path: &Path) -> Result<()> {
         weights::load_tensors(&self.store, &ck.model, true).map_err(|e| Error::file(path, e.to_string()))?;
         let dtypes: std::collections::HashMap<String, DType> =
             self.store.named_vars().into_iter().map(|(n, v)| (n, v.dtype())).collect();
@@ -331,7 +386,12 @@ impl Trainer {
             .collect::<Result<_>>()?;
         self.framework.load_state_tensors(&self.store, &self.model, &ck.framework)?;
         self.opt.step_count = ck.state.optim_steps;
-        self.rng = SegRng::from_state(ck.state.rng);
+        // The checkpoint holds rank 0's stream; in data parallel the other ranks derive a fresh one from their rank
+        // and the iteration, so that they keep drawing different randomness after a resume.
+        self.rng = match crate::dist::rank() {
+            0 => SegRng::from_state(ck.state.rng),
+            r => SegRng::stream(self.cfg.seed, &[0x7a1e, r as u64, ck.state.iter as u64]),
+        };
         self.iter = ck.state.iter;
         self.best = ck.state.best_miou.zip(ck.state.best_iter);
         Ok(())

@@ -21,7 +21,8 @@ pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet std (RGB).
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-/// Augmentation parameters; keys and defaults as in UniMatch's VOC config (`unimatch.md` §7).
+/// Augmentation parameters; keys and defaults as in UniMatch's VOC config (`LiheYoung/UniMatch`,
+/// `configs/pascal.yaml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugConfig {

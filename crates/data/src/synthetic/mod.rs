@@ -1,6 +1,6 @@
 //! Procedural synthetic scenes: K classes (background + shape/texture object classes) on cluttered
 //! textured backgrounds, deterministic from `(seed, index)`. Defaults follow the prototype's "v4" variant
-//! (`synthetic-notes.md`); every difficulty parameter is a config knob.
+//! (`docs/data.md`); every difficulty parameter is a config knob.
 
 pub mod render;
 pub mod scene;

@@ -1,5 +1,6 @@
 //! CUDA side of the custom ops (feature `cuda`): the PTX that `build.rs` compiles from `core-seg/cuda/*.cu`,
-//! and the launch code each op's `cuda_fwd` calls. Kernels are loaded once per device through
+//! the launch code each op's `cuda_fwd` calls, and the launch helpers method crates use for kernels of their
+//! own (tv-loss, aux-mim compile theirs in their own `build.rs`). Kernels are loaded once per device through
 //! `CudaDevice::get_or_load_custom_func` and launched on Candle's stream, so they order with Candle's own
 //! kernels without extra synchronisation.
 //!
@@ -9,8 +10,6 @@
 //! | [`super::max_pool_3x3_s2_p1`] fwd / bwd | `maxpool_fwd_*` (argmax on device), `maxpool_bwd_*` | f32, f64, bf16 |
 //! | [`super::softmax_cross_entropy`] fwd / bwd | `ce_fwd_*`, `ce_bwd_*` | f32, f64, bf16 |
 //! | [`super::batch_norm_train`] fwd / bwd (+ SyncBN) | `bn_*` | f32, f64 |
-//! | tv-loss variant A fwd / bwd | `tv_*` ([`ptx::TV`], launched from tv-loss) | f32, f64, bf16 |
-//! | aux-mim class-wise masked gather | `cw_masked_gather_*` ([`ptx::CLASSWISE`], launched from aux-mim) | f32, f64, bf16 |
 //!
 //! The convolution stays Candle's (cuBLAS im2col, or cuDNN with the `cudnn` feature).
 
@@ -29,7 +28,7 @@ use candle_core::{CudaStorage, DType, Layout, Result};
 /// The bf16 type of the kernels (for crates without their own `half` dependency).
 pub use half::bf16;
 
-/// PTX text of each `.cu` file (`RESIZE`, `POOL`, `SOFTMAX_CE`, `BATCH_NORM`, `TV`, `CLASSWISE`).
+/// PTX text of each `.cu` file (`RESIZE`, `POOL`, `SOFTMAX_CE`, `BATCH_NORM`).
 pub mod ptx {
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
 }
@@ -72,8 +71,6 @@ pub const RESIZE: (&str, &str) = ("semiseg_resize", ptx::RESIZE);
 pub const POOL: (&str, &str) = ("semiseg_pool", ptx::POOL);
 pub const SOFTMAX_CE: (&str, &str) = ("semiseg_softmax_ce", ptx::SOFTMAX_CE);
 pub const BATCH_NORM: (&str, &str) = ("semiseg_batch_norm", ptx::BATCH_NORM);
-pub const TV: (&str, &str) = ("semiseg_tv", ptx::TV);
-pub const CLASSWISE: (&str, &str) = ("semiseg_classwise", ptx::CLASSWISE);
 
 /// The contiguous view a layout selects, or an error naming `op`.
 pub fn view<'a, T: CudaDType>(op: &str, s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, T>> {

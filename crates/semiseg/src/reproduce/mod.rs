@@ -1,0 +1,320 @@
+//! The reproduce engine (`cargo xtask list`, `cargo xtask reproduce <recipe>`): rows × seeds of training runs from one recipe,
+//! a results table (mean ± std), `results.json`, `report.md`, and a regression check against a baseline.
+
+mod diagnostics;
+mod merge;
+pub mod recipes;
+pub mod references;
+pub mod report;
+
+use std::path::PathBuf;
+
+use crate::error::{bail, fs, Context};
+use crate::Result;
+use data::DatasetKind;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunConfig;
+use crate::train::{Runner, TrainOptions};
+pub use report::{check_against, ResultRow, Results};
+
+#[derive(Debug, Clone)]
+pub struct ReproduceOptions {
+    /// Recipe name (`cargo xtask list`).
+    pub recipe: String,
+    /// Dataset root for VOC/Cityscapes recipes (else $SEMISEG_DATA).
+    pub data_root: Option<PathBuf>,
+    pub out: PathBuf,
+    /// Number of seeds (default: the recipe's).
+    pub seeds: Option<usize>,
+    /// Reuse finished runs and continue interrupted ones.
+    pub resume: bool,
+    /// Backbone weights to start every run from (UniMatch deep-stem, timm or torchvision names).
+    pub pretrained: Option<PathBuf>,
+    /// Exit non-zero if any method's mean mIoU falls more than --tolerance points below this results.json.
+    pub check: Option<PathBuf>,
+    pub tolerance: f64,
+    pub quiet: bool,
+    /// Run only these rows (comma-separated row names; an unknown name lists them); the report lists the rest
+    /// as not run.
+    pub rows: Option<String>,
+    /// Train only these seeds (comma-separated, each below the seed count), e.g. to split a recipe over cores or
+    /// machines sharing `--out`. Seeds not listed enter the table only when a finished run exists (`--resume`).
+    pub only_seeds: Option<Vec<u64>>,
+    /// Override every run's iteration budget (the recipe's otherwise).
+    pub iters: Option<usize>,
+    /// Training device: cpu, cuda or cuda:N (cuda needs a `--features cuda` build).
+    pub device: String,
+}
+
+impl ReproduceOptions {
+    /// Defaults of everything but the recipe (as `cargo xtask reproduce RECIPE`).
+    pub fn new(recipe: &str) -> Self {
+        Self {
+            recipe: recipe.to_string(),
+            data_root: None,
+            out: PathBuf::from("runs/reproduce"),
+            seeds: None,
+            resume: false,
+            pretrained: None,
+            check: None,
+            tolerance: 3.0,
+            quiet: false,
+            rows: None,
+            only_seeds: None,
+            iters: None,
+            device: "cpu".into(),
+        }
+    }
+}
+
+/// Per-run record written beside each run's checkpoints (lets `--resume` skip finished runs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunRecord {
+    miou: f64,
+    per_class: Vec<f64>,
+    curve: Vec<(usize, f64)>,
+    losses: Vec<(usize, f64)>,
+    /// Wall time of the run, seconds (0 in records older than this field).
+    #[serde(default)]
+    secs: f64,
+    /// Commit of the binary that produced the record (`None` in records older than this field).
+    #[serde(default)]
+    rev: Option<String>,
+}
+
+/// The recipe list: name, dataset, expected time, description, one line each.
+pub fn list() -> String {
+    let mut s = format!("{:<22} {:<24} {:<34} description\n", "recipe", "dataset", "expected time (2-core CPU)");
+    for r in recipes::all() {
+        s.push_str(&format!("{:<22} {:<24} {:<34} {}\n", r.name, r.dataset, r.cpu_time, r.description));
+    }
+    s
+}
+
+/// The recipe's rows, or those `--rows` names (an unknown name is an error listing the recipe's rows).
+pub fn select_rows(recipe: &recipes::Recipe, wanted: Option<&str>) -> Result<Vec<recipes::RowSpec>> {
+    let Some(wanted) = wanted else { return Ok(recipe.rows.clone()) };
+    let names: Vec<&str> = wanted.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    let known: Vec<&str> = recipe.rows.iter().map(|r| r.method).collect();
+    if let Some(bad) = names.iter().find(|n| !known.contains(n)) {
+        bail!("recipe {} has no row `{bad}`; its rows: {}", recipe.name, known.join(", "));
+    }
+    Ok(recipe.rows.iter().filter(|r| names.contains(&r.method)).cloned().collect())
+}
+
+/// The effective config of one row and seed.
+pub fn row_config(recipe: &recipes::Recipe, row: &recipes::RowSpec, seed: u64) -> Result<RunConfig> {
+    let t = merge::merged(recipe.base, &[row.base.unwrap_or(""), recipe.budget, row.patch])?;
+    let mut cfg: RunConfig = t.try_into().with_context(|| format!("recipe {} row {}", recipe.name, row.method))?;
+    cfg.train.seed = seed;
+    cfg.validate().with_context(|| format!("recipe {} row {}", recipe.name, row.method))?;
+    Ok(cfg)
+}
+
+/// Runs a recipe: every selected row × seed, then `results.json`, `report.md` and its figures in
+/// `out/<recipe>`; prints the table. With `check`, an error when a row regressed against that baseline.
+pub fn reproduce(a: ReproduceOptions) -> Result<()> {
+    let Some(recipe) = recipes::find(&a.recipe) else {
+        let names: Vec<_> = recipes::all().iter().map(|r| r.name).collect();
+        bail!("unknown recipe `{}`; recipes: {}", a.recipe, names.join(", "));
+    };
+    // Data parallel: every rank trains every run; only rank 0 records, predicts and reports.
+    let primary = core_seg::dist::is_primary() && core_seg::dist::DistEnv::from_env()?.is_none_or(|e| e.rank == 0);
+    let first = recipe.rows.first().context("recipe without rows")?;
+    let probe = row_config(&recipe, first, 0)?;
+    if probe.data.dataset != DatasetKind::Synthetic {
+        // Fail at once, before any work, when the dataset is absent.
+        crate::datasets::data_root(&probe, a.data_root.as_ref())?;
+    }
+    let selected = select_rows(&recipe, a.rows.as_deref())?;
+    let seeds = a.seeds.unwrap_or(recipe.seeds).max(1);
+    if let Some(bad) = a.only_seeds.iter().flatten().find(|&&s| s >= seeds as u64) {
+        bail!("--only-seeds {bad} is not below the seed count {seeds} (--seeds)");
+    }
+    let trains = |seed: u64| a.only_seeds.as_ref().is_none_or(|only| only.contains(&seed));
+    let dir = a.out.join(recipe.name);
+    let started = std::time::Instant::now();
+    let mut rows = Vec::new();
+    let mut curves = Vec::new();
+    let mut configs = Vec::new();
+    let mut runs_secs = 0.0;
+    let mut revisions = std::collections::BTreeMap::new();
+    let mut channels = Vec::new();
+    // The validation set is the same for every row: build (and pre-flight check) it once.
+    let val = crate::datasets::build(&probe, a.data_root.as_ref(), false)?.val;
+    let class_names = val.class_names();
+    let mut grid = Grid::new(&val, 4);
+    for row in &selected {
+        let mut runs = Vec::new();
+        for seed in 0..seeds as u64 {
+            let mut cfg = row_config(&recipe, row, seed)?;
+            if let Some(p) = &a.pretrained {
+                cfg.pretrained = Some(p.clone());
+            }
+            if let Some(n) = a.iters {
+                cfg.train.iters = n;
+                cfg.epochs = None;
+            }
+            let run_dir = dir.join(row.method).join(format!("seed{seed}"));
+            let rec_path = run_dir.join("run.json");
+            let rec = match std::fs::read(&rec_path).ok().filter(|_| a.resume) {
+                Some(bytes) => {
+                    serde_json::from_slice::<RunRecord>(&bytes).with_context(|| rec_path.display().to_string())?
+                }
+                None if !trains(seed) => continue,
+                None if row.mrf_of.is_some() && !primary => continue,
+                None if row.mrf_of.is_some() => {
+                    let src =
+                        dir.join(row.mrf_of.unwrap_or_default()).join(format!("seed{seed}")).join("latest.safetensors");
+                    eprintln!("[{}] {} seed {seed} (MRF on {})", recipe.name, row.method, src.display());
+                    let rec = mrf_record(&cfg, &src, a.data_root.as_ref())?;
+                    fs::create_dir_all(&run_dir)?;
+                    fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
+                    rec
+                }
+                None => {
+                    eprintln!("[{}] {} seed {seed}", recipe.name, row.method);
+                    let args = TrainOptions {
+                        out: run_dir.clone(),
+                        resume: a.resume,
+                        data_root: a.data_root.clone(),
+                        seed: Some(seed),
+                        iters: None,
+                        quiet: a.quiet,
+                        skip_bad: false,
+                        device: a.device.clone(),
+                    };
+                    let t0 = std::time::Instant::now();
+                    let r = Runner::from_config(cfg)?.options(args).train()?;
+                    if !primary {
+                        continue;
+                    }
+                    let rec = RunRecord {
+                        miou: r.best_miou,
+                        per_class: r.final_report.iou.clone(),
+                        curve: r.observer.evals.clone(),
+                        losses: r.observer.losses.iter().map(|(i, s)| (*i, s[0].1)).collect(),
+                        secs: t0.elapsed().as_secs_f64(),
+                        rev: Some(report::git_revision()),
+                    };
+                    fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
+                    rec
+                }
+            };
+            runs_secs += rec.secs;
+            *revisions.entry(rec.rev.clone().unwrap_or_else(|| "unrecorded".into())).or_insert(0) += 1;
+            runs.push((seed, rec));
+        }
+        if !primary {
+            continue;
+        }
+        let cfg0 = row_config(&recipe, row, 0)?;
+        if row.mrf_of.is_none() && diagnostics::wants_recon_channels(&cfg0)? {
+            for (seed, _) in &runs {
+                let run_dir = dir.join(row.method).join(format!("seed{seed}"));
+                let d = a.data_root.as_ref();
+                channels.push(diagnostics::recon_channel_summary(row.method, *seed, &run_dir, d, a.resume)?);
+            }
+        }
+        // The qualitative grid shows each row's lowest seed in the table (seed 0 unless `--only-seeds` left it out).
+        if let (None, Some((seed, _))) = (row.mrf_of, runs.first()) {
+            grid.predict(
+                row.method,
+                &cfg0,
+                &dir.join(row.method).join(format!("seed{seed}")).join("latest.safetensors"),
+            )?;
+        }
+        rows.push(ResultRow::from_runs(
+            row.method,
+            &runs.iter().map(|(s, r)| (*s, r.miou, r.per_class.clone())).collect::<Vec<_>>(),
+            class_names.clone(),
+        ));
+        curves.push((
+            row.method.to_string(),
+            runs.iter().map(|(_, r)| (r.curve.clone(), r.losses.clone())).collect::<Vec<_>>(),
+        ));
+        configs.push((row.method.to_string(), toml::to_string(&row_config(&recipe, row, 0)?)?));
+    }
+    if !primary {
+        return Ok(());
+    }
+    let results = Results { recipe: recipe.name.to_string(), rows };
+    fs::create_dir_all(&dir)?;
+    fs::write(&dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    crate::plots::qualitative_grid(&dir.join("qualitative.png"), &grid.images, &grid.gts, &grid.preds, &grid.palette)?;
+    let time = report::Timing { invocation_s: elapsed, runs_s: runs_secs, revisions };
+    let quantile = probe.section::<aux_recon::ReconConfig>("recon")?.map(|r| r.diagnose.quantile);
+    let references =
+        selected.iter().filter_map(|r| r.reference.map(|x| x.resolve(r.method))).collect::<Result<Vec<_>>>()?;
+    let beside = references::table(&results, &references);
+    let sections = [references::section(&beside), diagnostics::recon_channels_section(&channels, quantile)];
+    report::write(&dir, &recipe, &results, &configs, &curves, &time, &sections)?;
+    println!("{}", results.table());
+    if !beside.is_empty() {
+        println!("{}{beside}", references::HEADING);
+    }
+    println!("{:.1} min; report: {}", elapsed / 60.0, dir.join("report.md").display());
+    if let Some(base) = &a.check {
+        let baseline: Results = serde_json::from_slice(&fs::read(base)?)
+            .with_context(|| format!("{}: not a results.json", base.display()))?;
+        let problems = check_against(&results, &baseline, a.tolerance);
+        if !problems.is_empty() {
+            bail!("regression against {}:\n{}", base.display(), problems.join("\n"));
+        }
+        println!("check: every method within {:.1} points of {}", a.tolerance, base.display());
+    }
+    Ok(())
+}
+
+/// A few validation images, their ground truth and each method's prediction (its lowest seed), for the report.
+struct Grid {
+    images: Vec<data::RgbImage>,
+    gts: Vec<Vec<u8>>,
+    preds: Vec<(String, Vec<Vec<u8>>)>,
+    palette: [[u8; 3]; 256],
+}
+
+impl Grid {
+    fn new(val: &data::Dataset, n: usize) -> Self {
+        let samples: Vec<_> = (0..n.min(val.len())).filter_map(|i| val.sample(i).ok()).collect();
+        Self {
+            gts: samples.iter().map(|s| s.mask.as_ref().map(|m| m.data.clone()).unwrap_or_default()).collect(),
+            images: samples.into_iter().map(|s| s.image).collect(),
+            preds: Vec::new(),
+            palette: val.palette(),
+        }
+    }
+
+    fn predict(&mut self, method: &str, cfg: &RunConfig, weights: &std::path::Path) -> Result<()> {
+        use candle_core::{Device, Tensor};
+        let dev = Device::Cpu;
+        let model = crate::eval::load_model(cfg, weights, &dev)?;
+        let mut out = Vec::new();
+        for img in &self.images {
+            let x = Tensor::from_vec(data::augment::normalize_image(img), (1, 3, img.height, img.width), &dev)?;
+            let y = model.forward_t(&x, core_seg::nn::Mode::Eval)?.argmax(1)?.flatten_all()?.to_vec1::<u32>()?;
+            out.push(y.into_iter().map(|v| v as u8).collect());
+        }
+        self.preds.push((method.to_string(), out));
+        Ok(())
+    }
+}
+
+/// Evaluates another row's checkpoint with MRF post-processing (β chosen on validation).
+fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&PathBuf>) -> Result<RunRecord> {
+    let dev = candle_core::Device::Cpu;
+    let model = crate::eval::load_model(cfg, weights, &dev)?;
+    let val = crate::datasets::build(cfg, data_root, false)?.val;
+    let (beta, r) = crate::eval::evaluate_mrf_tuned(&model, &val, cfg, None, &dev)?;
+    eprintln!("MRF β = {beta}: mIoU {:.2}", r.miou);
+    Ok(RunRecord {
+        miou: r.miou,
+        per_class: r.iou,
+        curve: Vec::new(),
+        losses: Vec::new(),
+        secs: 0.0,
+        rev: Some(report::git_revision()),
+    })
+}
