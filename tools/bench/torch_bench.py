@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "parity"))
 from make_fixtures import DeepLabV3Plus  # noqa: E402
+from make_mobilenet_fixtures import DeepLabV3PlusMNV2  # noqa: E402
 
 
 def physical_cores():
@@ -73,21 +74,24 @@ def main():
     case = json.loads(a.case)
     torch.set_num_threads(int(os.environ.get("RAYON_NUM_THREADS", physical_cores())))
     torch.manual_seed(0)
-    depth = int(case["backbone"].replace("resnet", ""))
-    if case.get("cpu_sized"):  # configs/synthetic.toml: width 16, OS 8, ASPP 64 at rates 2/4/6, 6 classes
+    if case["backbone"] == "mobilenet_v2":  # width 1, OS 16, ASPP 128 (crates/bench/src/lib.rs)
+        nclass = 21
+        model = DeepLabV3PlusMNV2(1.0, 128, 48, 256, nclass).to(dev)
+    elif case.get("cpu_sized"):  # configs/synthetic.toml: width 16, OS 8, ASPP 64 at rates 2/4/6, 6 classes
         nclass = 6
-        model = DeepLabV3Plus(depth, 16, 64, 24, 64, nclass, os=8, rates=(2, 4, 6)).to(dev)
+        model = DeepLabV3Plus(int(case["backbone"].replace("resnet", "")), 16, 64, 24, 64, nclass, os=8,
+                              rates=(2, 4, 6)).to(dev)
     else:
         nclass = 21
-        model = DeepLabV3Plus(depth, 64, None, 48, 256, nclass).to(dev)
-    b, s = case["batch"], case["size"]
+        model = DeepLabV3Plus(int(case["backbone"].replace("resnet", "")), 64, None, 48, 256, nclass).to(dev)
+    b, s, wd = case["batch"], case["size"], case.get("width") or case["size"]
     g = torch.Generator().manual_seed(1)
-    img = lambda: torch.randn(b, 3, s, s, generator=g)  # noqa: E731
-    x, y = img().to(dev), torch.randint(0, nclass, (b, s, s), generator=g).to(dev)
-    box = (torch.arange(s).view(1, 1, s) < s // 2).expand(b, s, s).to(dev)
+    img = lambda: torch.randn(b, 3, s, wd, generator=g)  # noqa: E731
+    x, y = img().to(dev), torch.randint(0, nclass, (b, s, wd), generator=g).to(dev)
+    box = (torch.arange(wd).view(1, 1, wd) < wd // 2).expand(b, s, wd).to(dev)
     u = {k: img().to(dev) for k in ("w", "s1", "s2")}
     m = {k: img().to(dev) for k in ("w", "s1", "s2")}
-    ign = torch.zeros(b, s, s, dtype=torch.long, device=dev)
+    ign = torch.zeros(b, s, wd, dtype=torch.long, device=dev)
     autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16")  # noqa: E731
     bb = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
     head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
@@ -117,7 +121,7 @@ def main():
                 pm = model(m["w"]).softmax(1)
                 model.train()
                 conf_m, y_m = pm.max(1)
-            bx = box.unsqueeze(1).expand(b, 3, s, s)
+            bx = box.unsqueeze(1).expand(b, 3, s, wd)
             xs1 = torch.where(bx, m["s1"], u["s1"])
             xs2 = torch.where(bx, m["s2"], u["s2"])
             p, pfp = fp_forward(model, torch.cat([x, u["w"]]))

@@ -76,12 +76,19 @@ fn bench_bn_relu6(c: &mut Criterion) {
         let x = Var::randn(0f32, 1.0, (BATCH, ch, s, s), &dev).expect("tensor");
         let gamma = Var::ones(ch, DType::F32, &dev).expect("tensor");
         let beta = Var::zeros(ch, DType::F32, &dev).expect("tensor");
-        c.bench_function(&format!("bn+relu6-{BATCH}x{ch}x{s}x{s}-train-fwd+bwd"), |b| {
+        c.bench_function(&format!("bn+relu6-{BATCH}x{ch}x{s}x{s}-train-fused-fwd+bwd"), |b| {
             b.iter(|| {
                 let (y, _) =
                     kernels::batch_norm_act(x.as_tensor(), &gamma, &beta, 1e-5, BnStats::Batch, None, Act::Relu6)
                         .expect("bn");
                 y.backward().expect("backward")
+            })
+        });
+        // What a layer without the fused kernel runs: batch norm, then ReLU6 as a Candle op.
+        c.bench_function(&format!("bn+relu6-{BATCH}x{ch}x{s}x{s}-train-bn-then-clamp-fwd+bwd"), |b| {
+            b.iter(|| {
+                let (y, _, _) = kernels::batch_norm_train(x.as_tensor(), &gamma, &beta, 1e-5).expect("bn");
+                Act::Relu6.apply(&y).and_then(|y| y.backward()).expect("backward")
             })
         });
     }

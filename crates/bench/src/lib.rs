@@ -20,7 +20,11 @@ use serde::{Deserialize, Serialize};
 pub struct Case {
     pub name: String,
     pub backbone: Backbone,
+    /// Crop height (and width unless `width` is given).
     pub size: usize,
+    /// Crop width when it differs from `size`.
+    #[serde(default)]
+    pub width: Option<usize>,
     pub batch: usize,
     /// supervised | unimatch | eval
     pub kind: String,
@@ -40,6 +44,7 @@ pub fn cases() -> Vec<Case> {
         size,
         batch,
         kind: kind.into(),
+        width: None,
         cpu_sized: false,
         gpu: false,
     };
@@ -53,6 +58,11 @@ pub fn cases() -> Vec<Case> {
         c("eval-r18-321-b1", Backbone::Resnet18, 321, 1, "eval"),
         synth("step-synth-64-b8", "supervised"),
         synth("unimatch-synth-64-b8", "unimatch"),
+        // DeepLabV3+ on MobileNetV2 (width 1, OS 16, ASPP 128): training at a 160² crop, 8 (+ 8) images, and an
+        // eval forward of one 480×360 image.
+        c("step-mnv2-160-b8", Backbone::MobilenetV2, 160, 8, "supervised"),
+        c("unimatch-mnv2-160-b8", Backbone::MobilenetV2, 160, 8, "unimatch"),
+        Case { width: Some(480), ..c("eval-mnv2-480x360-b1", Backbone::MobilenetV2, 360, 1, "eval") },
         // UniMatch's VOC setting (DeepLabV3+ R-101, crop 321): 8 labelled + 8 unlabelled per step, and the
         // per-GPU share of the 4-GPU recipe (2 + 2).
         g("unimatch-r101-321-b8", Backbone::Resnet101, 321, 8, "unimatch"),
@@ -62,8 +72,9 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-/// The model of a case: DeepLabV3+ (UniMatch layout, deep stem, OS 16, 21 classes), or the CPU-sized model of
-/// `configs/synthetic.toml` (width 16, OS 8, ASPP rates 2/4/6, 6 classes).
+/// The model of a case: DeepLabV3+ (UniMatch layout, deep stem, OS 16, 21 classes; on MobileNetV2 with a
+/// 128-channel ASPP), or the CPU-sized model of `configs/synthetic.toml` (width 16, OS 8, ASPP rates 2/4/6,
+/// 6 classes).
 pub fn model_config(case: &Case) -> DeepLabConfig {
     if case.cpu_sized {
         return DeepLabConfig {
@@ -78,8 +89,19 @@ pub fn model_config(case: &Case) -> DeepLabConfig {
             ..Default::default()
         };
     }
+    if case.backbone == Backbone::MobilenetV2 {
+        return DeepLabConfig {
+            backbone: case.backbone,
+            aspp_channels: Some(MNV2_ASPP),
+            nclass: 21,
+            ..Default::default()
+        };
+    }
     DeepLabConfig { backbone: case.backbone, nclass: 21, ..Default::default() }
 }
+
+/// ASPP width of the MobileNetV2 cases.
+const MNV2_ASPP: usize = 128;
 
 const SYNTH_CLASSES: usize = 6;
 
@@ -95,38 +117,43 @@ impl RandomSource {
 
     /// The batch on `dev`.
     pub fn on_device(b: usize, s: usize, nclass: usize, semi: bool, dev: &Device) -> core_seg::Result<Self> {
+        Self::sized(b, (s, s), nclass, semi, dev)
+    }
+
+    /// A batch of `b` images of `h × w` on `dev`.
+    pub fn sized(b: usize, (h, w): (usize, usize), nclass: usize, semi: bool, dev: &Device) -> core_seg::Result<Self> {
         let dev = dev.clone();
         let mut rng = SegRng::new(1);
         let mut img = |rng: &mut SegRng| -> core_seg::Result<Tensor> {
-            let v: Vec<f32> = (0..b * 3 * s * s).map(|_| rng.normal() as f32).collect();
-            Ok(Tensor::from_vec(v, (b, 3, s, s), &dev)?)
+            let v: Vec<f32> = (0..b * 3 * h * w).map(|_| rng.normal() as f32).collect();
+            Ok(Tensor::from_vec(v, (b, 3, h, w), &dev)?)
         };
         let labeled = LabeledBatch {
             image: img(&mut rng)?,
             mask: Tensor::from_vec(
-                (0..b * s * s).map(|_| rng.below(nclass as u64) as u32).collect::<Vec<_>>(),
-                (b, s, s),
+                (0..b * h * w).map(|_| rng.below(nclass as u64) as u32).collect::<Vec<_>>(),
+                (b, h, w),
                 &dev,
             )?,
-            valid: Tensor::ones((b, s, s), DType::U8, &dev)?,
+            valid: Tensor::ones((b, h, w), DType::U8, &dev)?,
             ids: (0..b).map(|i| format!("random{i}")).collect(),
         };
         let unl = |rng: &mut SegRng,
                    img: &mut dyn FnMut(&mut SegRng) -> core_seg::Result<Tensor>|
          -> core_seg::Result<UnlabeledBatch> {
             let boxes = Tensor::from_vec(
-                (0..b * s * s).map(|i| u8::from((i % s) < s / 2)).collect::<Vec<_>>(),
-                (b, s, s),
+                (0..b * h * w).map(|i| u8::from((i % w) < w / 2)).collect::<Vec<_>>(),
+                (b, h, w),
                 &dev,
             )?;
             Ok(UnlabeledBatch {
                 weak: img(rng)?,
                 strong1: img(rng)?,
                 strong2: img(rng)?,
-                ignore: Tensor::zeros((b, s, s), DType::U32, &dev)?,
+                ignore: Tensor::zeros((b, h, w), DType::U32, &dev)?,
                 box1: boxes.clone(),
                 box2: boxes,
-                valid: Tensor::ones((b, s, s), DType::U8, &dev)?,
+                valid: Tensor::ones((b, h, w), DType::U8, &dev)?,
                 ids: (0..b).map(|i| format!("random{i}")).collect(),
             })
         };
@@ -180,7 +207,8 @@ pub fn run_case_on(
 ) -> core_seg::Result<Timing> {
     let semi = case.kind == "unimatch";
     let nclass = model_config(case).nclass;
-    let mut src = RandomSource::on_device(case.batch, case.size, nclass, semi, dev)?;
+    let hw = (case.size, case.width.unwrap_or(case.size));
+    let mut src = RandomSource::sized(case.batch, hw, nclass, semi, dev)?;
     let method = if semi { Method::Unimatch } else { Method::Supervised };
     let fw = frameworks::build(&SemiConfig { method, ..Default::default() })?;
     let cfg = TrainConfig { iters: warmup + steps, lr: 0.01, precision, ..Default::default() };

@@ -5,13 +5,14 @@
 //! `x̂ = (x − μ)/√(σ² + ε)`, `y = γ·x̂ + β`.
 //! Backward (`g = dy`): `dβ = Σg`, `dγ = Σ g·x̂`, `dx = γ/√(σ² + ε) · (g − dβ/M − x̂·dγ/M)`.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::bn_core::{batch_stats, dx_plane, grad_sums, ncs, Stats};
-use super::{contiguous_slice, require_cpu_or_cuda, unsupported_dtype, Float};
+use super::{contiguous_slice, new_filled, require_cpu_or_cuda, unsupported_dtype, Float};
 
 const OP: &str = "kernels::batch_norm_train";
 
@@ -108,13 +109,16 @@ struct BnOp {
 fn forward<T: Float>(x: &[T], gamma: &[T], beta: &[T], eps: f64, (n, c, s): (usize, usize, usize)) -> (Vec<T>, Stats) {
     let (mean, var) = batch_stats(x, (n, c, s));
     let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1))).enumerate().for_each(|(plane, (yo, xi))| {
-        let ch = plane % c;
-        let scale = gamma[ch].to_f64_() * invstd[ch];
-        let (sc, sh) = (T::from_f64_(scale), T::from_f64_(beta[ch].to_f64_() - mean[ch] * scale));
-        yo.iter_mut().zip(xi).for_each(|(o, v)| *o = *v * sc + sh);
-    });
+    let fill = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1))).enumerate().for_each(|(plane, (yo, xi))| {
+            let ch = plane % c;
+            let scale = gamma[ch].to_f64_() * invstd[ch];
+            let (sc, sh) = (T::from_f64_(scale), T::from_f64_(beta[ch].to_f64_() - mean[ch] * scale));
+            yo.iter_mut().zip(xi).for_each(|(o, v)| _ = o.write(*v * sc + sh));
+        })
+    };
+    // SAFETY: `fill` writes every plane of `y` (as many as of `x`, each as long), element by element.
+    let y = unsafe { new_filled(x.len(), x.len(), fill) };
     (y, Stats { mean, var, invstd })
 }
 
@@ -217,10 +221,10 @@ fn backward<T: Float>(x: &[T], gamma: &[T], dy: &[T], st: &Stats, (n, c, s): (us
             (sgx * st.invstd[ch], sg)
         })
         .unzip();
-    let mut out = vec![T::zero(); x.len() + 2 * c];
-    let (dx, rest) = out.split_at_mut(x.len());
-    dx.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1)).zip(dy.par_chunks(s.max(1)))).enumerate().for_each(
-        |(plane, (d, (xi, gi)))| {
+    let fill = |out: &mut [MaybeUninit<T>]| {
+        let (dx, rest) = out.split_at_mut(x.len());
+        let planes = dx.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1)).zip(dy.par_chunks(s.max(1))));
+        planes.enumerate().for_each(|(plane, (d, (xi, gi)))| {
             let ch = plane % c;
             let (mu, is) = (st.mean[ch], st.invstd[ch]);
             // dx = k·(g − dβ/M − (x − μ)·is·dγ/M) = k·g + a·x + b
@@ -228,13 +232,14 @@ fn backward<T: Float>(x: &[T], gamma: &[T], dy: &[T], st: &Stats, (n, c, s): (us
             let a = -k * is * dgamma[ch] / m;
             let b = -k * dbeta[ch] / m - a * mu;
             dx_plane::<T, false>(d, None, xi, xi, gi, T::zero(), (T::from_f64_(k), T::from_f64_(a), T::from_f64_(b)));
-        },
-    );
-    for ch in 0..c {
-        rest[ch] = T::from_f64_(dgamma[ch]);
-        rest[c + ch] = T::from_f64_(dbeta[ch]);
-    }
-    out
+        });
+        for ch in 0..c {
+            rest[ch].write(T::from_f64_(dgamma[ch]));
+            rest[c + ch].write(T::from_f64_(dbeta[ch]));
+        }
+    };
+    // SAFETY: `fill` writes every plane of `dx` through `dx_plane`, then `dγ` and `dβ`.
+    unsafe { new_filled(x.len() + 2 * c, x.len() + 2 * c, fill) }
 }
 
 impl CustomOp3 for BnBwdOp {

@@ -13,13 +13,14 @@
 //! built. (The masks are PyTorch's: `y > 0` for ReLU, `0 < y < 6` for ReLU6 (`hardtanh`); Candle's reference
 //! ReLU passes the gradient at `z = 0` too.)
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::bn_core::{batch_stats, dx_plane, grad_sums, ncs, Stats};
-use super::{contiguous_slice, require_cpu, unsupported_dtype, Float};
+use super::{contiguous_slice, new_filled, require_cpu, unsupported_dtype, Float};
 
 const OP: &str = "kernels::batch_norm_act";
 
@@ -162,26 +163,28 @@ fn forward<T: Float>(x: &[T], gb: &[T], r: Option<&[T]>, op: &BnActOp, dims: (us
         let invstd = var.iter().map(|v| 1.0 / (v + op.eps).sqrt()).collect();
         Stats { mean, var, invstd }
     });
-    let mut y = vec![T::zero(); x.len()];
     let s1 = s.max(1);
-    y.par_chunks_mut(s1).zip(x.par_chunks(s1)).enumerate().for_each(|(plane, (yo, xi))| {
-        let ch = plane % c;
-        let scale = gb[ch].to_f64_() * st.invstd[ch];
-        let (k, b) = (T::from_f64_(scale), T::from_f64_(gb[c + ch].to_f64_() - st.mean[ch] * scale));
-        match (r, op.act.upper::<T>()) {
-            (Some(r), Some(hi)) => {
-                let ri = &r[plane * s..(plane + 1) * s];
-                yo.iter_mut().zip(xi).zip(ri).for_each(|((o, v), q)| *o = clip(*v * k + b + *q, hi))
+    let fill = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(s1).zip(x.par_chunks(s1)).enumerate().for_each(|(plane, (yo, xi))| {
+            let ch = plane % c;
+            let scale = gb[ch].to_f64_() * st.invstd[ch];
+            let (k, b) = (T::from_f64_(scale), T::from_f64_(gb[c + ch].to_f64_() - st.mean[ch] * scale));
+            match (r, op.act.upper::<T>()) {
+                (Some(r), Some(hi)) => {
+                    let ri = &r[plane * s..(plane + 1) * s];
+                    yo.iter_mut().zip(xi).zip(ri).for_each(|((o, v), q)| _ = o.write(clip(*v * k + b + *q, hi)))
+                }
+                (Some(r), None) => {
+                    let ri = &r[plane * s..(plane + 1) * s];
+                    yo.iter_mut().zip(xi).zip(ri).for_each(|((o, v), q)| _ = o.write(*v * k + b + *q))
+                }
+                (None, Some(hi)) => yo.iter_mut().zip(xi).for_each(|(o, v)| _ = o.write(clip(*v * k + b, hi))),
+                (None, None) => yo.iter_mut().zip(xi).for_each(|(o, v)| _ = o.write(*v * k + b)),
             }
-            (Some(r), None) => {
-                let ri = &r[plane * s..(plane + 1) * s];
-                yo.iter_mut().zip(xi).zip(ri).for_each(|((o, v), q)| *o = *v * k + b + *q)
-            }
-            (None, Some(hi)) => yo.iter_mut().zip(xi).for_each(|(o, v)| *o = clip(*v * k + b, hi)),
-            (None, None) => yo.iter_mut().zip(xi).for_each(|(o, v)| *o = *v * k + b),
-        }
-    });
-    (y, st)
+        })
+    };
+    // SAFETY: `fill` writes every plane of `y` (as many as of `x`, each as long), element by element.
+    (unsafe { new_filled(x.len(), x.len(), fill) }, st)
 }
 
 /// `min(max(z, 0), hi)`, NaN to 0 (selects, so the loops vectorise).
@@ -316,7 +319,22 @@ fn backward<T: Float>(x: &[T], y: &[T], dy: &[T], op: &BnActBwdOp, (n, c, s): (u
         })
         .unzip();
     let numel = x.len();
-    let mut out = vec![T::zero(); numel * (1 + op.residual as usize) + 2 * c];
+    let len = numel * (1 + op.residual as usize) + 2 * c;
+    // SAFETY: `fill_grads` writes every element: each plane of `dx` (and `dr`) through `dx_plane`, then `dγ, dβ`.
+    unsafe { new_filled(len, len, |out| fill_grads(x, y, dy, op, (n, c, s), (&dgamma, &dbeta), out)) }
+}
+
+/// The backward's output `[dx, (dr), dγ, dβ]` from the gradient sums, every element written.
+fn fill_grads<T: Float>(
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    op: &BnActBwdOp,
+    (n, c, s): (usize, usize, usize),
+    (dgamma, dbeta): (&[f64], &[f64]),
+    out: &mut [MaybeUninit<T>],
+) {
+    let (st, hi, numel) = (&op.st, op.act.upper::<T>(), x.len());
     let (dx, rest) = out.split_at_mut(numel);
     let (dr, dgb) = if op.residual { rest.split_at_mut(numel) } else { rest.split_at_mut(0) };
     let m = (n * s) as f64;
@@ -333,13 +351,14 @@ fn backward<T: Float>(x: &[T], y: &[T], dy: &[T], op: &BnActBwdOp, (n, c, s): (u
         (T::from_f64_(k), T::from_f64_(a), T::from_f64_(b))
     };
     let planes = dx.par_chunks_mut(s1).zip(x.par_chunks(s1).zip(y.par_chunks(s1)).zip(dy.par_chunks(s1)));
-    let run = |plane: usize, d: &mut [T], ri: Option<&mut [T]>, xi: &[T], yi: &[T], gi: &[T]| {
-        let kab = coef(plane % c);
-        match hi {
-            Some(hi) => dx_plane::<T, true>(d, ri, xi, yi, gi, hi, kab),
-            None => dx_plane::<T, false>(d, ri, xi, yi, gi, T::zero(), kab),
-        }
-    };
+    let run =
+        |plane: usize, d: &mut [MaybeUninit<T>], ri: Option<&mut [MaybeUninit<T>]>, xi: &[T], yi: &[T], gi: &[T]| {
+            let kab = coef(plane % c);
+            match hi {
+                Some(hi) => dx_plane::<T, true>(d, ri, xi, yi, gi, hi, kab),
+                None => dx_plane::<T, false>(d, ri, xi, yi, gi, T::zero(), kab),
+            }
+        };
     if op.residual {
         planes
             .zip(dr.par_chunks_mut(s1))
@@ -349,10 +368,9 @@ fn backward<T: Float>(x: &[T], y: &[T], dy: &[T], op: &BnActBwdOp, (n, c, s): (u
         planes.enumerate().for_each(|(plane, (d, ((xi, yi), gi)))| run(plane, d, None, xi, yi, gi));
     }
     for ch in 0..c {
-        dgb[ch] = T::from_f64_(dgamma[ch]);
-        dgb[c + ch] = T::from_f64_(dbeta[ch]);
+        dgb[ch].write(T::from_f64_(dgamma[ch]));
+        dgb[c + ch].write(T::from_f64_(dbeta[ch]));
     }
-    out
 }
 
 impl CustomOp3 for BnActBwdOp {

@@ -2,6 +2,8 @@
 //! statistics, the backward's gradient sums and its elementwise `dx` pass. All loops are written so the compiler
 //! vectorises them: lane-wise partial sums and selects instead of data-dependent branches.
 
+use std::mem::MaybeUninit;
+
 use candle_core::Layout;
 use rayon::prelude::*;
 
@@ -125,12 +127,12 @@ pub(super) fn grad_sums<T: Float>(
 
 /// One plane of `dx = k·g + a·x + b` with `g = dy` masked where the fused activation's output `y` lies outside
 /// `(0, hi)` (`MASK`); `dr = g` when the residual needs its gradient (`y` is not read unless `MASK`). Branch-free,
-/// so it vectorises (the mask is data-dependent).
+/// so it vectorises (the mask is data-dependent). Writes every element of `d` (and `dr`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn dx_plane<T: Float, const MASK: bool>(
-    d: &mut [T],
-    dr: Option<&mut [T]>,
+    d: &mut [MaybeUninit<T>],
+    dr: Option<&mut [MaybeUninit<T>]>,
     x: &[T],
     y: &[T],
     dy: &[T],
@@ -153,13 +155,13 @@ pub(super) fn dx_plane<T: Float, const MASK: bool>(
             let dr = &mut dr[..len];
             for i in 0..len {
                 let gi = g(i);
-                dr[i] = gi;
-                d[i] = k * gi + a * x[i] + b;
+                dr[i].write(gi);
+                d[i].write(k * gi + a * x[i] + b);
             }
         }
         None => {
             for i in 0..len {
-                d[i] = k * g(i) + a * x[i] + b;
+                d[i].write(k * g(i) + a * x[i] + b);
             }
         }
     }

@@ -12,11 +12,13 @@
 //! For 1×1 stride-1 convs `cols` is a plain gather of the batch into `[Cin, N·P]` (no taps): on 8² maps that
 //! copy is far cheaper than running four GEMMs 64 columns wide.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::gemm_glue::{matmul, Parallelism, View};
 use super::im2col::{fill_row, scatter_row, split_k, Geom};
-use super::Float;
+use super::{write_all, Float};
 
 /// Whether the batch-concatenated path is used: several images, small output maps, and a `cols` buffer of
 /// at most 16 Mi elements.
@@ -77,8 +79,8 @@ fn par_of(nt: usize) -> Parallelism {
     }
 }
 
-/// Forward into `y [N, Cout, P]`.
-pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T], y: &mut [T], nt: usize) {
+/// Forward into `y [N, Cout, P]`, every element written.
+pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T], y: &mut [MaybeUninit<T>], nt: usize) {
     let (np, p, kg, cout_g) = (g.n * g.p(), g.p(), g.kg(), g.cout_g());
     T::with_scratch(kg * np + cout_g * np, |buf| {
         let (cols, tmp) = buf.split_at_mut(kg * np);
@@ -90,7 +92,7 @@ pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T], y: &mut [T], nt: usi
             y.par_chunks_mut(g.out_len()).enumerate().for_each(|(i, yi)| {
                 for co in 0..cout_g {
                     let dst = (grp * cout_g + co) * p;
-                    yi[dst..dst + p].copy_from_slice(&tmp[co * np + i * p..co * np + (i + 1) * p]);
+                    write_all(&mut yi[dst..dst + p], &tmp[co * np + i * p..co * np + (i + 1) * p]);
                 }
             });
         }

@@ -14,7 +14,7 @@ use super::depthwise;
 use super::gemm_glue::{matmul, Parallelism, View};
 use super::im2col::{col2im, expand_weight_grad, im2col, live_weight, Geom};
 use super::winograd::{self, Sizes, Tile};
-use super::{num_threads, Float};
+use super::{new_filled, num_threads, Float};
 
 /// Convolution algorithm of the CPU kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -139,11 +139,13 @@ pub(crate) fn forward<T: Float>(g: &Geom, algo: ConvAlgo, x: &[T], w: &[T]) -> V
         return winograd::forward(tile, &sizes(g), x, w);
     }
     let w = &*live_weight(g, w);
-    let mut out = vec![T::zero(); g.n * g.out_len()];
-    let nt = num_threads();
+    let (nt, len) = (num_threads(), g.n * g.out_len());
     if batched::use_batched(g) {
-        batched::forward(g, x, w, &mut out, nt);
-    } else if batch_parallel(g.n, nt) {
+        // SAFETY: the batched forward writes every output plane of every image.
+        return unsafe { new_filled(len, len, |out| batched::forward(g, x, w, out, nt)) };
+    }
+    let mut out = vec![T::zero(); len];
+    if batch_parallel(g.n, nt) {
         out.par_chunks_mut(g.out_len())
             .zip(x.par_chunks(g.in_len()))
             .for_each(|(o, xi)| forward_image(g, xi, w, o, Parallelism::None));

@@ -25,7 +25,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::im2col::Geom;
-use super::Float;
+use super::{new_filled, Float};
 
 /// Kernel taps the depthwise kernels handle (a 3×3 kernel).
 const MAX_TAPS: usize = 9;
@@ -355,20 +355,16 @@ fn planes_out<T: Float, R: Send>(
     min_planes: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<T>]) -> R + Sync,
 ) -> (Vec<T>, Vec<R>) {
-    let mut out = Vec::with_capacity(planes * len + spare);
     if len == 0 {
-        return (out, (0..planes).into_par_iter().map(|i| fill(i, &mut [])).collect());
+        return (Vec::with_capacity(spare), (0..planes).into_par_iter().map(|i| fill(i, &mut [])).collect());
     }
-    let side = out.spare_capacity_mut()[..planes * len]
-        .par_chunks_mut(len)
-        .enumerate()
-        .with_min_len(min_planes)
-        .map(|(i, plane)| fill(i, plane))
-        .collect();
-    // SAFETY: the capacity is `planes·len`, and `fill` wrote each of the `planes` chunks of `len` elements
-    // (a panic there unwinds before this point, dropping an empty vector).
-    unsafe { out.set_len(planes * len) };
-    (out, side)
+    let mut side = Vec::new();
+    let write = |out: &mut [MaybeUninit<T>]| {
+        let planes = out.par_chunks_mut(len).enumerate().with_min_len(min_planes);
+        side = planes.map(|(i, plane)| fill(i, plane)).collect();
+    };
+    // SAFETY: `fill` writes each of the `planes` chunks of `len` elements.
+    (unsafe { new_filled(planes * len, planes * len + spare, write) }, side)
 }
 
 /// `y [N, C, oh, ow]` from `x [N, C, H, W]` and `w [C, 1, kh, kw]`.

@@ -88,6 +88,7 @@ pub use winograd::Tile as WinogradTile;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// Element types the kernels are generic over (f32 for training, f64 for the parity tests).
 pub(crate) trait Float: candle_core::WithDType + Copy + Send + Sync + 'static {
@@ -149,6 +150,29 @@ macro_rules! impl_float {
 }
 impl_float!(f32, SCRATCH_F32);
 impl_float!(f64, SCRATCH_F64);
+
+/// A vector of `len` elements (capacity `capacity` ≥ `len`) written by `fill`, without zero-filling it first:
+/// the outputs of the kernels are written once, and a zero-fill would be a second pass over memory.
+///
+/// # Safety
+///
+/// `fill` must write every element of the slice it is given. (If it panics the vector is dropped unread.)
+pub(crate) unsafe fn new_filled<T>(len: usize, capacity: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let mut v = Vec::with_capacity(capacity.max(len));
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the capacity is at least `len`, and the caller guarantees that `fill` initialised `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// `dst[i] = src[i]` for every `i` (equal lengths) into uninitialised memory.
+#[inline(always)]
+pub(crate) fn write_all<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
+    assert_eq!(dst.len(), src.len(), "kernels::write_all: lengths differ");
+    for (d, v) in dst.iter_mut().zip(src) {
+        d.write(*v);
+    }
+}
 
 /// The contiguous slice a layout views, or an error naming `op` if the layout is strided.
 pub(crate) fn contiguous_slice<'a, T: Float>(op: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {

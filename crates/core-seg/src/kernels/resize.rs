@@ -5,10 +5,12 @@
 //! `(1 − λ, λ)` with `λ = src − i₀` — the rule of [`crate::ops::interp_matrix`]. Then
 //! `y[oy, ox] = Σ_{a,b} wy_a·wx_b·x[iy_a, ix_b]`; the backward scatters `dy` with the same four weights.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_slice, require_cpu_or_cuda, unsupported_dtype, Float};
+use super::{contiguous_slice, new_filled, require_cpu_or_cuda, unsupported_dtype, Float};
 
 const OP: &str = "kernels::resize_bilinear";
 
@@ -58,16 +60,20 @@ fn forward<T: Float>(
 ) -> Vec<T> {
     let (oh, ow) = (ty.len(), tx.len());
     let (ty, tx) = (typed::<T>(ty), typed::<T>(tx));
-    let mut y = vec![T::zero(); x.len() / (h * w) * oh * ow];
-    y.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(yo, xi)| {
-        for (oy, &(y0, y1, wy0, wy1)) in ty.iter().enumerate() {
-            let (r0, r1) = (&xi[y0 * w..(y0 + 1) * w], &xi[y1 * w..(y1 + 1) * w]);
-            for (o, &(x0, x1, wx0, wx1)) in yo[oy * ow..(oy + 1) * ow].iter_mut().zip(&tx) {
-                *o = wy0 * (wx0 * r0[x0] + wx1 * r0[x1]) + wy1 * (wx0 * r1[x0] + wx1 * r1[x1]);
+    let len = x.len() / (h * w) * oh * ow;
+    let fill = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(yo, xi)| {
+            for (oy, &(y0, y1, wy0, wy1)) in ty.iter().enumerate() {
+                let (r0, r1) = (&xi[y0 * w..(y0 + 1) * w], &xi[y1 * w..(y1 + 1) * w]);
+                for (o, &(x0, x1, wx0, wx1)) in yo[oy * ow..(oy + 1) * ow].iter_mut().zip(&tx) {
+                    o.write(wy0 * (wx0 * r0[x0] + wx1 * r0[x1]) + wy1 * (wx0 * r1[x0] + wx1 * r1[x1]));
+                }
             }
-        }
-    });
-    y
+        })
+    };
+    // SAFETY: `fill` writes every output plane (one per input plane), row by row over all `oh` rows and `ow`
+    // columns (`tx` has `ow` entries).
+    unsafe { new_filled(len, len, fill) }
 }
 
 fn backward<T: Float>(
