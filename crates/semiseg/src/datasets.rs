@@ -177,6 +177,18 @@ fn build_folder(cfg: &RunConfig, root: &std::path::Path, semi: bool) -> Result<R
     })
 }
 
+/// The held-out test split of a folder dataset (`data.folder.test`, else its `test` list), pre-flight checked;
+/// `None` for datasets without one. Final numbers are read on it once, from the checkpoint chosen on validation.
+pub fn build_test(cfg: &RunConfig, cli_root: Option<&PathBuf>) -> Result<Option<Dataset>> {
+    let d = &cfg.data;
+    if d.dataset != DatasetKind::Folder {
+        return Ok(None);
+    }
+    let root = data_root(cfg, cli_root)?;
+    let run = FolderDataset::open(&d.folder, &root, Some(cfg.model.nclass))?.run_splits(&d.folder)?;
+    run.test.map(|t| checked(t, true, d.skip_bad)).transpose()
+}
+
 /// Serves `batch(it)` from the epoch-based loader: epoch `it / steps`, position `it % steps`. A jump (resume)
 /// restarts that epoch's deterministic stream and skips to the position.
 pub struct LoaderSource {

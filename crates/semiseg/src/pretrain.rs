@@ -24,10 +24,12 @@ pub fn shipped_encoder() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/pretrained/synthetic-encoder.safetensors")
 }
 
-/// Resolves `@synthetic-encoder` (the shipped file) and `@mobilenet_v2` (the cache of `fetch-weights`) in a
-/// config's `pretrained`.
+/// Resolves `@synthetic-encoder` (the shipped file), `@mobilenet_v2` (the cache of `fetch-weights`) and `@none`
+/// (random initialisation, e.g. a recipe row overriding its config's encoder) in a config's `pretrained`.
 pub fn resolve(cfg: &mut RunConfig) -> Result<()> {
-    if cfg.pretrained.as_deref() == Some(Path::new("@synthetic-encoder")) {
+    if cfg.pretrained.as_deref() == Some(Path::new("@none")) {
+        cfg.pretrained = None;
+    } else if cfg.pretrained.as_deref() == Some(Path::new("@synthetic-encoder")) {
         let p = shipped_encoder();
         if !p.exists() {
             bail!("{} is missing: run `cargo xtask pretrain-synthetic` to make it", p.display());

@@ -4,8 +4,11 @@
 mod diagnostics;
 mod merge;
 pub mod recipes;
+mod recipes_paper;
+mod recipes_real;
 pub mod references;
 pub mod report;
+pub mod test_split;
 
 use std::path::PathBuf;
 
@@ -81,6 +84,12 @@ struct RunRecord {
     /// Commit of the binary that produced the record (`None` in records older than this field).
     #[serde(default)]
     rev: Option<String>,
+    /// The selected checkpoint's score on the test split, when the dataset has one.
+    #[serde(default)]
+    test: Option<test_split::TestScore>,
+    /// MRF rows: β chosen on validation.
+    #[serde(default)]
+    mrf_beta: Option<f64>,
 }
 
 /// The recipe list: name, dataset, expected time, description, one line each.
@@ -143,6 +152,7 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
     let mut channels = Vec::new();
     // The validation set is the same for every row: build (and pre-flight check) it once.
     let val = crate::datasets::build(&probe, a.data_root.as_ref(), false)?.val;
+    let test = crate::datasets::build_test(&probe, a.data_root.as_ref())?;
     let class_names = val.class_names();
     let mut grid = Grid::new(&val, 4);
     for row in &selected {
@@ -165,8 +175,9 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
                 None if !trains(seed) => continue,
                 None if row.mrf_of.is_some() && !primary => continue,
                 None if row.mrf_of.is_some() => {
-                    let src =
-                        dir.join(row.mrf_of.unwrap_or_default()).join(format!("seed{seed}")).join("latest.safetensors");
+                    let src = test_split::selected_checkpoint(
+                        &dir.join(row.mrf_of.unwrap_or_default()).join(format!("seed{seed}")),
+                    );
                     eprintln!("[{}] {} seed {seed} (MRF on {})", recipe.name, row.method, src.display());
                     let rec = mrf_record(&cfg, &src, a.data_root.as_ref())?;
                     fs::create_dir_all(&run_dir)?;
@@ -186,7 +197,7 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
                         device: a.device.clone(),
                     };
                     let t0 = std::time::Instant::now();
-                    let r = Runner::from_config(cfg)?.options(args).train()?;
+                    let r = Runner::from_config(cfg.clone())?.options(args).train()?;
                     if !primary {
                         continue;
                     }
@@ -197,11 +208,20 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
                         losses: r.observer.losses.iter().map(|(i, s)| (*i, s[0].1)).collect(),
                         secs: t0.elapsed().as_secs_f64(),
                         rev: Some(report::git_revision()),
+                        test: None,
+                        mrf_beta: None,
                     };
                     fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
                     rec
                 }
             };
+            let mut rec = rec;
+            if let (Some(t), None, true) = (&test, &rec.test, primary) {
+                // Scored once, from the checkpoint chosen on validation (an MRF row: its source row's).
+                let ck_dir = dir.join(row.mrf_of.unwrap_or(row.method)).join(format!("seed{seed}"));
+                rec.test = Some(test_split::score(&cfg, &ck_dir, t, rec.mrf_beta)?);
+                fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
+            }
             runs_secs += rec.secs;
             *revisions.entry(rec.rev.clone().unwrap_or_else(|| "unrecorded".into())).or_insert(0) += 1;
             runs.push((seed, rec));
@@ -225,11 +245,13 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
                 &dir.join(row.method).join(format!("seed{seed}")).join("latest.safetensors"),
             )?;
         }
-        rows.push(ResultRow::from_runs(
+        let mut result = ResultRow::from_runs(
             row.method,
             &runs.iter().map(|(s, r)| (*s, r.miou, r.per_class.clone())).collect::<Vec<_>>(),
             class_names.clone(),
-        ));
+        );
+        result.test = test_split::TestStats::of(&runs.iter().map(|(_, r)| r.test.as_ref()).collect::<Vec<_>>());
+        rows.push(result);
         curves.push((
             row.method.to_string(),
             runs.iter().map(|(_, r)| (r.curve.clone(), r.losses.clone())).collect::<Vec<_>>(),
@@ -316,5 +338,7 @@ fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&Pat
         losses: Vec::new(),
         secs: 0.0,
         rev: Some(report::git_revision()),
+        test: None,
+        mrf_beta: Some(beta),
     })
 }

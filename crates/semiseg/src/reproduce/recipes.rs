@@ -18,7 +18,7 @@ pub struct RowSpec {
     pub reference: Option<RowReference>,
 }
 
-const fn row(method: &'static str, patch: &'static str) -> RowSpec {
+pub(super) const fn row(method: &'static str, patch: &'static str) -> RowSpec {
     RowSpec { method, base: None, patch, mrf_of: None, reference: None }
 }
 
@@ -41,19 +41,10 @@ pub struct Recipe {
 }
 
 const SYNTHETIC: &str = include_str!("../../../../configs/synthetic.toml");
-const VOC: &str = include_str!("../../../../configs/voc.toml");
-const CITYSCAPES: &str = include_str!("../../../../configs/cityscapes.toml");
 const TV_SYNTHETIC: &str = include_str!("../../../../configs/tv-synthetic.toml");
-const TV_VOC: &str = include_str!("../../../../configs/tv-voc.toml");
 const MIM_SYNTHETIC: &str = include_str!("../../../../configs/mim-synthetic.toml");
-const MIM_VOC: &str = include_str!("../../../../configs/mim-voc.toml");
-const MIM_CITYSCAPES: &str = include_str!("../../../../configs/mim-cityscapes.toml");
 const RECON_SYNTHETIC: &str = include_str!("../../../../configs/recon-synthetic.toml");
-const RECON_VOC: &str = include_str!("../../../../configs/recon-voc.toml");
-const RECON_CITYSCAPES: &str = include_str!("../../../../configs/recon-cityscapes.toml");
 const GM_SYNTHETIC: &str = include_str!("../../../../configs/guidedmix-synthetic.toml");
-const GM_VOC: &str = include_str!("../../../../configs/guidedmix-voc.toml");
-const GM_CITYSCAPES: &str = include_str!("../../../../configs/guidedmix-cityscapes.toml");
 
 /// The committed 3-seed results the `quick` rows are read against.
 const SYNTHETIC_TABLE_RESULTS: &str = include_str!("../../../../results/synthetic-table/results.json");
@@ -65,7 +56,7 @@ const GM_SYNTHETIC_RESULTS: &str = include_str!("../../../../results/guidedmix-s
 /// TV-paper rows: supervised, supervised + MRF (same checkpoints), the same MRF without its contrast term
 /// (plain Potts smoothing: separates the MRF's smoothing from its image-edge alignment), supervised + TV,
 /// UniMatch + TV.
-fn tv_rows() -> Vec<RowSpec> {
+pub(super) fn tv_rows() -> Vec<RowSpec> {
     let mrf = |method, patch| RowSpec { mrf_of: Some("supervised"), ..row(method, patch) };
     vec![
         row("supervised", "[semi]\nmethod = \"supervised\"\n[tv]\nenabled = false\n"),
@@ -80,7 +71,7 @@ fn tv_rows() -> Vec<RowSpec> {
 const MIM_OFF: &str = "[mim]\nmode = \"off\"\n[mim.fa]\nmode = \"off\"\n[mim.sem]\nmode = \"off\"\n";
 
 /// The paper recipes' rows: UniMatch and UniMatch + full S4MIM.
-fn paper_mim_rows() -> Vec<RowSpec> {
+pub(super) fn paper_mim_rows() -> Vec<RowSpec> {
     vec![row("unimatch", MIM_OFF), row("unimatch+s4mim", "")]
 }
 
@@ -113,12 +104,12 @@ macro_rules! recon_rows {
     };
 }
 
-fn recon_rows() -> Vec<RowSpec> {
+pub(super) fn recon_rows() -> Vec<RowSpec> {
     recon_rows!("supervised", "mean_teacher", "fixmatch", "unimatch")
 }
 
 /// The supervised baseline of GuidedMix's own code: same network, batches and BN, `L_uns = 0`.
-const GM_SUPERVISED: &str = "[guidedmix]\nunsup_weight = 0.0\n";
+pub(super) const GM_SUPERVISED: &str = "[guidedmix]\nunsup_weight = 0.0\n";
 
 /// GuidedMix rows (`docs/guidedmix.md`): supervised, the official code, and each paper reading on its own.
 fn guidedmix_rows() -> Vec<RowSpec> {
@@ -169,8 +160,15 @@ fn quick_rows() -> Vec<RowSpec> {
     rows
 }
 
-/// Every recipe, in `cargo xtask list` order.
+/// Every recipe, in `cargo xtask list` order: synthetic, real photos (CPU), then the GPU-scale paper recipes.
 pub fn all() -> Vec<Recipe> {
+    let mut all = cpu_synthetic();
+    all.extend(super::recipes_real::all());
+    all.extend(super::recipes_paper::all());
+    all
+}
+
+fn cpu_synthetic() -> Vec<Recipe> {
     vec![
         Recipe {
             name: "quick",
@@ -274,68 +272,6 @@ pub fn all() -> Vec<Recipe> {
             reference_source: "",
         },
         Recipe {
-            name: "tv-voc",
-            description: "TV loss on VOC with sparse pixel labels (rows as tv-synthetic)",
-            dataset: "PASCAL VOC 2012 + SBD",
-            cpu_time: "GPU days (not a CPU recipe)",
-            base: TV_VOC,
-            budget: "",
-            rows: tv_rows(),
-            seeds: 1,
-            reference: &[],
-            reference_source: "",
-        },
-        Recipe {
-            name: "mim-voc",
-            description: "S4MIM on UniMatch, VOC classic split (92 by default; 92…1464 via data.split), R-101",
-            dataset: "PASCAL VOC 2012 + SBD",
-            cpu_time: "≈ 20 h per run on 4 GPUs",
-            base: MIM_VOC,
-            budget: "",
-            rows: paper_mim_rows(),
-            seeds: 1,
-            reference: &[("unimatch", 75.2)],
-            reference_source: "UniMatch README and logs (VOC classic 92, R-101; re-run mean 75.0). No verified S4MIM number exists",
-        },
-        Recipe {
-            name: "mim-cityscapes",
-            description: "S4MIM on UniMatch, Cityscapes 1/16, R-101, crop 801",
-            dataset: "Cityscapes",
-            cpu_time: "GPU days (not a CPU recipe)",
-            base: MIM_CITYSCAPES,
-            budget: "",
-            rows: paper_mim_rows(),
-            seeds: 1,
-            reference: &[("unimatch", 76.6)],
-            reference_source: "UniMatch README (Cityscapes 1/16, R-101). No verified S4MIM number exists",
-        },
-        Recipe {
-            name: "recon-voc",
-            description: "reconstruction on each base (base, + recon, + fgbg), VOC classic 183 (366 via data.split), R-101",
-            dataset: "PASCAL VOC 2012 + SBD",
-            cpu_time: "≈ 20 h per run on 4 GPUs",
-            base: RECON_VOC,
-            budget: "",
-            rows: recon_rows(),
-            seeds: 1,
-            reference: &[("supervised", 55.3), ("unimatch", 77.2)],
-            reference_source: "UniMatch README (VOC classic 183, R-101). No paper number for the \
-                               reconstruction branch exists",
-        },
-        Recipe {
-            name: "recon-cityscapes",
-            description: "reconstruction on each base (base, + recon, + fgbg), Cityscapes 1/16, R-101, crop 801",
-            dataset: "Cityscapes",
-            cpu_time: "GPU days (not a CPU recipe)",
-            base: RECON_CITYSCAPES,
-            budget: "",
-            rows: recon_rows(),
-            seeds: 1,
-            reference: &[("supervised", 66.3), ("unimatch", 76.6)],
-            reference_source: "UniMatch README (Cityscapes 1/16, R-101). No paper number for the \
-                               reconstruction branch exists",
-        },
-        Recipe {
             name: "guidedmix-synthetic",
             description: "GuidedMix-Net, 1/16 labels: supervised, the official code, and each paper switch (DeepLabV3 head)",
             dataset: "synthetic (embedded)",
@@ -346,60 +282,6 @@ pub fn all() -> Vec<Recipe> {
             seeds: 3,
             reference: &[],
             reference_source: "",
-        },
-        Recipe {
-            name: "guidedmix-voc",
-            description: "GuidedMix-Net (official code) on VOC 1464, DeepLabV3 ResNetV1c-50 OS 8, crop 512, 20k iterations",
-            dataset: "PASCAL VOC 2012 + SBD",
-            cpu_time: "GPU hours (not a CPU recipe)",
-            base: GM_VOC,
-            budget: "",
-            rows: vec![row("supervised", GM_SUPERVISED), row("guidedmix", "")],
-            seeds: 1,
-            reference: &[],
-            reference_source: "No verified GuidedMix number exists (the papers' tables are not available)",
-        },
-        Recipe {
-            name: "guidedmix-cityscapes",
-            description: "GuidedMix-Net (official code) on Cityscapes 372 labels, DeepLabV3 ResNetV1c-101 OS 8, crop 769",
-            dataset: "Cityscapes",
-            cpu_time: "GPU days (not a CPU recipe)",
-            base: GM_CITYSCAPES,
-            budget: "",
-            rows: vec![row("supervised", GM_SUPERVISED), row("guidedmix", "")],
-            seeds: 1,
-            reference: &[],
-            reference_source: "No verified GuidedMix number exists (the papers' tables are not available)",
-        },
-        Recipe {
-            name: "unimatch-voc",
-            description: "UniMatch on PASCAL VOC 2012, classic 92-label split, R-101 deep stem, crop 321",
-            dataset: "PASCAL VOC 2012 + SBD",
-            cpu_time: "≈ 20 h on 4 GPUs (not a CPU recipe)",
-            base: VOC,
-            budget: "",
-            rows: vec![
-                row("supervised", "[semi]\nmethod = \"supervised\"\n"),
-                row("unimatch", "[semi]\nmethod = \"unimatch\"\n"),
-            ],
-            seeds: 1,
-            reference: &[("supervised", 45.1), ("unimatch", 75.2)],
-            reference_source: "UniMatch README and training logs (VOC classic 92, R-101, crop 321; re-run mean 75.0)",
-        },
-        Recipe {
-            name: "unimatch-cityscapes",
-            description: "UniMatch on Cityscapes 1/16 (186 labels), R-101, crop 801, OHEM, sliding-window eval",
-            dataset: "Cityscapes",
-            cpu_time: "GPU days (not a CPU recipe)",
-            base: CITYSCAPES,
-            budget: "",
-            rows: vec![
-                row("supervised", "[semi]\nmethod = \"supervised\"\n"),
-                row("unimatch", "[semi]\nmethod = \"unimatch\"\n"),
-            ],
-            seeds: 1,
-            reference: &[("supervised", 66.3), ("unimatch", 76.6)],
-            reference_source: "UniMatch README (Cityscapes 1/16, R-101)",
         },
     ]
 }

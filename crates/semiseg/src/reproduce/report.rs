@@ -20,6 +20,9 @@ pub struct ResultRow {
     /// Mean per-class IoU over seeds, with class names.
     #[serde(default)]
     pub per_class: Vec<(String, f64)>,
+    /// The same runs on the test split (checkpoints chosen on validation), when the dataset has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<super::test_split::TestStats>,
 }
 
 /// `results.json`.
@@ -56,6 +59,7 @@ impl ResultRow {
             seeds: runs.iter().map(|r| r.0).collect(),
             miou,
             per_class,
+            test: None,
         }
     }
 }
@@ -63,6 +67,9 @@ impl ResultRow {
 impl Results {
     /// The results table as Markdown.
     pub fn table(&self) -> String {
+        if self.rows.iter().any(|r| r.test.is_some()) {
+            return self.table_with_test();
+        }
         let mut s = String::from("| method | mIoU % (mean ± std) | seeds | per seed |\n|---|---|---|---|\n");
         for r in &self.rows {
             let per: Vec<String> = r.miou.iter().map(|v| format!("{v:.2}")).collect();
@@ -74,6 +81,33 @@ impl Results {
                 r.miou_std,
                 r.seeds.len(),
                 per.join(" / ")
+            );
+        }
+        s
+    }
+}
+
+impl Results {
+    /// The table with test-split numbers: validation (where every choice is made) beside test.
+    fn table_with_test(&self) -> String {
+        let mut s = String::from(
+            "| method | test mIoU % (mean ± std) | per seed (test) | val mIoU % (mean ± std) | seeds |\n|---|---|---|---|---|\n",
+        );
+        for r in &self.rows {
+            let (test, per) = match &r.test {
+                Some(t) => (
+                    format!("{:.2} ± {:.2}", t.miou_mean, t.miou_std),
+                    t.miou.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" / "),
+                ),
+                None => ("–".into(), "–".into()),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {test} | {per} | {:.2} ± {:.2} | {} |",
+                r.method,
+                r.miou_mean,
+                r.miou_std,
+                r.seeds.len()
             );
         }
         s
