@@ -247,6 +247,25 @@ mod tests {
         assert_eq!(json["rows"][0]["seeds"][1], 1);
     }
 
+    /// With test scores the table leads with test (mean ± std and per seed) and keeps validation beside it; a row
+    /// whose runs lack a test score shows a dash instead of a number.
+    #[test]
+    fn table_with_test_scores() {
+        use super::super::test_split::{TestScore, TestStats};
+        let score = |m| TestScore { miou: m, per_class: vec![m], checkpoint: "best.safetensors".into() };
+        let (a, b) = (score(40.0), score(44.0));
+        let mut with = row("unimatch", &[60.0, 62.0]);
+        with.test = TestStats::of(&[Some(&a), Some(&b)]);
+        assert_eq!(TestStats::of(&[Some(&a), None]), None);
+        let t = Results { recipe: "camvid".into(), rows: vec![with, row("supervised", &[50.0])] }.table();
+        assert!(t.contains("| unimatch | 42.00 ± 2.83 | 40.00 / 44.00 | 61.00 ± 1.41 | 2 |"), "{t}");
+        assert!(t.contains("| supervised | – | – | 50.00 ± 0.00 | 1 |"), "{t}");
+        assert!(
+            row("x", &[1.0]).test.is_none()
+                && !Results { recipe: "q".into(), rows: vec![row("x", &[1.0])] }.table().contains("test")
+        );
+    }
+
     #[test]
     fn check_flags_regressions_beyond_tolerance_and_missing_rows() {
         let base = Results { recipe: "quick".into(), rows: vec![row("supervised", &[50.0]), row("unimatch", &[60.0])] };
