@@ -88,7 +88,7 @@ fn mim_rows() -> Vec<RowSpec> {
 
 /// Reconstruction rows (`docs/aux-recon.md`): for each base, the base alone, + recon (plain), + disentangled
 /// recon (fgbg).
-macro_rules! recon_rows {
+macro_rules! recon_rows_of {
     ($($base:literal),*) => {
         vec![$(
             row($base, concat!("[semi]\nmethod = \"", $base, "\"\n[recon]\nenabled = false\n")),
@@ -104,8 +104,10 @@ macro_rules! recon_rows {
     };
 }
 
+pub(super) use recon_rows_of;
+
 pub(super) fn recon_rows() -> Vec<RowSpec> {
-    recon_rows!("supervised", "mean_teacher", "fixmatch", "unimatch")
+    recon_rows_of!("supervised", "mean_teacher", "fixmatch", "unimatch")
 }
 
 /// The supervised baseline of GuidedMix's own code: same network, batches and BN, `L_uns = 0`.

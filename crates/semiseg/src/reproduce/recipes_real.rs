@@ -33,6 +33,76 @@ fn camvid_gap_rows() -> Vec<RowSpec> {
     ]
 }
 
+/// The CamVid table: the frameworks, the ceiling (every training frame labelled) and each seed method on UniMatch.
+fn camvid_table_rows() -> Vec<RowSpec> {
+    vec![
+        row("supervised", SUPERVISED),
+        row("supervised-all-labels", "[semi]\nmethod = \"supervised\"\n[data.folder]\nnum_labeled = 367\n"),
+        row("fixmatch", "[semi]\nmethod = \"fixmatch\"\n"),
+        row("unimatch", UNIMATCH),
+        row("mean_teacher", "[semi]\nmethod = \"mean_teacher\"\n"),
+        row("unimatch+recon", "[semi]\nmethod = \"unimatch\"\n[recon]\nenabled = true\nmode = \"plain\"\n"),
+        row("unimatch+recon-fgbg", "[semi]\nmethod = \"unimatch\"\n[recon]\nenabled = true\nmode = \"fgbg\"\n"),
+        row("unimatch+plain-mim", "[semi]\nmethod = \"unimatch\"\n[mim]\nmode = \"plain\"\n"),
+        row("unimatch+classwise-mim", "[semi]\nmethod = \"unimatch\"\n[mim]\nmode = \"classwise\"\n"),
+        row(
+            "unimatch+classwise-mim+fa",
+            "[semi]\nmethod = \"unimatch\"\n[mim]\nmode = \"classwise\"\n[mim.fa]\nmode = \"pixel_proto\"\n",
+        ),
+        row(
+            "unimatch+s4mim",
+            "[semi]\nmethod = \"unimatch\"\n[mim]\nmode = \"classwise\"\n[mim.fa]\nmode = \"pixel_proto\"\n\
+             [mim.sem]\nmode = \"s1\"\n",
+        ),
+        row("guidedmix", "[semi]\nmethod = \"guidedmix\"\n[guidedmix]\nunsup_weight = 10.0\n"),
+        row("guidedmix-mitrans", "[semi]\nmethod = \"guidedmix\"\n[guidedmix]\nunsup_weight = 10.0\nmitrans = true\n"),
+    ]
+}
+
+/// The TV paper's setting: every training image labelled at a fraction of its pixels (1% and 0.1%): supervised,
+/// + MRF post-processing (with and without its contrast term, β chosen on validation), + TV (variants A, B, C).
+fn tv_real_rows() -> Vec<RowSpec> {
+    macro_rules! at_ratio {
+        ($tag:literal, $ratio:literal) => {
+            [
+                row(concat!("supervised-", $tag), concat!("[semi]\nmethod = \"supervised\"\n", $ratio)),
+                RowSpec {
+                    mrf_of: Some(concat!("supervised-", $tag)),
+                    ..row(concat!("supervised-", $tag, "+mrf"), concat!("[semi]\nmethod = \"supervised\"\n", $ratio))
+                },
+                RowSpec {
+                    mrf_of: Some(concat!("supervised-", $tag)),
+                    ..row(
+                        concat!("supervised-", $tag, "+mrf-potts"),
+                        concat!("[semi]\nmethod = \"supervised\"\n[mrf]\ncontrast = false\n", $ratio),
+                    )
+                },
+                row(
+                    concat!("supervised-", $tag, "+tv"),
+                    concat!("[semi]\nmethod = \"supervised\"\n[tv]\nenabled = true\nvariant = \"A\"\n", $ratio),
+                ),
+                row(
+                    concat!("supervised-", $tag, "+tv-isotropic"),
+                    concat!("[semi]\nmethod = \"supervised\"\n[tv]\nenabled = true\nvariant = \"B\"\n", $ratio),
+                ),
+                row(
+                    concat!("supervised-", $tag, "+tv-vectorial"),
+                    concat!("[semi]\nmethod = \"supervised\"\n[tv]\nenabled = true\nvariant = \"C\"\n", $ratio),
+                ),
+            ]
+        };
+    }
+    let mut rows = at_ratio!("1pct", "[data.sparse]\nratio = 0.01\n").to_vec();
+    rows.extend(at_ratio!("0.1pct", "[data.sparse]\nratio = 0.001\n"));
+    rows
+}
+
+/// The reconstruction paper's object-centric claim: supervised and UniMatch, each alone, + plain and +
+/// object/background reconstruction.
+fn recon_horse_rows() -> Vec<RowSpec> {
+    super::recipes::recon_rows_of!("supervised", "unimatch")
+}
+
 /// The real-photo recipes, in `cargo xtask list` order.
 pub fn all() -> Vec<Recipe> {
     vec![
@@ -63,6 +133,19 @@ pub fn all() -> Vec<Recipe> {
             reference_source: "",
         },
         Recipe {
+            name: "camvid-table",
+            description: "CamVid, 23 of 367 frames labelled (1/16): supervised, all labels, FixMatch, UniMatch, mean \
+                          teacher, UniMatch + recon (plain, fgbg), UniMatch + S4MIM ablation, GuidedMix (± MITrans)",
+            dataset: "CamVid (SegNet layout)",
+            cpu_time: "≈ 30 h (13 rows × 3 seeds; split with --rows / --only-seeds, continue with --resume)",
+            base: CAMVID,
+            budget: "[data.folder]\nnum_labeled = 23\n",
+            rows: camvid_table_rows(),
+            seeds: 3,
+            reference: &[],
+            reference_source: "",
+        },
+        Recipe {
             name: "horse",
             description: "Weizmann Horse, 22 of 172 photos labelled (1/8), ImageNet MobileNetV2: supervised, UniMatch",
             dataset: "Weizmann Horse (folder)",
@@ -83,6 +166,46 @@ pub fn all() -> Vec<Recipe> {
             base: STANFORD,
             budget: "[data.folder]\nnum_labeled = 62\n",
             rows: base_rows(),
+            seeds: 3,
+            reference: &[],
+            reference_source: "",
+        },
+        Recipe {
+            name: "tv-horse",
+            description:
+                "TV loss on Weizmann Horse, 1% and 0.1% of each training photo's pixels labelled: supervised, \
+                          + MRF (± contrast), + TV (variants A, B, C)",
+            dataset: "Weizmann Horse (folder)",
+            cpu_time: "≈ 5 h",
+            base: HORSE,
+            budget: "",
+            rows: tv_real_rows(),
+            seeds: 3,
+            reference: &[],
+            reference_source: "",
+        },
+        Recipe {
+            name: "tv-stanford",
+            description: "TV loss on Stanford Background, 1% and 0.1% of each training photo's pixels labelled: \
+                          supervised, + MRF (± contrast), + TV (variants A, B, C)",
+            dataset: "Stanford Background",
+            cpu_time: "≈ 5 h",
+            base: STANFORD,
+            budget: "",
+            rows: tv_real_rows(),
+            seeds: 3,
+            reference: &[],
+            reference_source: "",
+        },
+        Recipe {
+            name: "recon-horse",
+            description: "reconstruction on Weizmann Horse, 22 of 172 photos labelled: supervised and UniMatch, each \
+                          alone, + plain and + object/background reconstruction",
+            dataset: "Weizmann Horse (folder)",
+            cpu_time: "≈ 8 h",
+            base: HORSE,
+            budget: "[data.folder]\nnum_labeled = 22\n",
+            rows: recon_horse_rows(),
             seeds: 3,
             reference: &[],
             reference_source: "",
