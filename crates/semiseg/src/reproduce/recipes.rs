@@ -76,7 +76,7 @@ pub(super) fn paper_mim_rows() -> Vec<RowSpec> {
 }
 
 /// S4MIM ablation rows (`docs/aux-mim.md`).
-fn mim_rows() -> Vec<RowSpec> {
+pub(super) fn mim_rows() -> Vec<RowSpec> {
     vec![
         row("unimatch", MIM_OFF),
         row("unimatch+plain-mim", "[mim]\nmode = \"plain\"\n[mim.fa]\nmode = \"off\"\n[mim.sem]\nmode = \"off\"\n"),

@@ -199,3 +199,57 @@ fn real_photo_recipes_stop_at_once_without_data() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Every training row of the real-photo method recipes trains one step on a tiny MobileNetV2 DeepLabV3+ with the
+/// row's framework and method tables (the model, framework and terms the real runs build), with a finite loss and
+/// the row's own loss terms logged.
+#[test]
+fn real_photo_method_rows_train_a_step_on_a_tiny_mobilenet() -> anyhow::Result<()> {
+    use candle_core::{DType, Device};
+    use core_seg::batch::BatchSource;
+    use core_seg::frameworks::Method;
+    use core_seg::model::Backbone;
+    use core_seg::testing::{ToySemiSource, ToySource};
+    use core_seg::train::{TrainConfig, Trainer};
+    for name in ["camvid-table", "tv-horse", "recon-horse"] {
+        let r = find(name).ok_or_else(|| anyhow::anyhow!("{name} missing"))?;
+        for row in r.rows.iter().filter(|r| r.mrf_of.is_none()) {
+            let mut cfg = super::super::row_config(&r, row, 0)?;
+            assert_eq!(cfg.model.backbone, Backbone::MobilenetV2, "{name}/{}", row.method);
+            cfg.model = core_seg::model::DeepLabConfig {
+                width_mult: 0.25,
+                aspp_channels: Some(16),
+                reduce_channels: 8,
+                fuse_channels: 16,
+                nclass: 3,
+                ..cfg.model.clone()
+            };
+            cfg.semi.conf_thresh = 0.0;
+            let tcfg = TrainConfig { iters: 1, ..cfg.train.clone() };
+            let run = cfg.context(Some(1));
+            let builder = crate::methods::framework_builder(&run)?;
+            let mut t = Trainer::with_framework(&cfg.model, tcfg, builder, DType::F32, &Device::Cpu)?;
+            crate::methods::add_terms(&run, &mut t)?;
+            let mut src: Box<dyn BatchSource> = match cfg.semi.method {
+                Method::Supervised => Box::new(ToySource { n_train: 4, batch: 2, size: 64, dtype: DType::F32 }),
+                _ => Box::new(ToySemiSource { batch: 2, size: 64 }),
+            };
+            let rec = t.step(src.as_mut())?;
+            let terms: Vec<&str> = rec.terms.iter().map(|(n, _)| n.as_str()).collect();
+            assert!(rec.loss.is_finite(), "{name}/{}: loss {}", row.method, rec.loss);
+            let tags = [
+                ("+recon", "loss_recon"),
+                ("mim", "loss_mim_rec"),
+                ("+fa", "loss_mim_fa"),
+                ("s4mim", "loss_mim_sem"),
+                ("+tv", "loss_tv"),
+            ];
+            for (tag, term) in tags {
+                let wanted = row.method.contains(tag) || (tag == "+fa" && row.method.contains("s4mim"));
+                let logged = terms.iter().any(|n| n.starts_with(term));
+                assert_eq!(wanted, logged, "{name}/{}: {term} in {terms:?}", row.method);
+            }
+        }
+    }
+    Ok(())
+}
