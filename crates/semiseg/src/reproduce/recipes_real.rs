@@ -34,6 +34,17 @@ fn camvid_gap_rows() -> Vec<RowSpec> {
     ]
 }
 
+/// The label gap on Stanford Background: supervised on 1/32, 1/16, 1/8 and all of the 500 training photos (the
+/// other 72 ids of its train list validate).
+fn stanford_gap_rows() -> Vec<RowSpec> {
+    vec![
+        row("supervised-16", "[semi]\nmethod = \"supervised\"\n[data.folder]\nnum_labeled = 16\n"),
+        row("supervised-31", "[semi]\nmethod = \"supervised\"\n[data.folder]\nnum_labeled = 31\n"),
+        row("supervised-62", "[semi]\nmethod = \"supervised\"\n[data.folder]\nnum_labeled = 62\n"),
+        row("supervised-500", "[semi]\nmethod = \"supervised\"\n[data.folder]\nnum_labeled = 500\n"),
+    ]
+}
+
 /// The CamVid table: the frameworks, the ceiling (every training frame labelled) and each seed method on UniMatch
 /// (the S4MIM ablation rows as in `mim-synthetic`).
 fn camvid_table_rows() -> Vec<RowSpec> {
@@ -162,6 +173,18 @@ pub fn all() -> Vec<Recipe> {
             budget: "[data.folder]\nnum_labeled = 62\n",
             rows: base_rows(),
             seeds: 3,
+            reference: &[],
+            reference_source: "",
+        },
+        Recipe {
+            name: "stanford-gap",
+            description: "Stanford Background label gap: supervised on 16, 31, 62 and all 500 labelled training photos",
+            dataset: "Stanford Background",
+            cpu_time: "≈ 45 min",
+            base: STANFORD,
+            budget: "",
+            rows: stanford_gap_rows(),
+            seeds: 1,
             reference: &[],
             reference_source: "",
         },
