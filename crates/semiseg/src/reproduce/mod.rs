@@ -5,7 +5,7 @@ mod diagnostics;
 mod merge;
 pub mod recipes;
 mod recipes_paper;
-mod recipes_real;
+pub(crate) mod recipes_real;
 pub mod references;
 pub mod report;
 pub mod test_split;
@@ -256,7 +256,7 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
             row.method.to_string(),
             runs.iter().map(|(_, r)| (r.curve.clone(), r.losses.clone())).collect::<Vec<_>>(),
         ));
-        configs.push((row.method.to_string(), toml::to_string(&row_config(&recipe, row, 0)?)?));
+        configs.push((row.method.to_string(), config_text(&row_config(&recipe, row, 0)?)?));
     }
     if !primary {
         return Ok(());
@@ -290,6 +290,17 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
     Ok(())
 }
 
+/// A row's config as TOML for the report, without the synthetic scene tables when it trains on files.
+fn config_text(cfg: &RunConfig) -> Result<String> {
+    let mut v = toml::Value::try_from(cfg)?;
+    if cfg.data.dataset != DatasetKind::Synthetic {
+        if let Some(d) = v.get_mut("data").and_then(|d| d.as_table_mut()) {
+            d.remove("synthetic");
+        }
+    }
+    Ok(toml::to_string(&v)?)
+}
+
 /// A few validation images, their ground truth and each method's prediction (its lowest seed), for the report.
 struct Grid {
     images: Vec<data::RgbImage>,
@@ -300,7 +311,9 @@ struct Grid {
 
 impl Grid {
     fn new(val: &data::Dataset, n: usize) -> Self {
-        let samples: Vec<_> = (0..n.min(val.len())).filter_map(|i| val.sample(i).ok()).collect();
+        // Spread over the validation list (consecutive ids of a video set are near-identical frames).
+        let k = n.min(val.len());
+        let samples: Vec<_> = (0..k).filter_map(|i| val.sample(i * val.len() / k).ok()).collect();
         Self {
             gts: samples.iter().map(|s| s.mask.as_ref().map(|m| m.data.clone()).unwrap_or_default()).collect(),
             images: samples.into_iter().map(|s| s.image).collect(),

@@ -165,7 +165,17 @@ fn reference_table_shows_both_numbers() -> anyhow::Result<()> {
 #[test]
 fn real_photo_recipes_use_the_imagenet_encoder() -> anyhow::Result<()> {
     use std::path::Path;
-    for name in ["camvid", "camvid-gap", "horse", "stanford"] {
+    for name in [
+        "camvid",
+        "camvid-gap",
+        "camvid-table",
+        "horse",
+        "stanford",
+        "stanford-gap",
+        "tv-horse",
+        "tv-stanford",
+        "recon-horse",
+    ] {
         let r = find(name).ok_or_else(|| anyhow::anyhow!("{name} missing"))?;
         for row in &r.rows {
             let cfg = super::super::row_config(&r, row, 0)?;
