@@ -11,6 +11,7 @@ stride-2 3×3 conv becomes stride 1 with half the stage's dilation, every other 
 dilation, padding = dilation), with the DeepLabV3+ decoder of `make_fixtures.py` on top: ASPP on
 `features[4:18](c1)`, `reduce` on c1 = `features[0:4](x)`, two 3×3 fuse convs, a 1×1 classifier.
 """
+import argparse
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torchvision.models._utils import _make_divisible
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -100,23 +101,30 @@ def randn16(g, *shape):
     return torch.randn(shape, generator=g).half()
 
 
-def build_os16():
+def build_os16(imagenet=None):
     """OS 16, width 0.1: f32 eval logits; train-mode losses of three SGD steps in f64 and the parameters and BN
     buffers after them (moments of every tensor, a few tensors in full). Parameters and images are rounded to
     f16 and stored so (exact in f32 and f64), computed results are stored in f32 (eval) or f64 (training). The
     training crops are large enough (c4 4×3) for batch norm to stay well conditioned: on 2×2 maps the dilated
     depthwise convs see almost only padding, channel variances fall below eps, and rounding differences of
     1e-16 grow to 1e-7 within three steps."""
-    w, rates = 0.1, (6, 12, 18)
+    w, rates = (0.1, (6, 12, 18)) if imagenet is None else (1.0, (6, 12, 18))
+    aspp, reduce, fuse = (8, 8, 16) if imagenet is None else (128, 48, 256)
     torch.manual_seed(10)
-    m = DeepLabV3PlusMNV2(w, 8, 8, 16, 5, 16, rates)
+    m = DeepLabV3PlusMNV2(w, aspp, reduce, fuse, 5, 16, rates)
     g = torch.Generator().manual_seed(11)
     randomise_bn(m, g)
     with torch.no_grad():
         for v in m.state_dict().values():
             if v.is_floating_point():
                 v.copy_(v.half().float())
-    t = {f"param.{k}": v.half() for k, v in state(m).items()}
+    if imagenet is not None:
+        # The converted ImageNet encoder as it is (f32, exact in f64); the decoder stays seeded.
+        enc = {f"backbone.{k}": v for k, v in load_file(imagenet).items() if int(k.split(".")[1]) < 18}
+        missing, unexpected = m.load_state_dict(enc, strict=False)
+        assert not unexpected and not any(k.startswith("backbone.") for k in missing), (missing, unexpected)
+    keep = (lambda v: v.half()) if imagenet is None else (lambda v: v)
+    t = {f"param.{k}": keep(v) for k, v in state(m).items()}
     x = randn16(g, 2, 3, 29, 23)
     t["input"] = x
     x = x.float()
@@ -130,8 +138,9 @@ def build_os16():
     opt = torch.optim.SGD(groups, lr=0.01, momentum=0.9, weight_decay=1e-4)
     losses = []
     for i in range(3):
-        img = randn16(g, 2, 3, 49, 41)
-        msk = make_target(g, 2, 49, 41, 5, 0.1).to(torch.uint8)
+        h, w_ = (49, 41) if imagenet is None else (97, 81)  # width 1: c4 of 7×6 keeps every BN well conditioned
+        img = randn16(g, 2, 3, h, w_)
+        msk = make_target(g, 2, h, w_, 5, 0.1).to(torch.uint8)
         t[f"batch{i}.image"], t[f"batch{i}.mask"] = img, msk
         loss = F.cross_entropy(m(img.double()), msk.long(), ignore_index=IGNORE)
         losses.append(loss.detach().reshape(1))
@@ -143,7 +152,7 @@ def build_os16():
     after = state(m)
     t.update({f"after3_moments.{k}": moments(v) for k, v in after.items()})
     t.update({f"after3.{k}": after[k] for k in FULL_AFTER3})
-    meta = {"config": config(w, 16, 8, 8, 16, 5, rates), "trainable_parameters": n_trainable(m),
+    meta = {"config": config(w, 16, aspp, reduce, fuse, 5, rates), "trainable_parameters": n_trainable(m),
             "losses": [float(l) for l in losses], "eval_logits_absmax": float(t["eval_logits"].abs().max()),
             "sgd": {"momentum": 0.9, "weight_decay": 1e-4, "lr_backbone": 0.01, "lr_head": 0.1}}
     return t, meta, m
@@ -199,6 +208,20 @@ def build_names():
 def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--imagenet", help="converted ImageNet encoder (fetch-weights output): write the OS 16 fixture at "
+                    "width 1 with it, into --out only (too large to commit); run the Rust parity tests on it with "
+                    "SEMISEG_PARITY_FIXTURES=DIR")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    if a.imagenet:
+        t, meta, _ = build_os16(a.imagenet)
+        os.makedirs(a.out, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in t.items()}, os.path.join(a.out, "deeplab_mnv2.safetensors"))
+        with open(os.path.join(a.out, "deeplab_mnv2.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        print(f"ImageNet encoder, width 1: trainable {meta['trainable_parameters']}, losses {meta['losses']}")
+        return
     os.makedirs(OUT, exist_ok=True)
     t16, meta16, _ = build_os16()
     start = {k[len("param."):]: v for k, v in t16.items() if k.startswith("param.")}

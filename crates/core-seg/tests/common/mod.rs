@@ -10,15 +10,21 @@ use candle_core::{DType, Device, Tensor, Var};
 /// Directory of the committed PyTorch fixtures (`tools/parity/make_fixtures.py`).
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/parity");
 
+/// The parity fixture folder: the committed one, or `$SEMISEG_PARITY_FIXTURES` for fixtures too large to commit
+/// (e.g. `tools/parity/make_mobilenet_fixtures.py --imagenet`, the width-1 model on the ImageNet encoder).
+pub fn fixtures() -> String {
+    std::env::var("SEMISEG_PARITY_FIXTURES").unwrap_or_else(|_| FIXTURES.to_string())
+}
+
 /// All tensors of one safetensors fixture, by name.
 pub fn load(file: &str) -> Result<HashMap<String, Tensor>> {
-    let path = format!("{FIXTURES}/{file}");
+    let path = format!("{}/{file}", fixtures());
     candle_core::safetensors::load(&path, &Device::Cpu).with_context(|| format!("loading {path}"))
 }
 
 /// A JSON fixture.
 pub fn load_json(file: &str) -> Result<serde_json::Value> {
-    let path = format!("{FIXTURES}/{file}");
+    let path = format!("{}/{file}", fixtures());
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     Ok(serde_json::from_str(&text)?)
 }
