@@ -109,6 +109,29 @@ fn recon_horse_rows() -> Vec<RowSpec> {
     super::recipes::recon_rows_of!("supervised", "unimatch")
 }
 
+/// The TV paper's setting on one dataset (rows: [`tv_real_rows`]).
+macro_rules! tv_recipe {
+    ($name:literal, $title:literal, $dataset:literal, $base:expr) => {
+        Recipe {
+            name: $name,
+            description: concat!(
+                "TV loss on ",
+                $title,
+                ", 1% and 0.1% of each training photo's pixels labelled: supervised, + MRF (± contrast), + TV \
+                 (variants A, B, C)"
+            ),
+            dataset: $dataset,
+            cpu_time: "≈ 5 h",
+            base: $base,
+            budget: "",
+            rows: tv_real_rows(),
+            seeds: 3,
+            reference: &[],
+            reference_source: "",
+        }
+    };
+}
+
 /// The real-photo recipes, in `cargo xtask list` order.
 pub fn all() -> Vec<Recipe> {
     vec![
@@ -188,33 +211,8 @@ pub fn all() -> Vec<Recipe> {
             reference: &[],
             reference_source: "",
         },
-        Recipe {
-            name: "tv-horse",
-            description:
-                "TV loss on Weizmann Horse, 1% and 0.1% of each training photo's pixels labelled: supervised, \
-                          + MRF (± contrast), + TV (variants A, B, C)",
-            dataset: "Weizmann Horse (folder)",
-            cpu_time: "≈ 5 h",
-            base: HORSE,
-            budget: "",
-            rows: tv_real_rows(),
-            seeds: 3,
-            reference: &[],
-            reference_source: "",
-        },
-        Recipe {
-            name: "tv-stanford",
-            description: "TV loss on Stanford Background, 1% and 0.1% of each training photo's pixels labelled: \
-                          supervised, + MRF (± contrast), + TV (variants A, B, C)",
-            dataset: "Stanford Background",
-            cpu_time: "≈ 5 h",
-            base: STANFORD,
-            budget: "",
-            rows: tv_real_rows(),
-            seeds: 3,
-            reference: &[],
-            reference_source: "",
-        },
+        tv_recipe!("tv-horse", "Weizmann Horse", "Weizmann Horse (folder)", HORSE),
+        tv_recipe!("tv-stanford", "Stanford Background", "Stanford Background", STANFORD),
         Recipe {
             name: "recon-horse",
             description: "reconstruction on Weizmann Horse, 22 of 172 photos labelled: supervised and UniMatch, each \
