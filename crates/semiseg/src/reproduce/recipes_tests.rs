@@ -221,7 +221,7 @@ fn real_photo_method_rows_train_a_step_on_a_tiny_mobilenet() -> anyhow::Result<(
     use core_seg::model::Backbone;
     use core_seg::testing::{ToySemiSource, ToySource};
     use core_seg::train::{TrainConfig, Trainer};
-    for name in ["camvid-table", "tv-horse", "recon-horse"] {
+    for name in ["camvid-table", "stanford-table", "tv-horse", "recon-horse"] {
         let r = find(name).ok_or_else(|| anyhow::anyhow!("{name} missing"))?;
         for row in r.rows.iter().filter(|r| r.mrf_of.is_none()) {
             let mut cfg = super::super::row_config(&r, row, 0)?;
