@@ -216,7 +216,9 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
                 }
             };
             let mut rec = rec;
-            if let (Some(t), None, true) = (&test, &rec.test, primary) {
+            // An MRF record written before β was recorded cannot be scored as the same MRF: it stays without a test score.
+            let scorable = row.mrf_of.is_none() || rec.mrf_beta.is_some();
+            if let (Some(t), None, true, true) = (&test, &rec.test, primary, scorable) {
                 // Scored once, from the checkpoint chosen on validation (an MRF row: its source row's).
                 let ck_dir = dir.join(row.mrf_of.unwrap_or(row.method)).join(format!("seed{seed}"));
                 rec.test = Some(test_split::score(&cfg, &ck_dir, t, rec.mrf_beta)?);
