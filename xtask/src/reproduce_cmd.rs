@@ -47,6 +47,10 @@ pub struct ReproduceArgs {
     /// writes the results and the report.
     #[arg(long)]
     pub gpus: Option<usize>,
+    /// Config override for every run, KEY=VALUE over the recipe's settings (repeatable), e.g.
+    /// `--set model.aspp_channels=256 --set unimatch.conf_thresh=0.9`; give a variant its own --out.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
@@ -67,6 +71,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
         only_seeds: a.only_seeds,
         iters: a.iters,
         device: a.device,
+        set: a.set,
     })?)
 }
 

@@ -1,5 +1,6 @@
 //! `cargo xtask reproduce`: a tiny run writes the table, results.json, report.md and its PNGs; `--check`
-//! passes against itself and fails against a better baseline; a paper recipe without data fails at once.
+//! passes against itself and fails against a better baseline; a paper recipe without data fails at once;
+//! `--set` overrides reach the runs and keep `--resume` from mixing variants.
 
 mod common;
 use common::xtask;
@@ -112,5 +113,39 @@ fn paper_recipe_without_data_fails_fast_with_guidance() -> anyhow::Result<()> {
     let out = xtask().args(["reproduce", "unimatch-voc", "--data-root", "/nonexistent"]).output()?;
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/JPEGImages"));
     assert!(secs < 5.0, "took {secs} s");
+    Ok(())
+}
+
+/// `--set` overrides reach every run's config and the report; a run trained with overrides is not reused or
+/// continued by an invocation with other settings, and a misspelt key is an error.
+#[test]
+fn set_overrides_reach_the_runs_and_guard_resume() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let run = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
+        let base = ["reproduce", "smoke", "--quiet", "--rows", "supervised", "--seeds", "1", "--out"];
+        Ok(xtask().args(base).arg(dir.path()).args(extra).env("RUST_BACKTRACE", "0").output()?)
+    };
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).to_string();
+    let first = run(&["--set", "model.aspp_channels=12"])?;
+    assert!(first.status.success(), "{}", stderr(&first));
+    let seed0 = dir.path().join("smoke/supervised/seed0");
+    let cfg = std::fs::read_to_string(seed0.join("config.toml"))?;
+    assert!(cfg.contains("aspp_channels = 12"), "{cfg}");
+    let report = std::fs::read_to_string(dir.path().join("smoke/report.md"))?;
+    assert!(report.contains("`--set model.aspp_channels=12`"), "{report}");
+    // A finished run with other overrides is not reused…
+    let plain = run(&["--resume"])?;
+    assert!(!plain.status.success());
+    assert!(stderr(&plain).contains("trained with --set"), "{}", stderr(&plain));
+    // …and an unfinished one is not continued with another config.
+    std::fs::remove_file(seed0.join("run.json"))?;
+    let other = run(&["--resume", "--set", "model.aspp_channels=16"])?;
+    assert!(!other.status.success());
+    assert!(stderr(&other).contains("model.aspp_channels: 12 → 16"), "{}", stderr(&other));
+    let same = run(&["--resume", "--set", "model.aspp_channels=12"])?;
+    assert!(same.status.success(), "{}", stderr(&same));
+    let typo = run(&["--set", "model.asp_channels=12"])?;
+    assert!(!typo.status.success());
+    assert!(stderr(&typo).contains("unknown field `asp_channels`"), "{}", stderr(&typo));
     Ok(())
 }

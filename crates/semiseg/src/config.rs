@@ -143,6 +143,37 @@ impl RunConfig {
         crate::methods::validate(&self.context(None))
     }
 
+    /// Errors when the run directory's `config.toml` (written when the run started) describes another
+    /// training than `self`: a run continued with `--resume` must be the run it was. The iteration budget
+    /// (`train.iters`, `epochs`: a run may be extended), the dataset root, the resolved pretrained path and
+    /// `data.skip_bad` may differ. A `config.toml` this build cannot read only gets a warning.
+    pub fn check_resumable(&self, run_dir: &Path) -> Result<()> {
+        let path = run_dir.join("config.toml");
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+        let old: RunConfig = match toml::from_str(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("{}: not comparable with this run's config ({e}); resuming anyway", path.display());
+                return Ok(());
+            }
+        };
+        let comparable = |c: &RunConfig| -> Result<toml::Value> {
+            let mut c = c.clone();
+            (c.train.iters, c.epochs, c.data.root, c.pretrained, c.data.skip_bad) = (0, None, None, None, false);
+            Ok(toml::Value::try_from(&c)?)
+        };
+        let (was, now) = (comparable(&old)?, comparable(self)?);
+        if was != now {
+            let diff = crate::reproduce::merge::differences(&was, &now, "");
+            bail!(
+                "{}: this run was started with another config ({}); continue it with the same settings or use another output directory",
+                path.display(),
+                diff.join(", ")
+            );
+        }
+        Ok(())
+    }
+
     /// What method plug-ins see of this run (`steps_per_epoch` once the data is built).
     pub fn context(&self, steps_per_epoch: Option<usize>) -> RunContext<'_> {
         RunContext {

@@ -160,6 +160,9 @@ impl Runner {
         }
         crate::pretrain::resolve(&mut cfg)?;
         cfg.data.skip_bad |= a.skip_bad;
+        if a.resume {
+            cfg.check_resumable(&a.out)?;
+        }
         let semi = cfg.semi.method != Method::Supervised;
         let d = datasets::build(&cfg, a.data_root.as_ref(), semi)?;
         let class_names = d.val.class_names();

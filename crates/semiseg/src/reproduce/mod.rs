@@ -2,7 +2,7 @@
 //! a results table (mean ± std), `results.json`, `report.md`, and a regression check against a baseline.
 
 mod diagnostics;
-mod merge;
+pub(crate) mod merge;
 pub mod recipes;
 mod recipes_paper;
 pub(crate) mod recipes_real;
@@ -48,6 +48,9 @@ pub struct ReproduceOptions {
     pub iters: Option<usize>,
     /// Training device: cpu, cuda or cuda:N (cuda needs a `--features cuda` build).
     pub device: String,
+    /// `KEY=VALUE` config overrides applied to every run after the recipe's own settings (e.g.
+    /// `model.aspp_channels=256`), for a variant of a recipe in its own `--out`.
+    pub set: Vec<String>,
 }
 
 impl ReproduceOptions {
@@ -67,6 +70,7 @@ impl ReproduceOptions {
             only_seeds: None,
             iters: None,
             device: "cpu".into(),
+            set: Vec::new(),
         }
     }
 }
@@ -90,6 +94,9 @@ struct RunRecord {
     /// MRF rows: β chosen on validation.
     #[serde(default)]
     mrf_beta: Option<f64>,
+    /// The `--set` overrides the run was trained with.
+    #[serde(default)]
+    overrides: Vec<String>,
 }
 
 /// The recipe list: name, dataset, expected time, description, one line each.
@@ -114,7 +121,20 @@ pub fn select_rows(recipe: &recipes::Recipe, wanted: Option<&str>) -> Result<Vec
 
 /// The effective config of one row and seed.
 pub fn row_config(recipe: &recipes::Recipe, row: &recipes::RowSpec, seed: u64) -> Result<RunConfig> {
-    let t = merge::merged(recipe.base, &[row.base.unwrap_or(""), recipe.budget, row.patch])?;
+    row_config_with(recipe, row, seed, &[])
+}
+
+/// [`row_config`] with `--set` patches ([`merge::set_patch`]) applied over the row's settings.
+pub fn row_config_with(
+    recipe: &recipes::Recipe,
+    row: &recipes::RowSpec,
+    seed: u64,
+    sets: &[toml::Table],
+) -> Result<RunConfig> {
+    let mut t = merge::merged(recipe.base, &[row.base.unwrap_or(""), recipe.budget, row.patch])?;
+    for patch in sets {
+        merge::merge(&mut t, patch);
+    }
     let mut cfg: RunConfig = t.try_into().with_context(|| format!("recipe {} row {}", recipe.name, row.method))?;
     cfg.train.seed = seed;
     cfg.validate().with_context(|| format!("recipe {} row {}", recipe.name, row.method))?;
@@ -130,8 +150,21 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
     };
     // Data parallel: every rank trains every run; only rank 0 records, predicts and reports.
     let primary = core_seg::dist::is_primary() && core_seg::dist::DistEnv::from_env()?.is_none_or(|e| e.rank == 0);
+    let sets = a.set.iter().map(|s| merge::set_patch(s)).collect::<Result<Vec<_>>>()?;
+    // Every run's config: the row's, then `--set`, `--pretrained` and `--iters`.
+    let config_of = |row: &recipes::RowSpec, seed: u64| -> Result<RunConfig> {
+        let mut cfg = row_config_with(&recipe, row, seed, &sets)?;
+        if let Some(p) = &a.pretrained {
+            cfg.pretrained = Some(p.clone());
+        }
+        if let Some(n) = a.iters {
+            cfg.train.iters = n;
+            cfg.epochs = None;
+        }
+        Ok(cfg)
+    };
     let first = recipe.rows.first().context("recipe without rows")?;
-    let probe = row_config(&recipe, first, 0)?;
+    let probe = config_of(first, 0)?;
     if probe.data.dataset != DatasetKind::Synthetic {
         // Fail at once, before any work, when the dataset is absent.
         crate::datasets::data_root(&probe, a.data_root.as_ref())?;
@@ -158,19 +191,22 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
     for row in &selected {
         let mut runs = Vec::new();
         for seed in 0..seeds as u64 {
-            let mut cfg = row_config(&recipe, row, seed)?;
-            if let Some(p) = &a.pretrained {
-                cfg.pretrained = Some(p.clone());
-            }
-            if let Some(n) = a.iters {
-                cfg.train.iters = n;
-                cfg.epochs = None;
-            }
+            let cfg = config_of(row, seed)?;
             let run_dir = dir.join(row.method).join(format!("seed{seed}"));
             let rec_path = run_dir.join("run.json");
             let rec = match std::fs::read(&rec_path).ok().filter(|_| a.resume) {
                 Some(bytes) => {
-                    serde_json::from_slice::<RunRecord>(&bytes).with_context(|| rec_path.display().to_string())?
+                    let rec =
+                        serde_json::from_slice::<RunRecord>(&bytes).with_context(|| rec_path.display().to_string())?;
+                    if rec.overrides != a.set {
+                        bail!(
+                            "{}: trained with --set {:?}, this invocation has {:?}; use another --out for a variant",
+                            rec_path.display(),
+                            rec.overrides,
+                            a.set
+                        );
+                    }
+                    rec
                 }
                 None if !trains(seed) => continue,
                 None if row.mrf_of.is_some() && !primary => continue,
@@ -179,7 +215,8 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
                         &dir.join(row.mrf_of.unwrap_or_default()).join(format!("seed{seed}")),
                     );
                     eprintln!("[{}] {} seed {seed} (MRF on {})", recipe.name, row.method, src.display());
-                    let rec = mrf_record(&cfg, &src, a.data_root.as_ref())?;
+                    let mut rec = mrf_record(&cfg, &src, a.data_root.as_ref())?;
+                    rec.overrides = a.set.clone();
                     fs::create_dir_all(&run_dir)?;
                     fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
                     rec
@@ -210,6 +247,7 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
                         rev: Some(report::git_revision()),
                         test: None,
                         mrf_beta: None,
+                        overrides: a.set.clone(),
                     };
                     fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
                     rec
@@ -231,7 +269,7 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
         if !primary {
             continue;
         }
-        let cfg0 = row_config(&recipe, row, 0)?;
+        let cfg0 = config_of(row, 0)?;
         if row.mrf_of.is_none() && diagnostics::wants_recon_channels(&cfg0)? {
             for (seed, _) in &runs {
                 let run_dir = dir.join(row.method).join(format!("seed{seed}"));
@@ -258,7 +296,7 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
             row.method.to_string(),
             runs.iter().map(|(_, r)| (r.curve.clone(), r.losses.clone())).collect::<Vec<_>>(),
         ));
-        configs.push((row.method.to_string(), config_text(&row_config(&recipe, row, 0)?)?));
+        configs.push((row.method.to_string(), config_text(&cfg0)?));
     }
     if !primary {
         return Ok(());
@@ -273,7 +311,15 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
     let references =
         selected.iter().filter_map(|r| r.reference.map(|x| x.resolve(r.method))).collect::<Result<Vec<_>>>()?;
     let beside = references::table(&results, &references);
-    let sections = [references::section(&beside), diagnostics::recon_channels_section(&channels, quantile)];
+    let overrides = match a.set.is_empty() {
+        true => String::new(),
+        false => format!(
+            "## Overrides\n\nEvery run here was trained with `--set {}` over the recipe's settings (the configs \
+             below include them).\n\n",
+            a.set.join(" --set ")
+        ),
+    };
+    let sections = [overrides, references::section(&beside), diagnostics::recon_channels_section(&channels, quantile)];
     report::write(&dir, &recipe, &results, &configs, &curves, &time, &sections)?;
     println!("{}", results.table());
     if !beside.is_empty() {
@@ -355,5 +401,6 @@ fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&Pat
         rev: Some(report::git_revision()),
         test: None,
         mrf_beta: Some(beta),
+        overrides: Vec::new(),
     })
 }
