@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 
 use super::conv_batched as batched;
+use super::conv_regions as regions;
 use super::depthwise;
 use super::gemm_glue::{matmul, Parallelism, View};
 use super::im2col::{col2im, expand_weight_grad, im2col, live_weight, Geom};
@@ -77,6 +78,15 @@ fn use_depthwise(g: &Geom, algo: ConvAlgo) -> bool {
         }
 }
 
+/// Whether `algo` runs `g` by output regions ([`regions`]: `Auto`, where it pays and the columns fit in the
+/// batch-concatenated path's 16 Mi elements).
+fn use_regions(g: &Geom, algo: ConvAlgo) -> bool {
+    algo == ConvAlgo::Auto
+        && auto_override().is_none()
+        && (g.kg() + g.cout) * g.n * g.p() <= 16 << 20
+        && regions::pays(g)
+}
+
 fn sizes(g: &Geom) -> Sizes {
     Sizes { n: g.n, cin: g.cin, cout: g.cout, h: g.h, w: g.w, pad: g.pad, oh: g.oh, ow: g.ow }
 }
@@ -138,6 +148,9 @@ pub(crate) fn forward<T: Float>(g: &Geom, algo: ConvAlgo, x: &[T], w: &[T]) -> V
     if let Some(tile) = winograd_tile(g, algo) {
         return winograd::forward(tile, &sizes(g), x, w);
     }
+    if use_regions(g, algo) {
+        return regions::forward(g, x, w);
+    }
     let w = &*live_weight(g, w);
     let (nt, len) = (num_threads(), g.n * g.out_len());
     if batched::use_batched(g) {
@@ -190,6 +203,9 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, algo: ConvAlgo, dy: &[T], w: &[T]) 
     }
     if let Some(tile) = winograd_tile(g, algo) {
         return winograd::grad_input(tile, &sizes(g), dy, w);
+    }
+    if use_regions(g, algo) {
+        return regions::grad_input(g, dy, w);
     }
     let w = &*live_weight(g, w);
     let mut dx = vec![T::zero(); g.n * g.in_len()];
@@ -284,6 +300,9 @@ pub(crate) fn grad_weight<T: Float>(g: &Geom, algo: ConvAlgo, x: &[T], dy: &[T])
     }
     if let Some(tile) = winograd_tile(g, algo) {
         return winograd::grad_weight(tile, &sizes(g), x, dy);
+    }
+    if use_regions(g, algo) {
+        return regions::grad_weight(g, x, dy);
     }
     expand_weight_grad(g, grad_weight_live(g, x, dy))
 }

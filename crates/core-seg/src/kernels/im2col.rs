@@ -122,7 +122,7 @@ impl Geom {
     }
     /// Output index range `[lo, hi)` along an axis whose input position `o·s + k·d − pad` lies in `[0, len)`.
     #[inline]
-    fn valid_range(&self, k: usize, len: usize, out: usize) -> (usize, usize) {
+    pub(crate) fn valid_range(&self, k: usize, len: usize, out: usize) -> (usize, usize) {
         let off = (k * self.dil) as isize - self.pad as isize; // input pos = o·s + off
         let s = self.stride as isize;
         let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };

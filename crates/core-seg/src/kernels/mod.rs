@@ -58,6 +58,7 @@ mod conv;
 mod conv_batched;
 mod conv_cpu;
 mod conv_device;
+mod conv_regions;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod depthwise;

@@ -1,0 +1,278 @@
+//! Batch-concatenated convolution by output regions: dilated kernels on small maps without the padding taps.
+//!
+//! With padding = dilation on a map not much larger than the dilation (DeepLabV3+'s ASPP at rate 6 on the
+//! 10² maps of a 160² crop at output stride 16; dilations 2, 4 and 6 on the 8² maps of an output-stride-8
+//! backbone at a 64² crop), most kernel taps fall on padding for most output pixels: a 3×3 kernel at
+//! dilation 6 on an 8² map reads the image at a quarter of its tap positions, and im2col + GEMM multiplies
+//! the other three quarters by zero. Here each output axis is cut where a kernel tap enters or leaves the
+//! image, so that on each piece a tap is inside the image for every pixel or for none. A region (a row
+//! piece × a column piece) is its own small convolution over its live taps only; with `T_r` live taps and
+//! `P_r` pixels, batch folded into the columns:
+//!
+//! - forward: `Y_r [Cout, N·P_r] = W_r [Cout, Cin·T_r] · cols_r [Cin·T_r, N·P_r]`, pixels of regions without
+//!   a live tap are zero;
+//! - input gradient: `dx += col2im_r(W_rᵀ · dY_r)`;
+//! - weight gradient: `dW[live taps of r] += dY_r · cols_rᵀ`.
+//!
+//! No element of `cols_r` is padding, so the GEMMs do only the multiply-adds that touch the image. The
+//! regions run in parallel, one single-threaded GEMM each. [`pays`] takes this path when it removes at least
+//! half of the GEMM work of the live-window im2col ([`super::im2col::Geom`]); ungrouped convolutions only.
+//! Measured on a 2-core Xeon (AVX-512), batch 8, 8² maps, forward + backward ms, im2col → regions: 128→128 at
+//! dilation 4 (44 % of the taps live) 3.19 → 2.16, 128→64 at dilation 6 (25 %) 2.48 → 1.76; at dilation 2
+//! (69 % live) the nine small GEMMs lose, 64→64 1.53 → 1.73.
+
+use rayon::prelude::*;
+
+use super::gemm_glue::{matmul, Parallelism, View};
+use super::im2col::Geom;
+use super::Float;
+
+/// An output range along one axis and the kernel indices that are inside the image for all of it.
+#[derive(Debug, Clone, PartialEq)]
+struct Piece {
+    lo: usize,
+    hi: usize,
+    taps: Vec<usize>,
+}
+
+/// The pieces of one axis (`len` input and `out` output positions, `k` kernel taps): cut at every position
+/// where a tap's valid output range starts or ends.
+fn pieces(g: &Geom, len: usize, out: usize, k: usize) -> Vec<Piece> {
+    let ranges: Vec<(usize, usize)> = (0..k).map(|t| g.valid_range(t, len, out)).collect();
+    let mut cuts: Vec<usize> = ranges.iter().flat_map(|&(a, b)| [a, b]).chain([0, out]).collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.windows(2)
+        .map(|w| Piece {
+            lo: w[0],
+            hi: w[1],
+            taps: (0..k).filter(|&t| ranges[t].0 <= w[0] && w[1] <= ranges[t].1).collect(),
+        })
+        .collect()
+}
+
+/// One region: row and column pieces and its live taps `(ki, kj)`.
+struct Region<'a> {
+    rows: &'a Piece,
+    cols: &'a Piece,
+}
+
+impl Region<'_> {
+    fn pixels(&self) -> usize {
+        (self.rows.hi - self.rows.lo) * (self.cols.hi - self.cols.lo)
+    }
+    fn taps(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.rows.taps.iter().flat_map(|&i| self.cols.taps.iter().map(move |&j| (i, j)))
+    }
+    fn ntaps(&self) -> usize {
+        self.rows.taps.len() * self.cols.taps.len()
+    }
+}
+
+/// The regions of `g` with at least one live tap.
+fn regions<'a>(rows: &'a [Piece], cols: &'a [Piece]) -> impl Iterator<Item = Region<'a>> {
+    rows.iter().flat_map(move |r| cols.iter().map(move |c| Region { rows: r, cols: c })).filter(|r| r.ntaps() > 0)
+}
+
+fn axes(g: &Geom) -> (Vec<Piece>, Vec<Piece>) {
+    (pieces(g, g.h, g.oh, g.kh), pieces(g, g.w, g.ow, g.kw))
+}
+
+/// Whether the region path removes at least half of the multiply-adds of the live-window im2col.
+pub(crate) fn pays(g: &Geom) -> bool {
+    if g.groups != 1 || g.kh * g.kw == 1 {
+        return false;
+    }
+    let (rows, cols) = axes(g);
+    let live: usize = regions(&rows, &cols).map(|r| r.pixels() * r.ntaps()).sum();
+    2 * live <= g.p() * g.nki * g.nkj
+}
+
+/// `cols_r [Cin·T_r, N·P_r]` of region `r`: row `(c, t)`, column `(image, pixel)`.
+fn build_cols<T: Float>(g: &Geom, r: &Region, x: &[T], cols: &mut [T]) {
+    let (pr, hw, cw) = (r.pixels(), g.h * g.w, r.cols.hi - r.cols.lo);
+    let taps: Vec<(usize, usize)> = r.taps().collect();
+    let fill = |k: usize, row: &mut [T]| {
+        let (c, (ki, kj)) = (k / taps.len(), taps[k % taps.len()]);
+        for i in 0..g.n {
+            let plane = &x[(i * g.cin + c) * hw..(i * g.cin + c + 1) * hw];
+            let dst = &mut row[i * pr..(i + 1) * pr];
+            for (oy, seg) in (r.rows.lo..r.rows.hi).zip(dst.chunks_exact_mut(cw)) {
+                let start = input_index(g, (oy, r.cols.lo), (ki, kj));
+                copy_strided(seg, &plane[start..], g.stride);
+            }
+        }
+    };
+    cols.chunks_mut(g.n * pr).enumerate().for_each(|(k, row)| fill(k, row));
+}
+
+/// `dst[i] = src[i·stride]`.
+#[inline(always)]
+fn copy_strided<T: Float>(dst: &mut [T], src: &[T], stride: usize) {
+    if stride == 1 {
+        dst.copy_from_slice(&src[..dst.len()]);
+    } else {
+        dst.iter_mut().zip(src.iter().step_by(stride)).for_each(|(d, v)| *d = *v);
+    }
+}
+
+/// Flat index in an input plane of tap `(ki, kj)` of output pixel `(oy, ox)` (inside the image by construction).
+#[inline(always)]
+fn input_index(g: &Geom, (oy, ox): (usize, usize), (ki, kj): (usize, usize)) -> usize {
+    (oy * g.stride + ki * g.dil - g.pad) * g.w + ox * g.stride + kj * g.dil - g.pad
+}
+
+/// `W_r [Cout, Cin·T_r]` from the full weight `[Cout, Cin, kh, kw]`.
+fn region_weight<T: Float>(g: &Geom, r: &Region, w: &[T]) -> Vec<T> {
+    let taps: Vec<(usize, usize)> = r.taps().collect();
+    let mut out = Vec::with_capacity(g.cout * g.cin * taps.len());
+    for oc in 0..g.cout * g.cin {
+        out.extend(taps.iter().map(|&(ki, kj)| w[(oc * g.kh + ki) * g.kw + kj]));
+    }
+    out
+}
+
+/// `dY_r [Cout, N·P_r]` gathered from `dy [N, Cout, oh, ow]`.
+fn gather_dy<T: Float>(g: &Geom, r: &Region, dy: &[T], out: &mut [T]) {
+    let (pr, p, cw) = (r.pixels(), g.p(), r.cols.hi - r.cols.lo);
+    let fill = |co: usize, row: &mut [T]| {
+        for i in 0..g.n {
+            let plane = &dy[(i * g.cout + co) * p..(i * g.cout + co + 1) * p];
+            let dst = &mut row[i * pr..(i + 1) * pr];
+            for (oy, seg) in (r.rows.lo..r.rows.hi).zip(dst.chunks_exact_mut(cw)) {
+                seg.copy_from_slice(&plane[oy * g.ow + r.cols.lo..oy * g.ow + r.cols.hi]);
+            }
+        }
+    };
+    out.chunks_mut(g.n * pr).enumerate().for_each(|(co, row)| fill(co, row));
+}
+
+/// Forward: `y [N, Cout, oh, ow]`, every element written. Regions run in parallel, one single-threaded GEMM
+/// each (a region's GEMM is too small to split).
+pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
+    let (rows, cols) = axes(g);
+    let all: Vec<Region> = regions(&rows, &cols).collect();
+    let outs: Vec<Vec<T>> = all
+        .par_iter()
+        .map(|r| {
+            let (np, kr) = (g.n * r.pixels(), g.cin * r.ntaps());
+            let wr = region_weight(g, r, w);
+            let mut yr = vec![T::zero(); g.cout * np];
+            T::with_scratch(kr * np, |cr| {
+                build_cols(g, r, x, cr);
+                matmul(g.cout, np, kr, &mut yr, np, false, View::rm(&wr, kr), View::rm(cr, np), Parallelism::None);
+            });
+            yr
+        })
+        .collect();
+    let mut y = vec![T::zero(); g.n * g.out_len()];
+    y.par_chunks_mut(g.p()).enumerate().for_each(|(plane, yp)| {
+        let (i, co) = (plane / g.cout, plane % g.cout);
+        for (r, yr) in all.iter().zip(&outs) {
+            let (pr, cw) = (r.pixels(), r.cols.hi - r.cols.lo);
+            let np = g.n * pr;
+            let src = &yr[co * np + i * pr..co * np + (i + 1) * pr];
+            for (oy, seg) in (r.rows.lo..r.rows.hi).zip(src.chunks_exact(cw)) {
+                yp[oy * g.ow + r.cols.lo..oy * g.ow + r.cols.hi].copy_from_slice(seg);
+            }
+        }
+    });
+    y
+}
+
+/// Input gradient `dx [N, Cin, H, W]`: `dcols_r` of every region in parallel, then col2im per plane.
+pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+    let (rows, cols) = axes(g);
+    let all: Vec<Region> = regions(&rows, &cols).collect();
+    let dcols: Vec<Vec<T>> = all
+        .par_iter()
+        .map(|r| {
+            let (np, kr) = (g.n * r.pixels(), g.cin * r.ntaps());
+            let wr = region_weight(g, r, w);
+            let mut dc = vec![T::zero(); kr * np];
+            T::with_scratch(g.cout * np, |dyr| {
+                gather_dy(g, r, dy, dyr);
+                let (wt, d) = (View::rm_t(&wr, kr), View::rm(dyr, np));
+                matmul(kr, np, g.cout, &mut dc, np, false, wt, d, Parallelism::None);
+            });
+            dc
+        })
+        .collect();
+    let mut dx = vec![T::zero(); g.n * g.in_len()];
+    dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane, dxp)| {
+        let (i, c) = (plane / g.cin, plane % g.cin);
+        for (r, dc) in all.iter().zip(&dcols) {
+            let (pr, cw) = (r.pixels(), r.cols.hi - r.cols.lo);
+            let (np, nt) = (g.n * pr, r.ntaps());
+            for (t, tap) in r.taps().enumerate() {
+                let k = c * nt + t;
+                let src = &dc[k * np + i * pr..k * np + (i + 1) * pr];
+                for (oy, seg) in (r.rows.lo..r.rows.hi).zip(src.chunks_exact(cw)) {
+                    let start = input_index(g, (oy, r.cols.lo), tap);
+                    dxp[start..].iter_mut().step_by(g.stride).zip(seg).for_each(|(d, v)| *d += *v);
+                }
+            }
+        }
+    });
+    dx
+}
+
+/// Weight gradient `dW [Cout, Cin, kh, kw]` (zero on taps that never touch the image): every region's
+/// `dY_r · cols_rᵀ` in parallel, then summed into the taps.
+pub(crate) fn grad_weight<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    let (rows, cols) = axes(g);
+    let all: Vec<Region> = regions(&rows, &cols).collect();
+    let parts: Vec<Vec<T>> = all
+        .par_iter()
+        .map(|r| {
+            let (np, kr) = (g.n * r.pixels(), g.cin * r.ntaps());
+            let mut dwr = vec![T::zero(); g.cout * kr];
+            T::with_scratch(kr * np + g.cout * np, |buf| {
+                let (cr, dyr) = buf.split_at_mut(kr * np);
+                build_cols(g, r, x, cr);
+                gather_dy(g, r, dy, dyr);
+                let (d, c) = (View::rm(dyr, np), View::rm_t(cr, np));
+                matmul(g.cout, kr, np, &mut dwr, kr, false, d, c, Parallelism::None);
+            });
+            dwr
+        })
+        .collect();
+    let mut dw = vec![T::zero(); g.cout * g.cin * g.kh * g.kw];
+    for (r, dwr) in all.iter().zip(&parts) {
+        let taps: Vec<(usize, usize)> = r.taps().collect();
+        for (oc, src) in dwr.chunks_exact(taps.len()).enumerate() {
+            for (v, &(ki, kj)) in src.iter().zip(&taps) {
+                dw[(oc * g.kh + ki) * g.kw + kj] += *v;
+            }
+        }
+    }
+    dw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::ConvParams;
+
+    fn geom(h: usize, w: usize, d: usize) -> Geom {
+        let cfg = ConvParams { stride: 1, padding: d, dilation: d, groups: 1 };
+        Geom::new("test", (2, 3, h, w), (4, 3, 3, 3), cfg).expect("geometry")
+    }
+
+    #[test]
+    fn pieces_cut_where_taps_enter_or_leave_the_image() {
+        // Dilation 6 on 8 pixels: tap 0 (offset −6) is inside for outputs 6..8, tap 2 (+6) for 0..2.
+        let g = geom(8, 8, 6);
+        let p = pieces(&g, 8, 8, 3);
+        let want = [(0, 2, vec![1, 2]), (2, 6, vec![1]), (6, 8, vec![0, 1])];
+        assert_eq!(p, want.map(|(lo, hi, taps)| Piece { lo, hi, taps }).to_vec());
+        assert!(pays(&g));
+        // Dilation 4: 44 % of the tap positions are inside; dilation 2: 69 %, and dilation 1 loses only the
+        // border taps: not worth nine GEMMs.
+        assert!(pays(&geom(8, 8, 4)));
+        assert!(!pays(&geom(8, 8, 2)));
+        assert!(!pays(&geom(8, 8, 1)));
+        // Dilation 12 on 8 pixels: the live window is the centre tap already (a 1×1 GEMM).
+        assert!(!pays(&geom(8, 8, 12)));
+    }
+}
