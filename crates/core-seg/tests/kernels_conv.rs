@@ -103,12 +103,13 @@ fn conv_auto_takes_winograd_on_large_maps() {
 }
 
 /// Dilated kernels on small maps run by output regions, over the taps that touch the image only: exact against
-/// the naive f64 convolution and finite differences at dilation 3, 4 and 6, odd and unequal sizes, stride 2
+/// the naive f64 convolution and finite differences at dilation 2, 3, 4 and 6, odd and unequal sizes, stride 2
 /// with H and W of different parity, channel counts that are no multiple of a vector, one image and several;
 /// and equal to plain im2col (`Direct`), which multiplies the padding taps by zero.
 #[test]
 fn conv_dilated_small_maps_run_by_regions() {
     check(Case { n: 2, cin: 5, h: 6, w: 5, cout: 17, kh: 3, kw: 3, p: p(1, 3, 3, 1) }, 900);
+    check(Case { n: 2, cin: 3, h: 4, w: 5, cout: 5, kh: 3, kw: 3, p: p(1, 2, 2, 1) }, 906);
     check(Case { n: 3, cin: 3, h: 8, w: 8, cout: 4, kh: 3, kw: 3, p: p(1, 4, 4, 1) }, 901);
     check(Case { n: 1, cin: 4, h: 7, w: 9, cout: 3, kh: 3, kw: 3, p: p(1, 6, 6, 1) }, 902);
     check(Case { n: 2, cin: 3, h: 10, w: 7, cout: 5, kh: 3, kw: 3, p: p(1, 6, 6, 1) }, 903);

@@ -274,5 +274,7 @@ mod tests {
         assert!(!pays(&geom(8, 8, 1)));
         // Dilation 12 on 8 pixels: the live window is the centre tap already (a 1×1 GEMM).
         assert!(!pays(&geom(8, 8, 12)));
+        // Dilation 2 on a 4×5 map: 49 % of the tap positions are inside.
+        assert!(pays(&geom(4, 5, 2)));
     }
 }
