@@ -61,16 +61,15 @@ fn for_chunks<T: Float>(data: &mut [T], len: usize, nt: usize, f: impl Fn(usize,
 
 /// Images per thread when a call is split over `nt` threads, each running the whole computation on its images
 /// single-threaded (one fork-join per call instead of one per gather, GEMM and scatter); `None` to run the
-/// batch as one, with parallel GEMMs: for GEMMs above [`SPLIT_MAX_MACS`], where the hand-offs are cheap
-/// beside the arithmetic and two half-width GEMMs run slower than one split GEMM (ResNet-18 at a 128² crop,
-/// batch 4: 294 → 319 ms per step when every batched layer was split).
+/// batch as one, with parallel GEMMs. Each part packs the whole weight for its GEMMs, so only layers whose
+/// weight has at most [`SPLIT_MAX_WEIGHT`] elements are split (ResNet-18 at a 128² crop, batch 4: 294 → 319
+/// ms per step when its 256- and 512-channel 3×3 layers were split too).
 fn image_chunk(g: &Geom, nt: usize) -> Option<usize> {
-    let macs = g.cout_g() * g.kg() * g.n * g.p() * g.groups;
-    (nt > 1 && g.n >= nt && macs <= SPLIT_MAX_MACS).then(|| g.n.div_ceil(nt))
+    (nt > 1 && g.n >= nt && g.cout * g.kg() <= SPLIT_MAX_WEIGHT).then(|| g.n.div_ceil(nt))
 }
 
-/// Largest GEMM (multiply-adds per call, all groups) that [`image_chunk`] splits by images.
-const SPLIT_MAX_MACS: usize = 1 << 27;
+/// Largest weight (`Cout · K_g` elements) of a layer that [`image_chunk`] splits by images.
+const SPLIT_MAX_WEIGHT: usize = 1 << 18;
 
 /// `cols [K_g, N·P]` for group `grp` of the whole batch, parallel over rows when `nt > 1`.
 fn build_cols<T: Float>(g: &Geom, x: &[T], grp: usize, cols: &mut [T], nt: usize) {
