@@ -7,8 +7,9 @@
 //! - weight gradient: `dW_g [Cout_g, K] = Σ_n dy[n,g] [Cout_g, P] · cols(x[n,g])ᵀ [P, K]`.
 //!
 //! 1×1 stride-1 unpadded convs use `x` itself as `cols`. `K` only spans the kernel taps that ever touch the
-//! image (dilation 12/18 on an 8² map leaves the centre tap: a 1×1-sized GEMM). Small maps fold the batch
-//! into the GEMM columns ([`super::conv_batched`]); larger ones run one GEMM per image, im2col/col2im in
+//! image (dilation 12/18 on an 8² map leaves the centre tap: a 1×1-sized GEMM), and where most taps still
+//! read padding the map is cut into regions with their own live taps ([`super::conv_regions`]). Small maps
+//! fold the batch into the GEMM columns ([`super::conv_batched`]); larger ones run one GEMM per image, im2col/col2im in
 //! ~256-pixel bands, parallel over the batch ([`super::conv_cpu`]). All GEMMs are `gemm::gemm` calls on
 //! the tensors' own buffers (transposes as strides, no copies); backward skips the gradient of an input
 //! that no variable feeds.

@@ -6,7 +6,8 @@
 //!   (weight gradient), each its own custom op, so no Candle convolution runs in backward (Candle's
 //!   stride-2 backward is wrong when H and W differ in parity, and its input gradient is a slow direct loop).
 //!   3×3 stride-1 layers with ≥ 64 channels on maps of 32² and more run as Winograd F(4,3) (forward and both gradients;
-//!   [`ConvAlgo`] picks the algorithm explicitly). Depthwise convolutions (`groups = Cin = Cout`, kernels up
+//!   [`ConvAlgo`] picks the algorithm explicitly). Dilated kernels on small maps, where most taps read
+//!   padding, run by output regions over the live taps only. Depthwise convolutions (`groups = Cin = Cout`, kernels up
 //!   to 3×3, any stride, padding and dilation: MobileNetV2's) run on a direct kernel that reads each tap
 //!   from a polyphase copy of the input plane, vectorised across the whole plane, parallel over (image,
 //!   channel) planes, for forward and both gradients.
