@@ -60,9 +60,16 @@ fn check_op(name: &str, dev: &Device, x: &Tensor, f: &dyn Fn(&Tensor) -> candle_
     let y_dims = f(x)?.dims().to_vec();
     let r = tensor(&y_dims, 99, DType::F64, &Device::Cpu)?;
     for dt in [DType::F64, DType::F32, DType::BF16] {
-        let cpu_dt = if dt == DType::BF16 { DType::F32 } else { dt };
-        let (yc, gc) = value_and_grad(f, x, &r, cpu_dt, &Device::Cpu)?;
-        let (yg, gg) = value_and_grad(f, x, &r, dt, dev)?;
+        // bf16: the f32 reference sees the same bf16-rounded input and cotangent as the GPU, so rounding cannot
+        // turn a strict maximum into a tie (max pooling would then route the gradient to another pixel).
+        let (cpu_dt, xr, rr) = if dt == DType::BF16 {
+            let round = |t: &Tensor| t.to_dtype(DType::BF16)?.to_dtype(DType::F64);
+            (DType::F32, round(x)?, round(&r)?)
+        } else {
+            (dt, x.clone(), r.clone())
+        };
+        let (yc, gc) = value_and_grad(f, &xr, &rr, cpu_dt, &Device::Cpu)?;
+        let (yg, gg) = value_and_grad(f, &xr, &rr, dt, dev)?;
         assert!(yg.device().is_cuda(), "{name}: result left the GPU");
         let (dy, dg) = (rel_diff(&yg, &yc)?, rel_diff(&gg, &gc)?);
         eprintln!("{name} {dt:?}: forward {dy:.2e}, gradient {dg:.2e}");
@@ -212,6 +219,42 @@ fn conv2d_device_matches_cpu_kernel() -> Result<()> {
             let (dy, dg) = (rel_diff(&yg, &yc)?, rel_diff(&gg, &gc)?);
             eprintln!("conv2d_device {h}x{w} k{k} {prm:?} {dt:?}: forward {dy:.2e}, input gradient {dg:.2e}");
             assert!(dy <= tol(dt) && dg <= tol(dt), "conv2d_device case {i} {dt:?}: {dy:e} / {dg:e}");
+        }
+    }
+    Ok(())
+}
+
+/// The direct depthwise kernels (forward, input and weight gradients) against the CPU depthwise kernel: odd
+/// sizes, stride 2 with H and W of different parity, dilation 2 and 4, channel counts 3, 5, 17; f64, f32 and
+/// bf16 (against f32).
+#[test]
+fn depthwise_conv2d_matches_cpu_kernel() -> Result<()> {
+    let Some(dev) = gpu("depthwise_conv2d_matches_cpu_kernel") else { return Ok(()) };
+    let p = |c, stride, padding, dilation| kernels::ConvParams { stride, padding, dilation, groups: c };
+    let cases =
+        [(9, 7, 5, p(5, 2, 1, 1)), (8, 8, 17, p(17, 1, 2, 2)), (10, 6, 3, p(3, 1, 4, 4)), (7, 10, 5, p(5, 2, 1, 1))];
+    for (i, (h, w, c, prm)) in cases.into_iter().enumerate() {
+        let wt = tensor(&[c, 1, 3, 3], 170 + i as u64, DType::F64, &Device::Cpu)?;
+        let x = tensor(&[3, c, h, w], 180 + i as u64, DType::F64, &Device::Cpu)?;
+        let run = |dt: DType, d: &Device| -> Result<[Tensor; 3]> {
+            let xv = Var::from_tensor(&x.to_dtype(dt)?.to_device(d)?)?;
+            let wv = Var::from_tensor(&wt.to_dtype(dt)?.to_device(d)?)?;
+            let y = kernels::depthwise_conv2d(xv.as_tensor(), wv.as_tensor(), prm)?;
+            let r = tensor(y.dims(), 190, DType::F64, &Device::Cpu)?.to_dtype(dt)?.to_device(d)?;
+            let g = (&y * &r)?.sum_all()?.backward()?;
+            let grad = |v: &Var| g.get(v.as_tensor()).cloned().ok_or_else(|| anyhow::anyhow!("no gradient"));
+            Ok([y, grad(&xv)?, grad(&wv)?])
+        };
+        for dt in [DType::F64, DType::F32, DType::BF16] {
+            let cpu = run(if dt == DType::BF16 { DType::F32 } else { dt }, &Device::Cpu)?;
+            let cuda = run(dt, &dev)?;
+            for (what, (a, b)) in ["forward", "input gradient", "weight gradient"].iter().zip(cuda.iter().zip(&cpu)) {
+                assert!(a.device().is_cuda(), "depthwise {what}: result left the GPU");
+                let d = rel_diff(a, b)?;
+                eprintln!("depthwise {h}x{w} c{c} {prm:?} {dt:?} {what}: {d:.2e}");
+                // bf16 sums over the batch in the weight gradient: 4x the element tolerance.
+                assert!(d <= tol(dt) * 4.0, "depthwise case {i} {dt:?} {what}: {d:e}");
+            }
         }
     }
     Ok(())

@@ -9,8 +9,9 @@
 //! - weight gradient: Candle's own formula, `dW = conv(xᵀ, dyᵀ, padding p, stride d, dilation s)ᵀ` cut to
 //!   `kh×kw` (an im2col GEMM of the same size as cuDNN's).
 //!
-//! The forward result is attached to this backward by a custom op that only copies it. Grouped
-//! convolutions and `p > (k − 1)d` fall back to Candle's convolution.
+//! The forward result is attached to this backward by a custom op that only copies it. Depthwise
+//! convolutions go to [`super::depthwise_conv2d`]; other grouped convolutions and `p > (k − 1)d` fall back to
+//! Candle's convolution.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -20,6 +21,9 @@ use super::ConvParams;
 /// Differentiable convolution of `x [N, Cin, H, W]` with `w [Cout, Cin, kh, kw]` (no bias) on any device.
 pub fn conv2d_device(x: &Tensor, w: &Tensor, cfg: ConvParams) -> Result<Tensor> {
     let (_, _, kh, kw) = w.dims4()?;
+    if super::is_depthwise(x, w, cfg)? {
+        return super::depthwise_conv2d(x, w, cfg);
+    }
     let reach = |k: usize| (k - 1) * cfg.dilation;
     if cfg.groups != 1 || cfg.padding > reach(kh) || cfg.padding > reach(kw) {
         return x.conv2d(w, cfg.padding, cfg.stride, cfg.dilation, cfg.groups);

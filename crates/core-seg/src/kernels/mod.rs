@@ -24,7 +24,7 @@
 //!
 //! All ops run on CPU storage (f32 and f64). With the `cuda` feature, resize, max-pool and softmax-CE also run
 //! on CUDA storage (f32, f64, bf16) and batch norm (f32, f64, with SyncBN) through PTX kernels ([`cuda`]);
-//! the convolution stays Candle's there. On other devices/dtypes they return an error naming the op, so the
+//! so does the depthwise convolution ([`depthwise_conv2d`]); other convolutions stay Candle's there. On other devices/dtypes they return an error naming the op, so the
 //! caller takes the reference path.
 
 /// `vis fn name[generics](args) => body::<generic names>` defines `vis fn name`, which runs `body` (an
@@ -63,6 +63,7 @@ mod conv_regions;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod depthwise;
+mod depthwise_device;
 mod gemm_glue;
 mod im2col;
 mod pool;
@@ -81,6 +82,7 @@ pub use conv_batched::force_batched;
 pub use conv_cpu::set_band_cols;
 pub use conv_cpu::ConvAlgo;
 pub use conv_device::{conv2d_device, conv2d_device_grad_input, conv2d_device_grad_weight};
+pub use depthwise_device::{depthwise_conv2d, is_depthwise};
 pub use pool::max_pool_3x3_s2_p1;
 pub use resize::resize_bilinear;
 pub use sgd::{sgd_step, sgd_supported};

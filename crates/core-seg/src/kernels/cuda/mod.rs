@@ -10,11 +10,13 @@
 //! | [`super::max_pool_3x3_s2_p1`] fwd / bwd | `maxpool_fwd_*` (argmax on device), `maxpool_bwd_*` | f32, f64, bf16 |
 //! | [`super::softmax_cross_entropy`] fwd / bwd | `ce_fwd_*`, `ce_bwd_*` | f32, f64, bf16 |
 //! | [`super::batch_norm_train`] fwd / bwd (+ SyncBN) | `bn_*` | f32, f64 |
+//! | [`super::depthwise_conv2d`] fwd / input and weight gradients | `dw_*` (direct, no im2col) | f32, f64, bf16 |
 //!
-//! The convolution stays Candle's (cuBLAS im2col, or cuDNN with the `cudnn` feature).
+//! Other convolutions stay Candle's (cuBLAS im2col, or cuDNN with the `cudnn` feature).
 
 pub(crate) mod bn;
 pub(crate) mod ce;
+pub(crate) mod depthwise;
 pub(crate) mod pool;
 pub(crate) mod resize;
 
@@ -28,7 +30,7 @@ use candle_core::{CudaStorage, DType, Layout, Result};
 /// The bf16 type of the kernels (for crates without their own `half` dependency).
 pub use half::bf16;
 
-/// PTX text of each `.cu` file (`RESIZE`, `POOL`, `SOFTMAX_CE`, `BATCH_NORM`).
+/// PTX text of each `.cu` file (`RESIZE`, `POOL`, `SOFTMAX_CE`, `BATCH_NORM`, `DEPTHWISE`).
 pub mod ptx {
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
 }
@@ -71,6 +73,7 @@ pub const RESIZE: (&str, &str) = ("semiseg_resize", ptx::RESIZE);
 pub const POOL: (&str, &str) = ("semiseg_pool", ptx::POOL);
 pub const SOFTMAX_CE: (&str, &str) = ("semiseg_softmax_ce", ptx::SOFTMAX_CE);
 pub const BATCH_NORM: (&str, &str) = ("semiseg_batch_norm", ptx::BATCH_NORM);
+pub const DEPTHWISE: (&str, &str) = ("semiseg_depthwise", ptx::DEPTHWISE);
 
 /// The contiguous view a layout selects, or an error naming `op`.
 pub fn view<'a, T: CudaDType>(op: &str, s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, T>> {
