@@ -149,3 +149,33 @@ fn set_overrides_reach_the_runs_and_guard_resume() -> anyhow::Result<()> {
     assert!(stderr(&typo).contains("unknown field `asp_channels`"), "{}", stderr(&typo));
     Ok(())
 }
+
+/// Runs copied from another machine without their weights (only `run.json`) still make a report: the table
+/// keeps them, the qualitative grid leaves their row out and says so, and the header counts runs per device.
+#[test]
+fn runs_without_checkpoints_still_report_and_devices_are_counted() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let run = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
+        let base = ["reproduce", "smoke", "--quiet", "--seeds", "1", "--out"];
+        Ok(xtask().args(base).arg(dir.path()).args(extra).env("RUST_BACKTRACE", "0").output()?)
+    };
+    let first = run(&[])?;
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let seed0 = dir.path().join("smoke/unimatch/seed0");
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(seed0.join("run.json"))?)?;
+    assert_eq!(rec["device"], "cpu", "{rec}");
+    for f in std::fs::read_dir(&seed0)? {
+        let p = f?.path();
+        if p.extension().is_some_and(|e| e == "safetensors") {
+            std::fs::remove_file(p)?;
+        }
+    }
+    let again = run(&["--resume"])?;
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let report = std::fs::read_to_string(dir.path().join("smoke/report.md"))?;
+    assert!(report.contains("Not shown (no checkpoint on the machine that wrote this report): unimatch."), "{report}");
+    assert!(report.contains(", on cpu (2);"), "{report}");
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("smoke/results.json"))?)?;
+    assert_eq!(results["rows"].as_array().map(Vec::len), Some(2), "{results}");
+    Ok(())
+}

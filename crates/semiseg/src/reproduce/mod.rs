@@ -2,6 +2,7 @@
 //! a results table (mean ± std), `results.json`, `report.md`, and a regression check against a baseline.
 
 mod diagnostics;
+mod grid;
 pub(crate) mod merge;
 pub mod recipes;
 mod recipes_paper;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::train::{Runner, TrainOptions};
+use grid::Grid;
 pub use report::{check_against, ResultRow, Results};
 
 #[derive(Debug, Clone)]
@@ -97,6 +99,9 @@ struct RunRecord {
     /// The `--set` overrides the run was trained with.
     #[serde(default)]
     overrides: Vec<String>,
+    /// Training device (`cpu`, `cuda`, `cuda:N`; `None` in records older than this field).
+    #[serde(default)]
+    device: Option<String>,
 }
 
 /// The recipe list: name, dataset, expected time, description, one line each.
@@ -182,6 +187,7 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
     let mut configs = Vec::new();
     let mut runs_secs = 0.0;
     let mut revisions = std::collections::BTreeMap::new();
+    let mut devices = std::collections::BTreeMap::new();
     let mut channels = Vec::new();
     // The validation set is the same for every row: build (and pre-flight check) it once.
     let val = crate::datasets::build(&probe, a.data_root.as_ref(), false)?.val;
@@ -248,6 +254,7 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
                         test: None,
                         mrf_beta: None,
                         overrides: a.set.clone(),
+                        device: Some(a.device.clone()),
                     };
                     fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
                     rec
@@ -264,6 +271,9 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
             }
             runs_secs += rec.secs;
             *revisions.entry(rec.rev.clone().unwrap_or_else(|| "unrecorded".into())).or_insert(0) += 1;
+            if row.mrf_of.is_none() {
+                *devices.entry(rec.device.clone().unwrap_or_else(|| "unrecorded".into())).or_insert(0) += 1;
+            }
             runs.push((seed, rec));
         }
         if !primary {
@@ -277,13 +287,12 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
                 channels.push(diagnostics::recon_channel_summary(row.method, *seed, &run_dir, d, a.resume)?);
             }
         }
-        // The qualitative grid shows each row's lowest seed in the table (seed 0 unless `--only-seeds` left it out).
-        if let (None, Some((seed, _))) = (row.mrf_of, runs.first()) {
-            grid.predict(
-                row.method,
-                &cfg0,
-                &dir.join(row.method).join(format!("seed{seed}")).join("latest.safetensors"),
-            )?;
+        // The qualitative grid shows each row's lowest seed in the table whose checkpoint is on this machine.
+        if row.mrf_of.is_none() && !runs.is_empty() {
+            let row_dir = dir.join(row.method);
+            let ckpts: Vec<_> =
+                runs.iter().map(|(s, _)| row_dir.join(format!("seed{s}")).join("latest.safetensors")).collect();
+            grid.predict_first(row.method, &cfg0, &ckpts)?;
         }
         let mut result = ResultRow::from_runs(
             row.method,
@@ -306,7 +315,13 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
     fs::write(&dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
     let elapsed = started.elapsed().as_secs_f64();
     crate::plots::qualitative_grid(&dir.join("qualitative.png"), &grid.images, &grid.gts, &grid.preds, &grid.palette)?;
-    let time = report::Timing { invocation_s: elapsed, runs_s: runs_secs, revisions };
+    let time = report::Timing {
+        invocation_s: elapsed,
+        runs_s: runs_secs,
+        revisions,
+        devices,
+        no_checkpoint: grid.missing.clone(),
+    };
     let quantile = probe.section::<aux_recon::ReconConfig>("recon")?.map(|r| r.diagnose.quantile);
     let references =
         selected.iter().filter_map(|r| r.reference.map(|x| x.resolve(r.method))).collect::<Result<Vec<_>>>()?;
@@ -349,42 +364,6 @@ fn config_text(cfg: &RunConfig) -> Result<String> {
     Ok(toml::to_string(&v)?)
 }
 
-/// A few validation images, their ground truth and each method's prediction (its lowest seed), for the report.
-struct Grid {
-    images: Vec<data::RgbImage>,
-    gts: Vec<Vec<u8>>,
-    preds: Vec<(String, Vec<Vec<u8>>)>,
-    palette: [[u8; 3]; 256],
-}
-
-impl Grid {
-    fn new(val: &data::Dataset, n: usize) -> Self {
-        // Spread over the validation list (consecutive ids of a video set are near-identical frames).
-        let k = n.min(val.len());
-        let samples: Vec<_> = (0..k).filter_map(|i| val.sample(i * val.len() / k).ok()).collect();
-        Self {
-            gts: samples.iter().map(|s| s.mask.as_ref().map(|m| m.data.clone()).unwrap_or_default()).collect(),
-            images: samples.into_iter().map(|s| s.image).collect(),
-            preds: Vec::new(),
-            palette: val.palette(),
-        }
-    }
-
-    fn predict(&mut self, method: &str, cfg: &RunConfig, weights: &std::path::Path) -> Result<()> {
-        use candle_core::{Device, Tensor};
-        let dev = Device::Cpu;
-        let model = crate::eval::load_model(cfg, weights, &dev)?;
-        let mut out = Vec::new();
-        for img in &self.images {
-            let x = Tensor::from_vec(data::augment::normalize_image(img), (1, 3, img.height, img.width), &dev)?;
-            let y = model.forward_t(&x, core_seg::nn::Mode::Eval)?.argmax(1)?.flatten_all()?.to_vec1::<u32>()?;
-            out.push(y.into_iter().map(|v| v as u8).collect());
-        }
-        self.preds.push((method.to_string(), out));
-        Ok(())
-    }
-}
-
 /// Evaluates another row's checkpoint with MRF post-processing (β chosen on validation).
 fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&PathBuf>) -> Result<RunRecord> {
     let dev = candle_core::Device::Cpu;
@@ -402,5 +381,6 @@ fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&Pat
         test: None,
         mrf_beta: Some(beta),
         overrides: Vec::new(),
+        device: None,
     })
 }

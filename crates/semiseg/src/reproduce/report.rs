@@ -141,6 +141,10 @@ pub struct Timing {
     pub runs_s: f64,
     /// Runs per commit of the binary that trained them (`unrecorded` for records older than that field).
     pub revisions: std::collections::BTreeMap<String, usize>,
+    /// Trained runs per device (`unrecorded` for records older than that field).
+    pub devices: std::collections::BTreeMap<String, usize>,
+    /// Rows without a checkpoint on this machine (left out of the qualitative grid).
+    pub no_checkpoint: Vec<String>,
 }
 
 type Curves = [(String, Vec<(Vec<(usize, f64)>, Vec<(usize, f64)>)>)];
@@ -170,12 +174,14 @@ pub fn write(
 ) -> Result<()> {
     let mut s = format!("# {} — {}\n\n", recipe.name, recipe.description);
     let trained: Vec<String> = time.revisions.iter().map(|(rev, n)| format!("`{rev}` ({n})")).collect();
+    let devices: Vec<String> = time.devices.iter().map(|(d, n)| format!("{d} ({n})")).collect();
     let _ = writeln!(
         s,
-        "Dataset: {}. Runs trained by binaries built from {}; report written by `{}`. Wall time {:.1} min (this \
-         invocation); training time summed over runs {:.1} min.\n",
+        "Dataset: {}. Runs trained by binaries built from {}, on {}; report written by `{}`. Wall time {:.1} min \
+         (this invocation); training time summed over runs {:.1} min.\n",
         recipe.dataset,
         trained.join(", "),
+        devices.join(", "),
         git_revision(),
         time.invocation_s / 60.0,
         time.runs_s / 60.0
@@ -225,7 +231,15 @@ pub fn write(
     sections.iter().for_each(|sec| s.push_str(sec));
     crate::plots::learning_curves(&dir.join("curves.png"), curves)?;
     s.push_str("\n## Learning curves\n\n![loss and mIoU vs iteration](curves.png)\n");
-    s.push_str("\n## Qualitative results\n\nColumns: image, ground truth, then each row's prediction (its lowest seed, normally 0), in table order.\n\n![qualitative grid](qualitative.png)\n");
+    s.push_str("\n## Qualitative results\n\nColumns: image, ground truth, then each row's prediction (its lowest seed with a checkpoint here, normally 0), in table order.");
+    if !time.no_checkpoint.is_empty() {
+        let _ = write!(
+            s,
+            " Not shown (no checkpoint on the machine that wrote this report): {}.",
+            time.no_checkpoint.join(", ")
+        );
+    }
+    s.push_str("\n\n![qualitative grid](qualitative.png)\n");
     s.push_str(
         "\n## Settings that are this project's [design] choices\n\n\
          - All randomness from one seeded xoshiro256++ stream (the official code has no seed control).\n\
