@@ -9,17 +9,24 @@
 #define DW_ARGS u64 planes, u32 c, u32 h, u32 w, u32 oh, u32 ow, u32 kh, u32 kw, u32 s, u32 p, u32 d
 #define DW_PASS planes, c, h, w, oh, ow, kh, kw, s, p, d
 
+// Element `i` of a stack of `rows x cols` planes: its column, row and plane.
+struct Pixel {
+  u32 col, row;
+  u64 plane;
+};
+__device__ __forceinline__ Pixel pixel(u64 i, u32 rows, u32 cols) {
+  const u64 r = udiv(i, cols);
+  return {(u32)umod(i, cols), (u32)umod(r, rows), udiv(r, rows)};
+}
+
 template <typename T>
 __device__ void dw_fwd(const T* x, const T* wt, T* y, DW_ARGS) {
   typedef typename Acc<T>::type A;
   GRID_STRIDE(i, planes * oh * ow) {
-    const u32 ox = (u32)umod(i, ow);
-    const u64 r = udiv(i, ow);
-    const u32 oy = (u32)umod(r, oh);
-    const u64 plane = udiv(r, oh);
-    const T* xp = x + plane * h * w;
-    const T* wp = wt + (u64)umod(plane, c) * kh * kw;
-    const int y0 = (int)(oy * s) - (int)p, x0 = (int)(ox * s) - (int)p;
+    const Pixel o = pixel(i, oh, ow);
+    const T* xp = x + o.plane * h * w;
+    const T* wp = wt + (u64)umod(o.plane, c) * kh * kw;
+    const int y0 = (int)(o.row * s) - (int)p, x0 = (int)(o.col * s) - (int)p;
     A acc = 0;
     for (u32 a = 0; a < kh; ++a) {
       const int iy = y0 + (int)(a * d);
@@ -46,18 +53,15 @@ template <typename T>
 __device__ void dw_grad_input(const T* dy, const T* wt, T* dx, DW_ARGS) {
   typedef typename Acc<T>::type A;
   GRID_STRIDE(i, planes * h * w) {
-    const u32 ix = (u32)umod(i, w);
-    const u64 r = udiv(i, w);
-    const u32 iy = (u32)umod(r, h);
-    const u64 plane = udiv(r, h);
-    const T* dyp = dy + plane * oh * ow;
-    const T* wp = wt + (u64)umod(plane, c) * kh * kw;
+    const Pixel in = pixel(i, h, w);
+    const T* dyp = dy + in.plane * oh * ow;
+    const T* wp = wt + (u64)umod(in.plane, c) * kh * kw;
     A acc = 0;
     for (u32 a = 0; a < kh; ++a) {
-      const int oy = dw_source(iy, a, s, p, d, oh);
+      const int oy = dw_source(in.row, a, s, p, d, oh);
       if (oy < 0) continue;
       for (u32 b = 0; b < kw; ++b) {
-        const int ox = dw_source(ix, b, s, p, d, ow);
+        const int ox = dw_source(in.col, b, s, p, d, ow);
         if (ox < 0) continue;
         acc += ld(dyp[(u64)oy * ow + ox]) * ld(wp[a * kw + b]);
       }
