@@ -51,6 +51,10 @@ pub struct ReproduceArgs {
     /// `--set model.aspp_channels=256 --set unimatch.conf_thresh=0.9`; give a variant its own --out.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Train N runs at once, each in its own process with 1/N of the threads (`RAYON_NUM_THREADS`); logs in
+    /// OUT/RECIPE/logs/. Small models and a shared GPU train more runs per hour this way.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
 }
 
 pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
@@ -72,6 +76,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
         iters: a.iters,
         device: a.device,
         set: a.set,
+        jobs: a.jobs.into(),
     })?)
 }
 

@@ -179,3 +179,36 @@ fn runs_without_checkpoints_still_report_and_devices_are_counted() -> anyhow::Re
     assert_eq!(results["rows"].as_array().map(Vec::len), Some(2), "{results}");
     Ok(())
 }
+
+/// `--jobs 2` trains the runs in two processes of one thread each: the same records as one thread trained
+/// them one after another, a log per run, and the report of the whole table.
+#[test]
+fn jobs_train_runs_in_parallel_processes_like_one_thread_in_sequence() -> anyhow::Result<()> {
+    let (par, seq) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let run = |out: &std::path::Path, threads: &str, extra: &[&str]| -> anyhow::Result<std::process::Output> {
+        let base = ["reproduce", "smoke", "--quiet", "--seeds", "2", "--out"];
+        let mut cmd = xtask();
+        cmd.args(base).arg(out).args(extra).env("RAYON_NUM_THREADS", threads).env("RUST_BACKTRACE", "0");
+        Ok(cmd.output()?)
+    };
+    let p = run(par.path(), "2", &["--jobs", "2"])?;
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    let s = run(seq.path(), "1", &[])?;
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    let miou = |root: &std::path::Path, row: &str, seed: u64| -> anyhow::Result<f64> {
+        let p = root.join(format!("smoke/{row}/seed{seed}/run.json"));
+        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&p)?)?;
+        rec["miou"].as_f64().ok_or_else(|| anyhow::anyhow!("{}: no miou", p.display()))
+    };
+    for row in ["supervised", "unimatch"] {
+        for seed in 0..2 {
+            assert_eq!(miou(par.path(), row, seed)?, miou(seq.path(), row, seed)?, "{row} seed {seed}");
+            assert!(par.path().join(format!("smoke/logs/{row}-seed{seed}.log")).is_file());
+        }
+    }
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(par.path().join("smoke/results.json"))?)?;
+    assert_eq!(results["rows"][1]["seeds"], serde_json::json!([0, 1]), "{results}");
+    let zero = run(par.path(), "2", &["--jobs", "0"])?;
+    assert!(!zero.status.success());
+    Ok(())
+}

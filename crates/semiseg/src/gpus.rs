@@ -59,14 +59,15 @@ pub fn device(arg: &str) -> Result<Device> {
     Ok(DEVICE.get_or_init(|| dev).clone())
 }
 
-/// This process's command-line arguments without `--gpus N` / `--gpus=N`.
-fn args_without_gpus() -> Vec<String> {
+/// This process's command-line arguments without `FLAG VALUE` / `FLAG=VALUE` (e.g. `--gpus`).
+pub(crate) fn args_without(flag: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut it = std::env::args().skip(1);
+    let with_value = format!("{flag}=");
     while let Some(a) = it.next() {
-        if a == "--gpus" {
+        if a == flag {
             it.next();
-        } else if !a.starts_with("--gpus=") {
+        } else if !a.starts_with(&with_value) {
             out.push(a);
         }
     }
@@ -96,7 +97,7 @@ pub fn launch(gpus: usize) -> Result<()> {
         .map_err(|e| Error::Process(format!("--gpus: finding a free port on 127.0.0.1: {e}")))?
         .port();
     let exe = std::env::current_exe().map_err(|e| Error::Process(format!("--gpus: locating this executable: {e}")))?;
-    let args = args_without_gpus();
+    let args = args_without("--gpus");
     let mut children: Vec<(usize, Child)> = Vec::new();
     for rank in 0..gpus {
         let mut cmd = Command::new(&exe);

@@ -3,6 +3,7 @@
 
 mod diagnostics;
 mod grid;
+pub mod jobs;
 pub(crate) mod merge;
 pub mod recipes;
 mod recipes_paper;
@@ -53,6 +54,8 @@ pub struct ReproduceOptions {
     /// `KEY=VALUE` config overrides applied to every run after the recipe's own settings (e.g.
     /// `model.aspp_channels=256`), for a variant of a recipe in its own `--out`.
     pub set: Vec<String>,
+    /// Runs trained at once, each in its own process with an equal share of the compute threads ([`jobs`]).
+    pub jobs: usize,
 }
 
 impl ReproduceOptions {
@@ -73,6 +76,7 @@ impl ReproduceOptions {
             iters: None,
             device: "cpu".into(),
             set: Vec::new(),
+            jobs: 1,
         }
     }
 }
@@ -148,7 +152,13 @@ pub fn row_config_with(
 
 /// Runs a recipe: every selected row × seed, then `results.json`, `report.md` and its figures in
 /// `out/<recipe>`; prints the table. With `check`, an error when a row regressed against that baseline.
-pub fn reproduce(a: ReproduceOptions) -> Result<()> {
+pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
+    // A `--jobs` child trains its one run and writes no report.
+    let assigned = jobs::assigned_run()?;
+    if let Some((row, seed)) = &assigned {
+        (a.rows, a.only_seeds, a.jobs) = (Some(row.clone()), Some(vec![*seed]), 1);
+    }
+    let reports = assigned.is_none();
     let Some(recipe) = recipes::find(&a.recipe) else {
         let names: Vec<_> = recipes::all().iter().map(|r| r.name).collect();
         bail!("unknown recipe `{}`; recipes: {}", a.recipe, names.join(", "));
@@ -181,6 +191,27 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
     }
     let trains = |seed: u64| a.only_seeds.as_ref().is_none_or(|only| only.contains(&seed));
     let dir = a.out.join(recipe.name);
+    let mut resume = a.resume;
+    if a.jobs > 1 {
+        if core_seg::dist::DistEnv::from_env()?.is_some() {
+            bail!("--jobs inside a data-parallel launch: use one of --jobs and --gpus/torchrun");
+        }
+        let run_dir = |row: &str, s: u64| dir.join(row).join(format!("seed{s}"));
+        let pending = selected
+            .iter()
+            .filter(|r| r.mrf_of.is_none())
+            .flat_map(|r| (0..seeds as u64).filter(|&s| trains(s)).map(move |s| (r.method, s)))
+            .filter(|&(row, s)| !a.resume || !run_dir(row, s).join("run.json").exists())
+            .map(|(row, seed)| jobs::Job {
+                row: row.to_string(),
+                seed,
+                log: dir.join("logs").join(format!("{row}-seed{seed}.log")),
+            })
+            .collect();
+        jobs::train_all(pending, a.jobs)?;
+        // The report pass below reuses the runs the jobs finished.
+        resume = true;
+    }
     let started = std::time::Instant::now();
     let mut rows = Vec::new();
     let mut curves = Vec::new();
@@ -200,7 +231,7 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
             let cfg = config_of(row, seed)?;
             let run_dir = dir.join(row.method).join(format!("seed{seed}"));
             let rec_path = run_dir.join("run.json");
-            let rec = match std::fs::read(&rec_path).ok().filter(|_| a.resume) {
+            let rec = match std::fs::read(&rec_path).ok().filter(|_| resume) {
                 Some(bytes) => {
                     let rec =
                         serde_json::from_slice::<RunRecord>(&bytes).with_context(|| rec_path.display().to_string())?;
@@ -231,7 +262,7 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
                     eprintln!("[{}] {} seed {seed}", recipe.name, row.method);
                     let args = TrainOptions {
                         out: run_dir.clone(),
-                        resume: a.resume,
+                        resume,
                         data_root: a.data_root.clone(),
                         seed: Some(seed),
                         iters: None,
@@ -276,7 +307,7 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
             }
             runs.push((seed, rec));
         }
-        if !primary {
+        if !primary || !reports {
             continue;
         }
         let cfg0 = config_of(row, 0)?;
@@ -284,7 +315,7 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
             for (seed, _) in &runs {
                 let run_dir = dir.join(row.method).join(format!("seed{seed}"));
                 let d = a.data_root.as_ref();
-                channels.push(diagnostics::recon_channel_summary(row.method, *seed, &run_dir, d, a.resume)?);
+                channels.push(diagnostics::recon_channel_summary(row.method, *seed, &run_dir, d, resume)?);
             }
         }
         // The qualitative grid shows each row's lowest seed in the table whose checkpoint is on this machine.
@@ -307,7 +338,7 @@ pub fn reproduce(a: ReproduceOptions) -> Result<()> {
         ));
         configs.push((row.method.to_string(), config_text(&cfg0)?));
     }
-    if !primary {
+    if !primary || !reports {
         return Ok(());
     }
     let results = Results { recipe: recipe.name.to_string(), rows };
