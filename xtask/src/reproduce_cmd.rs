@@ -52,7 +52,7 @@ pub struct ReproduceArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Train N runs at once, each in its own process with 1/N of the threads (`RAYON_NUM_THREADS`); logs in
-    /// OUT/RECIPE/logs/. Small models and a shared GPU train more runs per hour this way.
+    /// OUT/RECIPE/logs/ (e.g. several small-model runs sharing one GPU).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
 }

@@ -1,6 +1,5 @@
 //! `reproduce --jobs N`: a recipe's runs trained by N processes at once, one run each, sharing the cores (and a
-//! GPU). Small models use many cores poorly (a 2-core MobileNetV2 step is far from twice a 1-core step on a
-//! 16-core machine), and on a GPU four runs sharing it gave 1.5× the throughput of one. Each child is this
+//! GPU): on an H200, four small-model runs sharing the GPU gave 1.5× the throughput of one. Each child is this
 //! command again, told its one run through [`RUN_ENV`]; it trains and scores that run and writes no report.
 //! The parent then writes the report over the finished runs, as `--resume` would.
 
