@@ -187,8 +187,8 @@ fn ops_dispatch_to_cuda_kernels() -> Result<()> {
     Ok(())
 }
 
-/// The convolution used on CUDA (Candle forward, backward without conv_transpose2d) against the CPU im2col
-/// kernel: stride 2 with H, W of different parity, dilation, the 7×7 stem.
+/// The convolution used on CUDA (Candle forward, backward without conv_transpose2d; 1×1 as a batched matrix
+/// product) against the CPU im2col kernel: stride 2 with H, W of different parity, dilation, the 7×7 stem.
 #[test]
 fn conv2d_device_matches_cpu_kernel() -> Result<()> {
     let Some(dev) = gpu("conv2d_device_matches_cpu_kernel") else { return Ok(()) };
@@ -199,6 +199,7 @@ fn conv2d_device_matches_cpu_kernel() -> Result<()> {
         (13, 10, 7, p(2, 3, 1)),
         (12, 12, 3, p(1, 12, 12)),
         (9, 6, 1, p(2, 0, 1)),
+        (7, 9, 1, p(1, 0, 1)),
     ];
     for (i, (h, w, k, prm)) in cases.into_iter().enumerate() {
         let wt = tensor(&[5, 3, k, k], 70 + i as u64, DType::F64, &Device::Cpu)?;

@@ -10,8 +10,8 @@
 //!   `kh×kw` (an im2col GEMM of the same size as cuDNN's).
 //!
 //! The forward result is attached to this backward by a custom op that only copies it. Depthwise
-//! convolutions go to [`super::depthwise_conv2d`]; other grouped convolutions and `p > (k − 1)d` fall back to
-//! Candle's convolution.
+//! convolutions go to [`super::depthwise_conv2d`], 1×1 stride-1 ones are a batched matrix product; other grouped
+//! convolutions and `p > (k − 1)d` fall back to Candle's convolution.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -24,12 +24,24 @@ pub fn conv2d_device(x: &Tensor, w: &Tensor, cfg: ConvParams) -> Result<Tensor> 
     if super::is_depthwise(x, w, cfg)? {
         return super::depthwise_conv2d(x, w, cfg);
     }
+    if (kh, kw, cfg.stride, cfg.padding, cfg.groups) == (1, 1, 1, 0, 1) {
+        return pointwise(x, w);
+    }
     let reach = |k: usize| (k - 1) * cfg.dilation;
     if cfg.groups != 1 || cfg.padding > reach(kh) || cfg.padding > reach(kw) {
         return x.conv2d(w, cfg.padding, cfg.stride, cfg.dilation, cfg.groups);
     }
     let y = x.detach().conv2d(&w.detach(), cfg.padding, cfg.stride, cfg.dilation, 1)?;
     x.apply_op3(w, &y, AttachConv { cfg })
+}
+
+/// A 1×1 convolution as one batched matrix product, `y[n] = W · x[n]` with `x[n]` as `[Cin, H·W]` (no im2col;
+/// the backward is the product's own: `dx[n] = Wᵀ · dy[n]`, `dW = Σ_n dy[n] · x[n]ᵀ`).
+fn pointwise(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (n, cin, h, wd) = x.dims4()?;
+    let cout = w.dim(0)?;
+    let y = w.reshape((cout, cin))?.broadcast_matmul(&x.reshape((n, cin, h * wd))?)?;
+    y.reshape((n, cout, h, wd))
 }
 
 /// Zero insertion along `dim`: `[.., n, ..]` → `[.., (n − 1)s + 1, ..]` with `out[i·s] = t[i]`.
