@@ -174,7 +174,7 @@ fn runs_without_checkpoints_still_report_and_devices_are_counted() -> anyhow::Re
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     let report = std::fs::read_to_string(dir.path().join("smoke/report.md"))?;
     assert!(report.contains("Not shown (no checkpoint on the machine that wrote this report): unimatch."), "{report}");
-    assert!(report.contains(", on cpu (2);"), "{report}");
+    assert!(report.contains("; devices: cpu (2);"), "{report}");
     let results: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("smoke/results.json"))?)?;
     assert_eq!(results["rows"].as_array().map(Vec::len), Some(2), "{results}");
     Ok(())

@@ -303,7 +303,7 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
             runs_secs += rec.secs;
             *revisions.entry(rec.rev.clone().unwrap_or_else(|| "unrecorded".into())).or_insert(0) += 1;
             if row.mrf_of.is_none() {
-                *devices.entry(rec.device.clone().unwrap_or_else(|| "unrecorded".into())).or_insert(0) += 1;
+                *devices.entry(rec.device.clone().unwrap_or_else(|| "not recorded".into())).or_insert(0) += 1;
             }
             runs.push((seed, rec));
         }

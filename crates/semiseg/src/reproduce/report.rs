@@ -141,7 +141,7 @@ pub struct Timing {
     pub runs_s: f64,
     /// Runs per commit of the binary that trained them (`unrecorded` for records older than that field).
     pub revisions: std::collections::BTreeMap<String, usize>,
-    /// Trained runs per device (`unrecorded` for records older than that field).
+    /// Trained runs per device (`not recorded` for records older than that field).
     pub devices: std::collections::BTreeMap<String, usize>,
     /// Rows without a checkpoint on this machine (left out of the qualitative grid).
     pub no_checkpoint: Vec<String>,
@@ -177,8 +177,8 @@ pub fn write(
     let devices: Vec<String> = time.devices.iter().map(|(d, n)| format!("{d} ({n})")).collect();
     let _ = writeln!(
         s,
-        "Dataset: {}. Runs trained by binaries built from {}, on {}; report written by `{}`. Wall time {:.1} min \
-         (this invocation); training time summed over runs {:.1} min.\n",
+        "Dataset: {}. Runs trained by binaries built from {}; devices: {}; report written by `{}`. Wall time \
+         {:.1} min (this invocation); training time summed over runs {:.1} min.\n",
         recipe.dataset,
         trained.join(", "),
         devices.join(", "),
