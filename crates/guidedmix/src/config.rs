@@ -11,6 +11,7 @@
 //! # mitrans_channels = 512      # default: the width of the ASPP concatenation (2560 for R-50/101)
 //! mitrans_reduction = 2
 //! direction = "code"            # code: argmax(z_u) supervises z_m − λ·z_l | paper: the decoupled mix supervises z_u
+//! detach_labeled = false        # code: L_uns trains the main head through z_l | true: z_m − λ·sg(z_l)
 //! unsup_loss = "focal"          # focal (code) | ce
 //! # labeled_decouple_weight = 0 # default: 0 with direction = code, 1 with direction = paper
 //! lambda_factor = 0.5           # λ ~ U(0, min(0.5, lambda_factor))
@@ -95,6 +96,9 @@ pub struct GuidedMixConfig {
     /// Non-local reduction: `Ci = Ch / reduction`.
     pub mitrans_reduction: usize,
     pub direction: Direction,
+    /// Decouple with `sg(z_l)`: the unlabelled loss then reaches the main head only through `A_u`, not through
+    /// the labelled logits (off in the code, where `−λ·∂L_uns/∂z̃_u` flows into `z_l`).
+    pub detach_labeled: bool,
     pub unsup_loss: UnsupLoss,
     /// Weight of `λ·Focal(z_m − (1−λ)·z_u, argmax sg(z_l))` (× `unsup_weight`); `None` = 0 (code) or 1 (paper).
     pub labeled_decouple_weight: Option<f64>,
@@ -120,6 +124,7 @@ impl Default for GuidedMixConfig {
             mitrans_channels: None,
             mitrans_reduction: 2,
             direction: Direction::Code,
+            detach_labeled: false,
             unsup_loss: UnsupLoss::Focal,
             labeled_decouple_weight: None,
             lambda_factor: 0.5,

@@ -171,8 +171,9 @@ impl GuidedMix {
         };
         let (_, z_m) = self.mix_head.tail(&a_m, mode, self.dropout(mode, rng))?;
         let (z_lp, z_up) = (z_l.index_select(&li, 0)?, z_u.index_select(&ui, 0)?);
-        // Decoupling: z̃_u = z_m − λ·z_l[l_k] (not divided by 1 − λ).
-        let zt_u = (&z_m - (&z_lp * lambda)?)?;
+        // Decoupling: z̃_u = z_m − λ·z_l[l_k] (not divided by 1 − λ), or z_m − λ·sg(z_l[l_k]).
+        let z_lp_dec = if cfg.detach_labeled { z_lp.detach() } else { z_lp.clone() };
+        let zt_u = (&z_m - (&z_lp_dec * lambda)?)?;
         let unsup = |logits: &Tensor, t: &Tensor| -> Result<Tensor> {
             let l = match cfg.unsup_loss {
                 UnsupLoss::Focal => sigmoid_focal_loss(logits, t, cfg.focal_gamma, cfg.focal_alpha)?,

@@ -31,6 +31,8 @@
 //! - `pairing = "similar"` ([`pairing::similar_pairs`]): `l(j) = argmax_i cos(GAP(F_u[j]), GAP(F_l[i]))`,
 //!   optionally with `align_weight·mean_k (1 − cos(g_l[l_k], g_u[u_k]))`.
 //! - `mix_space = "image"`: `x_m = λ·x_l[l_k] + (1 − λ)·x_u[u_k]`, `z_m` = the whole mixed network on `x_m`.
+//! - `detach_labeled = true`: `z̃_u = z_m − λ·sg(z_l[l_k])`, so `L_uns` no longer pushes the labelled logits
+//!   away from the unlabelled image's pseudo-label (the main tail then learns from `L_sup` alone).
 //! - `mitrans = true` ([`mitrans`]): three 3×3 convs and a non-local block on `A_m`.
 //! - `direction = "paper"`: `L_uns = w·ℓ(z_u[u_k], argmax sg(z̃_u))` (the mixed-data pseudo mask supervises the
 //!   unlabelled prediction) and the mixed head learns from

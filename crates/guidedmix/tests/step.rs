@@ -148,6 +148,37 @@ fn unlabelled_loss_gradients_reach_every_trained_part() -> Result<()> {
     Ok(())
 }
 
+/// `detach_labeled`: at λ = 0.3 the decoupled logits are unchanged, but L_uns no longer reaches the main tail
+/// (bottleneck, classifier) while it still trains the mixed head, the main ASPP and the backbone.
+#[test]
+fn detached_labelled_logits_keep_the_unlabelled_loss_off_the_main_tail() -> Result<()> {
+    let mut zt = Vec::new();
+    for detach_labeled in [false, true] {
+        let cfg = GuidedMixConfig { detach_labeled, cls_dropout: 0.0, ..Default::default() };
+        let s = setup(&v3_model(), &cfg, DType::F32)?;
+        let b = batch(1)?;
+        let forced = Forced { lambda: Some(0.3), pairs: Some(vec![(0, 1), (1, 2), (2, 0)]) };
+        let mut rng = SegRng::new(2);
+        let x_u = b.unlabeled.as_ref().map(|u| &u.weak);
+        let st = s.gm.run_step(&s.model, &b.labeled.image, &b.labeled.mask, x_u, Mode::Train, &forced, &mut rng)?;
+        let m = st.mix.as_ref().expect("unlabelled branch");
+        zt.push(m.zt_u.clone());
+        let grads = m.loss_uns.backward()?;
+        let v = vars(&s.store);
+        for name in ["decode_head.bottleneck.conv.weight", "decode_head.conv_seg.weight"] {
+            let g = grad_norm(&grads, &v[name])?;
+            assert_eq!(g == 0.0, detach_labeled, "detach_labeled = {detach_labeled}: |∇ {name}| = {g}");
+        }
+        for name in
+            ["decode_head_mix.conv_seg.weight", "decode_head.aspp_modules.2.conv.weight", "backbone.stem.0.weight"]
+        {
+            assert!(grad_norm(&grads, &v[name])? > 0.0, "detach_labeled = {detach_labeled}: no gradient on {name}");
+        }
+    }
+    assert_eq!(max_diff(&zt[0], &zt[1])?, 0.0, "detaching must not change the forward values");
+    Ok(())
+}
+
 /// Inference ignores the mixed head: perturbing it leaves eval logits unchanged.
 #[test]
 fn inference_ignores_the_mixed_head() -> Result<()> {
