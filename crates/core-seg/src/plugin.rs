@@ -41,8 +41,9 @@ pub struct StepLosses {
     pub tensors: Option<StepTensors>,
 }
 
-/// A training framework: builds the step's losses from the model and a batch.
-pub trait Framework {
+/// A training framework: builds the step's losses from the model and a batch. `Send`: the step runs on a
+/// worker thread of the rayon pool ([`crate::train::Trainer::step`]).
+pub trait Framework: Send {
     fn name(&self) -> &str;
     fn losses(&mut self, model: &DeepLabV3Plus, batch: &TrainBatch, ctx: &mut StepCtx) -> Result<StepLosses>;
     /// Called after each optimiser step (e.g. an EMA teacher update).
@@ -102,8 +103,8 @@ pub struct StepTensors {
     pub strong: Option<StrongPass>,
 }
 
-/// A loss term added to any framework.
-pub trait AuxTerm {
+/// A loss term added to any framework (`Send`, like [`Framework`]).
+pub trait AuxTerm: Send {
     fn name(&self) -> &str;
     /// Weighted loss terms `(name, λ·L)`; names are logged as `train/loss_<name>`.
     fn losses(&mut self, model: &DeepLabV3Plus, step: &StepTensors, ctx: &mut StepCtx)
