@@ -218,16 +218,16 @@ impl Trainer {
 
     /// One optimisation step. A non-finite loss is an error raised before any parameter changes.
     ///
-    /// With a one-thread rayon pool on the CPU (e.g. the runs of `reproduce --jobs N`), the batch is taken on
-    /// the calling thread and the step runs on the pool's worker, where the kernels' parallel loops run
-    /// inline instead of each being handed to the worker and back (a sleep and a wake-up per operation):
-    /// measured 80 → 65 ms for `step-synth-64-b8` and 394 → 335 ms for `unimatch-synth-64-b8` at one thread.
-    /// With two threads the same move measured 2–3 % slower, so wider pools keep the step on the caller;
-    /// a GPU step always stays on the caller, which holds the device context and the NCCL communicator.
+    /// On the CPU the step runs on a worker of rayon's pool, where the kernels' parallel loops start without
+    /// handing each job over from an outside thread (a sleep and a wake-up per operation). A program that
+    /// called [`crate::kernels::configure_cpu_pools`] with ≥ 2 threads already runs on worker 0; otherwise,
+    /// e.g. with one thread, where the calling thread cannot be a worker (the prefetcher's jobs would never run
+    /// while it waits for a batch), the batch is taken here and the step moves to the pool: at one thread
+    /// `step-synth-64-b8` went 88 → 65 ms, `unimatch-synth-64-b8` 391 → 335 ms and `step-mnv2-160-b8`
+    /// 829 → 756 ms. A GPU step stays on the caller, which holds the device context and the NCCL communicator.
     pub fn step(&mut self, source: &mut dyn BatchSource) -> Result<StepRecord> {
         let batch = source.batch(self.iter)?;
-        let inline = rayon::current_thread_index().is_some() || rayon::current_num_threads() > 1;
-        if inline || !self.on_cpu {
+        if rayon::current_thread_index().is_some() || !self.on_cpu {
             return self.step_on(&batch);
         }
         rayon::scope(|_| self.step_on(&batch))
