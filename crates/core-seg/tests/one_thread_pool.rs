@@ -18,7 +18,7 @@ use core_seg::Result;
 use rayon::prelude::*;
 
 /// Serves the toy batches only after another thread has run a parallel job on the global pool (as the
-/// loader's augmentation does on its prefetch thread), and counts the batches it served.
+/// loader's augmentation does on its prefetch thread).
 struct PoolWaitingSource {
     inner: ToySemiSource,
 }

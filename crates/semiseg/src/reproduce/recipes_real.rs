@@ -47,8 +47,9 @@ fn stanford_gap_rows() -> Vec<RowSpec> {
 
 /// The semi-supervised table (CamVid or Stanford Background): the frameworks, the ceiling (every training frame labelled) and each seed method on UniMatch
 /// (the S4MIM ablation rows as in `mim-synthetic`).
-/// `all_labels`: the patch that labels every training image (the ceiling row).
-fn table_rows(all_labels: &'static str) -> Vec<RowSpec> {
+/// `all_labels`: the patch that labels every training image (the ceiling row); `gm_weight`: name and patch of
+/// the GuidedMix row whose unlabelled weight is rescaled to the dataset's class count.
+fn table_rows(all_labels: &'static str, gm_weight: (&'static str, &'static str)) -> Vec<RowSpec> {
     let mut rows = vec![
         row("supervised", SUPERVISED),
         row("supervised-all-labels", all_labels),
@@ -65,8 +66,8 @@ fn table_rows(all_labels: &'static str) -> Vec<RowSpec> {
         // Follow-ups on GuidedMix's harm here. (1) L_uns moving the labelled logits through −λ·z_l.
         row("guidedmix-detach", "[semi]\nmethod = \"guidedmix\"\n[guidedmix]\ndetach_labeled = true\n"),
         // (2) The loss weight: the focal loss is a mean over classes too, so weight 10 (the code's, tuned with
-        // VOC's 21 classes) weighs each pixel 21/C times as much with C classes; 10·8/21 on Stanford's 8.
-        row("guidedmix-w3.8", "[semi]\nmethod = \"guidedmix\"\n[guidedmix]\nunsup_weight = 3.8\n"),
+        // VOC's 21 classes) weighs each pixel 21/C times as much with C classes: `gm_weight` is 10·C/21.
+        row(gm_weight.0, gm_weight.1),
     ]);
     rows
 }
@@ -175,7 +176,10 @@ pub fn all() -> Vec<Recipe> {
             cpu_time: "≈ 30 h (15 rows × 3 seeds; split with --rows / --only-seeds, continue with --resume)",
             base: CAMVID,
             budget: "[data.folder]\nnum_labeled = 23\n",
-            rows: table_rows("[semi]\nmethod = \"supervised\"\n[data.folder]\nnum_labeled = 367\n"),
+            rows: table_rows(
+                "[semi]\nmethod = \"supervised\"\n[data.folder]\nnum_labeled = 367\n",
+                ("guidedmix-w5.2", "[semi]\nmethod = \"guidedmix\"\n[guidedmix]\nunsup_weight = 5.2\n"), // 11 classes
+            ),
             seeds: 3,
             reference: &[],
             reference_source: "",
@@ -187,7 +191,10 @@ pub fn all() -> Vec<Recipe> {
             cpu_time: "≈ 35 h (15 rows × 3 seeds; split with --rows / --only-seeds, continue with --resume)",
             base: STANFORD,
             budget: "[data.folder]\nnum_labeled = 62\n",
-            rows: table_rows("[semi]\nmethod = \"supervised\"\n[data.folder]\nnum_labeled = 500\n"),
+            rows: table_rows(
+                "[semi]\nmethod = \"supervised\"\n[data.folder]\nnum_labeled = 500\n",
+                ("guidedmix-w3.8", "[semi]\nmethod = \"guidedmix\"\n[guidedmix]\nunsup_weight = 3.8\n"), // 8 classes
+            ),
             seeds: 3,
             reference: &[],
             reference_source: "",

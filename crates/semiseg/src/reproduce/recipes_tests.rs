@@ -195,6 +195,20 @@ fn real_photo_recipes_use_the_imagenet_encoder() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The tables' rescaled GuidedMix row carries the code's weight 10 times C/21 for the dataset's C classes (to 0.1).
+#[test]
+fn table_guidedmix_weight_rows_rescale_to_the_class_count() -> anyhow::Result<()> {
+    for (name, row_name) in [("camvid-table", "guidedmix-w5.2"), ("stanford-table", "guidedmix-w3.8")] {
+        let r = find(name).ok_or_else(|| anyhow::anyhow!("{name} missing"))?;
+        let row = r.rows.iter().find(|x| x.method == row_name).ok_or_else(|| anyhow::anyhow!("{name}: {row_name}"))?;
+        let cfg = super::super::row_config(&r, row, 0)?;
+        let gm: guidedmix::GuidedMixConfig = cfg.section("guidedmix")?.unwrap_or_default();
+        let want = 10.0 * cfg.model.nclass as f64 / 21.0;
+        assert!((gm.unsup_weight - want).abs() < 0.05, "{name}: weight {} vs {want:.2}", gm.unsup_weight);
+    }
+    Ok(())
+}
+
 /// A real-photo recipe stops before any training when its data is absent, naming the folders it expects.
 #[test]
 fn real_photo_recipes_stop_at_once_without_data() -> anyhow::Result<()> {
