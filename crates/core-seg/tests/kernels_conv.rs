@@ -182,3 +182,32 @@ fn conv_dtype_mismatch_is_an_error() {
     let e = kernels::conv2d(&x, &w, p(1, 1, 1, 1)).unwrap_err();
     assert!(e.to_string().contains("dtype"), "{e}");
 }
+
+/// Stride-1 input gradients with at least 16 input channels per group run as the forward convolution of `dy`
+/// with the flipped, transposed weight: exact against the naive f64 convolution and finite differences for
+/// "same" padding at dilation 1, 2 and 4 (the shifted-plane im2col), "valid" padding, a 5×3-padded 5×5 kernel,
+/// groups, odd and unequal sizes, channel counts that are no multiple of a vector, small (batch-concatenated)
+/// and large (per-image) maps; and equal to GEMM + col2im (`Direct`).
+#[test]
+fn conv_input_gradient_as_flipped_forward() {
+    // (n, cin, h, w, cout, k, stride/padding/dilation/groups)
+    let cases = [
+        (2, 17, 7, 9, 5, 3, p(1, 1, 1, 1)),
+        (3, 19, 9, 6, 6, 3, p(1, 2, 2, 1)),
+        (2, 16, 11, 10, 3, 3, p(1, 4, 4, 1)),
+        (2, 18, 8, 7, 4, 3, p(1, 0, 1, 1)),
+        (1, 16, 9, 8, 3, 5, p(1, 3, 1, 1)),
+        (2, 34, 7, 7, 6, 3, p(1, 1, 1, 2)),
+        (2, 17, 20, 18, 5, 3, p(1, 1, 1, 1)),
+        (3, 16, 17, 16, 2, 3, p(1, 2, 2, 1)),
+    ];
+    for (i, (n, cin, h, w, cout, k, p)) in cases.into_iter().enumerate() {
+        check(Case { n, cin, h, w, cout, kh: k, kw: k, p }, 1000 + i as u64);
+    }
+    let w = rand_t(&[5, 17, 3, 3], 1011);
+    let dy = rand_t(&[2, 5, 9, 7], 1012);
+    for c in [p(1, 1, 1, 1), p(1, 2, 2, 1), p(1, 4, 4, 1)] {
+        let dx = |a| vec_of(&kernels::conv2d_grad_input(&dy, &w, (9, 7), c, a).unwrap());
+        assert_close(&format!("flipped forward vs col2im {c:?}"), &dx(ConvAlgo::Auto), &dx(ConvAlgo::Direct), 1e-12);
+    }
+}

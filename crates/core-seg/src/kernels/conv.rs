@@ -3,7 +3,8 @@
 //!
 //! Per image `n` and group `g` (`K = Cin_g·kh·kw`, `P = oh·ow`):
 //! - forward: `y[n,g] [Cout_g, P] = W_g [Cout_g, K] · cols(x[n,g]) [K, P]`;
-//! - input gradient: `dx[n,g] = col2im(W_gᵀ [K, Cout_g] · dy[n,g] [Cout_g, P])`;
+//! - input gradient: `dx[n,g] = col2im(W_gᵀ [K, Cout_g] · dy[n,g] [Cout_g, P])`, or, for the small stride-1
+//!   layers where it pays, the forward convolution of `dy` with the flipped, transposed weight;
 //! - weight gradient: `dW_g [Cout_g, K] = Σ_n dy[n,g] [Cout_g, P] · cols(x[n,g])ᵀ [P, K]`.
 //!
 //! 1×1 stride-1 unpadded convs use `x` itself as `cols`. `K` only spans the kernel taps that ever touch the

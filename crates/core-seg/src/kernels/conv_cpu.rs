@@ -207,6 +207,9 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, algo: ConvAlgo, dy: &[T], w: &[T]) 
     if use_regions(g, algo) {
         return regions::grad_input(g, dy, w);
     }
+    if let Some(gt) = adjoint_geom(g, algo) {
+        return forward(&gt, algo, dy, &flip_transpose(g, w));
+    }
     let w = &*live_weight(g, w);
     let mut dx = vec![T::zero(); g.n * g.in_len()];
     let nt = num_threads();
@@ -223,6 +226,45 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, algo: ConvAlgo, dy: &[T], w: &[T]) 
         }
     }
     dx
+}
+
+/// The geometry of `dx` as a forward convolution of `dy`, where that replaces GEMM + col2im (`Auto` only).
+///
+/// For stride 1, `dx = conv2d(dy, w′)` with `w′[ci, co, i, j] = w[co, ci, kh−1−i, kw−1−j]` (per group),
+/// the same dilation and padding `d·(k − 1) − pad`: each input pixel gathers the output pixels that read it,
+/// so the im2col gather and a GEMM that writes `dx` once replace the scatter-add of col2im into a zeroed
+/// buffer. Square kernels with `pad ≤ d·(k − 1)`, every tap live, at least 16 input channels per group and
+/// at most 2¹⁸ weights: on the synthetic model's layers (3×3, 16–128 channels, 8²–16² maps, batch 16, 1
+/// thread) the input gradient took 10–35 % less time, but with 8 input channels (the GEMM's rows: 3×3 8→16
+/// at 32², 0.9 against 0.65 ms), on ResNet-18's 3×3 512→512 at 8² (batch 4, 2 threads: 6.8 against 5.3 ms)
+/// and where taps only read padding (ASPP d12/d18 at 8²: 1.6 against 0.8 ms) col2im won. 1×1 unpadded
+/// convs keep their plain GEMM.
+fn adjoint_geom(g: &Geom, algo: ConvAlgo) -> Option<Geom> {
+    let (k, d) = (g.kh, g.dil);
+    let small = g.cin_g() >= 16 && g.cout * g.kg() <= 1 << 18 && g.full_window();
+    let fits = small && g.stride == 1 && g.kw == k && g.pad <= d * (k - 1) && !g.is_pointwise();
+    if !fits || algo != ConvAlgo::Auto || auto_override().is_some() {
+        return None;
+    }
+    let cfg = super::ConvParams { stride: 1, padding: d * (k - 1) - g.pad, dilation: d, groups: g.groups };
+    Geom::new("kernels::conv2d_grad_input", (g.n, g.cout, g.oh, g.ow), (g.cin, g.cout_g(), k, k), cfg).ok()
+}
+
+/// `w′ [Cin, Cout_g, kh, kw]` of [`adjoint_geom`] from `w [Cout, Cin_g, kh, kw]`: per group, channels
+/// transposed and both kernel axes reversed.
+fn flip_transpose<T: Float>(g: &Geom, w: &[T]) -> Vec<T> {
+    let (cin_g, cout_g, kk) = (g.cin_g(), g.cout_g(), g.kh * g.kw);
+    let mut out = vec![T::zero(); w.len()];
+    for grp in 0..g.groups {
+        for co in 0..cout_g {
+            for ci in 0..cin_g {
+                let src = &w[((grp * cout_g + co) * cin_g + ci) * kk..][..kk];
+                let dst = &mut out[((grp * cin_g + ci) * cout_g + co) * kk..][..kk];
+                dst.iter_mut().zip(src.iter().rev()).for_each(|(d, s)| *d = *s);
+            }
+        }
+    }
+    out
 }
 
 /// Whether [`backward`] computes both gradients in one pass for `g` (the depthwise kernel).

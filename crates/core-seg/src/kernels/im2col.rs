@@ -193,6 +193,9 @@ pub(crate) fn fill_row<T: Float>(
         row[(ylo - oy0) * ow..(yhi - oy0) * ow].fill(T::zero());
         return;
     }
+    if s == 1 && ow == w {
+        return fill_rows_shifted(g, plane, (ki, kj), ylo, &mut row[(ylo - oy0) * ow..(yhi - oy0) * ow]);
+    }
     for oy in ylo..yhi {
         let iy = oy * s + ki * g.dil - g.pad;
         let src = &plane[iy * w..(iy + 1) * w];
@@ -207,6 +210,25 @@ pub(crate) fn fill_row<T: Float>(
                 *d = *v;
             }
         }
+    }
+}
+
+/// [`fill_row`] for stride 1 and `ow = w` (a "same" convolution), the output rows from `ylo` on that all read
+/// the image (`dst`, whole rows): the rows are one shifted copy of the plane, `dst[j] = plane[j + di·w + dj]`
+/// with `(di, dj)` the tap's offset, after which the columns whose tap falls left or right of the image
+/// (wrapped in from the neighbouring row) are zeroed. On 8-pixel-wide maps this replaces 8-element copies
+/// and fills, one per row, by one copy.
+fn fill_rows_shifted<T: Float>(g: &Geom, plane: &[T], (ki, kj): (usize, usize), ylo: usize, dst: &mut [T]) {
+    let w = g.w;
+    let (xlo, xhi) = g.valid_range(kj, w, g.ow);
+    let start = ((ylo + ki * g.dil) * w + kj * g.dil) as isize - (g.pad * (w + 1)) as isize;
+    let (lo, hi) = ((-start).max(0) as usize, dst.len().min((plane.len() as isize - start).max(0) as usize));
+    if lo < hi {
+        dst[lo..hi].copy_from_slice(&plane[(start + lo as isize) as usize..(start + hi as isize) as usize]);
+    }
+    for seg in dst.chunks_exact_mut(w) {
+        seg[..xlo].iter_mut().for_each(|v| *v = T::zero());
+        seg[xhi..].iter_mut().for_each(|v| *v = T::zero());
     }
 }
 
