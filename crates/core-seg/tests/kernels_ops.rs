@@ -336,3 +336,48 @@ fn is_supported_reports_cpu_float_tensors() {
     assert!(kernels::is_supported(&rand_t(&[2], 1).to_dtype(DType::F32).unwrap()));
     assert!(!kernels::is_supported(&rand_t(&[2], 1).to_dtype(DType::BF16).unwrap()));
 }
+
+/// Max pooling against a naive row-major scan with PyTorch's rule (`v > m || isnan(v)`: the first maximum, the
+/// last NaN), on inputs with many ties (values in {0, 1, 2}) and widths that run the vectorised inner columns
+/// (odd and even, up to 33), and with NaNs: values, and gradients landing on the chosen tap.
+#[test]
+fn max_pool_ties_and_nan_follow_pytorch() {
+    for (s, &(n, c, h, w)) in
+        [(2, 3, 9, 17), (1, 2, 16, 32), (1, 1, 7, 33), (1, 1, 3, 1), (1, 1, 2, 3)].iter().enumerate()
+    {
+        let mut v: Vec<f64> =
+            rand_vec(n * c * h * w, 2100 + s as u64).iter().map(|u| (u * 1.5 + 1.5).floor()).collect();
+        if s == 0 {
+            for i in [5, 40, 41, 300] {
+                v[i] = f64::NAN;
+            }
+        }
+        let (oh, ow) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+        let r = rand_vec(n * c * oh * ow, 2150 + s as u64);
+        let (mut want_y, mut want_dx) = (vec![0.0; n * c * oh * ow], vec![0.0; n * c * h * w]);
+        for p in 0..n * c {
+            for (i, j) in (0..oh).flat_map(|i| (0..ow).map(move |j| (i, j))) {
+                let mut best: Option<usize> = None;
+                for y in (2 * i).saturating_sub(1)..(2 * i + 2).min(h) {
+                    for x in (2 * j).saturating_sub(1)..(2 * j + 2).min(w) {
+                        let k = p * h * w + y * w + x;
+                        if best.is_none_or(|b| v[k] > v[b] || v[k].is_nan()) {
+                            best = Some(k);
+                        }
+                    }
+                }
+                let (o, b) = (p * oh * ow + i * ow + j, best.expect("a tap in the image"));
+                want_y[o] = v[b];
+                want_dx[b] += r[o];
+            }
+        }
+        let x = Var::from_tensor(&Tensor::from_vec(v, (n, c, h, w), &Device::Cpu).unwrap()).unwrap();
+        let y = kernels::max_pool_3x3_s2_p1(x.as_tensor()).unwrap();
+        let got_y = vec_of(&y);
+        let same = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan());
+        assert!(got_y.iter().zip(&want_y).all(|(a, b)| same(*a, *b)), "maxpool values {:?}", (n, c, h, w));
+        let rt = Tensor::from_vec(r, (n, c, oh, ow), &Device::Cpu).unwrap();
+        let g = (y * rt).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(vec_of(g.get(x.as_tensor()).unwrap()), want_dx, "maxpool argmax {:?}", (n, c, h, w));
+    }
+}

@@ -44,30 +44,74 @@ fn forward<T: Float>(x: &[T], (h, w): (usize, usize)) -> (Vec<T>, Vec<u32>) {
     let planes = x.len() / (h * w);
     let mut y = vec![T::zero(); planes * oh * ow];
     let mut idx = vec![0u32; planes * oh * ow];
-    y.par_chunks_mut(oh * ow).zip(idx.par_chunks_mut(oh * ow)).zip(x.par_chunks(h * w)).for_each(|((yo, io), xi)| {
-        for i in 0..oh {
-            let (r0, r1) = ((2 * i).saturating_sub(1), (2 * i + 2).min(h));
+    y.par_chunks_mut(oh * ow).zip(idx.par_chunks_mut(oh * ow)).zip(x.par_chunks(h * w)).for_each_init(
+        || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+        |(rv, rk, ev, od), ((yo, io), xi)| pool_plane(xi, (h, w), (rv, rk, ev, od), yo, io),
+    );
+    (y, idx)
+}
+
+/// Replaces `(m, k)` by `(v, kv)` where `v > m` or `v` is NaN (PyTorch's rule: the first maximum in tap order,
+/// the last NaN), as selects: on real activations the comparison is a coin flip a branch would mispredict.
+#[inline(always)]
+fn take<T: Float>((m, k): (T, u32), (v, kv): (T, u32)) -> (T, u32) {
+    #[allow(clippy::eq_op)]
+    let t = (v > m) | (v != v);
+    (if t { v } else { m }, if t { kv } else { k })
+}
+
+/// One plane, separably: the maximum over each output column's 1–3 input columns, row by row, into `(rv, rk)`
+/// (`[H, ow]` values and plane indices), then over each output row's 1–3 rows. Row-major tap order is kept:
+/// the column pass takes a row's first maximum, the row pass the first row holding the overall maximum.
+fn pool_plane<T: Float>(
+    xi: &[T],
+    (h, w): (usize, usize),
+    (rv, rk, ev, od): (&mut Vec<T>, &mut Vec<u32>, &mut Vec<T>, &mut Vec<T>),
+    yo: &mut [T],
+    io: &mut [u32],
+) {
+    let (oh, ow) = out_hw(h, w);
+    rv.resize(h * ow, T::zero());
+    rk.resize(h * ow, 0);
+    let span = |o: usize, len: usize| ((2 * o).saturating_sub(1), (2 * o + 2).min(len));
+    for r in 0..h {
+        let (row, base) = (&xi[r * w..(r + 1) * w], (r * w) as u32);
+        let (vals, keys) = (&mut rv[r * ow..(r + 1) * ow], &mut rk[r * ow..(r + 1) * ow]);
+        // Columns 1..=n read three in-image columns each; the first and, for odd W, the last read two.
+        let n = (w / 2).min(ow).saturating_sub(1);
+        for j in (0..1).chain(n + 1..ow) {
+            let (c0, c1) = span(j, w);
+            let taps = row[c0 + 1..c1].iter().zip(base + c0 as u32 + 1..);
+            (vals[j], keys[j]) = taps.fold((row[c0], base + c0 as u32), |acc, (&v, k)| take(acc, (v, k)));
+        }
+        if n == 0 {
+            continue;
+        }
+        // Deinterleaved (`ev[j] = row[2j]`, `od[j] = row[2j + 1]`), the three taps of the inner columns are three
+        // contiguous arrays and the loop vectorises.
+        ev.clear();
+        od.clear();
+        ev.extend(row.iter().step_by(2));
+        od.extend(row.iter().skip(1).step_by(2));
+        let (left, mid, right) = (&od[..n], &ev[1..=n], &od[1..=n]);
+        let (v, k) = (&mut vals[1..=n], &mut keys[1..=n]);
+        for j in 0..n {
+            let c = base + 2 * j as u32 + 1;
+            (v[j], k[j]) = take(take((left[j], c), (mid[j], c + 1)), (right[j], c + 2));
+        }
+    }
+    for i in 0..oh {
+        let (r0, r1) = span(i, h);
+        let (out, outk) = (&mut yo[i * ow..(i + 1) * ow], &mut io[i * ow..(i + 1) * ow]);
+        out.copy_from_slice(&rv[r0 * ow..(r0 + 1) * ow]);
+        outk.copy_from_slice(&rk[r0 * ow..(r0 + 1) * ow]);
+        for r in r0 + 1..r1 {
+            let (vals, keys) = (&rv[r * ow..(r + 1) * ow], &rk[r * ow..(r + 1) * ow]);
             for j in 0..ow {
-                let (c0, c1) = ((2 * j).saturating_sub(1), (2 * j + 2).min(w));
-                let mut best = r0 * w + c0;
-                let mut m = xi[best];
-                for r in r0..r1 {
-                    for c in c0..c1 {
-                        let v = xi[r * w + c];
-                        #[allow(clippy::eq_op)]
-                        let is_nan = v != v;
-                        if v > m || is_nan {
-                            m = v;
-                            best = r * w + c;
-                        }
-                    }
-                }
-                yo[i * ow + j] = m;
-                io[i * ow + j] = best as u32;
+                (out[j], outk[j]) = take((out[j], outk[j]), (vals[j], keys[j]));
             }
         }
-    });
-    (y, idx)
+    }
 }
 
 impl CustomOp1 for MaxPoolOp {
