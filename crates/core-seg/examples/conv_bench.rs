@@ -1,8 +1,7 @@
 //! Micro-benchmark: `kernels::conv2d` (forward, input gradient, weight gradient) vs Candle's `conv2d` on
-//! the DeepLabV3+-ResNet-18 layer shapes at batch 4 and a 128² input, f32 (with `synth`: the CPU-sized
-//! synthetic model's shapes at batch 16 and a 64² input).
+//! the DeepLabV3+-ResNet-18 layer shapes at batch 4 and a 128² input, f32.
 //!
-//! `cargo run --release -p core-seg --example conv_bench [reps] [auto|direct|f2|f4] [synth]`. Runs our kernels with
+//! `cargo run --release -p core-seg --example conv_bench [reps] [auto|direct|f2|f4]`. Runs our kernels with
 //! that algorithm (default `auto`; Winograd tilings apply to the 3×3 stride-1 layers only) and reports the
 //! median of `reps` runs (default 5) after one warm-up, in ms and GFLOP/s (forward 2·N·Cout·P·Cin_g·kh·kw FLOP, backward twice that).
 //! Candle's backward is timed as `loss.backward()` of `sum(y·r)` (includes one small elementwise product).
@@ -64,22 +63,8 @@ fn main() -> candle_core::Result<()> {
         Some("f4") => ConvAlgo::Winograd(WinogradTile::F4),
         Some(other) => candle_core::bail!("conv_bench: unknown algorithm {other:?} (auto, direct, f2, f4)"),
     };
-    let synth = std::env::args().nth(3).as_deref() == Some("synth");
-    let n = if synth { 16 } else { 4 };
-    // (name, cin, cout, map side, kernel, stride, padding, dilation) of the CPU-sized synthetic model.
-    let synth_layers = [
-        ("stem 3x3 s2 3->8 @64", 3, 8, 64, 3, 2, 1, 1),
-        ("stem 3x3 8->16 @32", 8, 16, 32, 3, 1, 1, 1),
-        ("layer1 3x3 16->16 @16", 16, 16, 16, 3, 1, 1, 1),
-        ("layer2 3x3 32->32 @8", 32, 32, 8, 3, 1, 1, 1),
-        ("layer3 3x3 d2 64->64 @8", 64, 64, 8, 3, 1, 2, 2),
-        ("layer4 3x3 d4 128->128 @8", 128, 128, 8, 3, 1, 4, 4),
-        ("aspp 3x3 d6 128->64 @8", 128, 64, 8, 3, 1, 6, 6),
-        ("decoder 3x3 88->64 @16", 88, 64, 16, 3, 1, 1, 1),
-        ("decoder 3x3 64->64 @16", 64, 64, 16, 3, 1, 1, 1),
-    ]
-    .map(|(name, cin, cout, hw, k, stride, pad, dil)| Layer { name, cin, cout, hw, k, stride, pad, dil });
-    let r18_layers = [
+    let n = 4;
+    let layers = [
         Layer { name: "stem 7x7 s2 3->64 @128", cin: 3, cout: 64, hw: 128, k: 7, stride: 2, pad: 3, dil: 1 },
         Layer { name: "deep-stem 3x3 s2 3->64 @128", cin: 3, cout: 64, hw: 128, k: 3, stride: 2, pad: 1, dil: 1 },
         Layer { name: "layer1 3x3 64->64 @32", cin: 64, cout: 64, hw: 32, k: 3, stride: 1, pad: 1, dil: 1 },
@@ -94,7 +79,6 @@ fn main() -> candle_core::Result<()> {
         Layer { name: "decoder 3x3 304->256 @32", cin: 304, cout: 256, hw: 32, k: 3, stride: 1, pad: 1, dil: 1 },
         Layer { name: "decoder 3x3 256->256 @32", cin: 256, cout: 256, hw: 32, k: 3, stride: 1, pad: 1, dil: 1 },
     ];
-    let layers: &[Layer] = if synth { &synth_layers } else { &r18_layers };
     println!(
         "threads {} (rayon), batch {n}, f32, median of {reps}, ours = {algo:?}; GFLOP/s (direct-FLOP equivalent) in brackets",
         rayon::current_num_threads()
@@ -148,7 +132,7 @@ fn main() -> candle_core::Result<()> {
         "layer", "candle fwd", "ours fwd", "candle bwd", "ours bwd", "x fwd", "x bwd"
     );
     let (mut tot_c, mut tot_o) = (0.0, 0.0);
-    for l in layers {
+    for l in &layers {
         let dev = Device::Cpu;
         let p = ConvParams { stride: l.stride, padding: l.pad, dilation: l.dil, groups: 1 };
         let x = Tensor::randn(0f32, 1.0, (n, l.cin, l.hw, l.hw), &dev)?;
