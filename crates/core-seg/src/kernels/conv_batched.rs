@@ -6,7 +6,7 @@
 //! columns side by side, `dyc [Cout_g, N·P]` the gathered output gradient, and
 //! - forward: `Y [Cout_g, N·P] = W_g · cols`, scattered back to NCHW;
 //! - input gradient: `dcols = W_gᵀ · dyc`, then col2im per (image, channel) plane;
-//! - weight gradient: `dW_g = dyc · colsᵀ` (depth `N·P`, no partial sums to reduce).
+//! - weight gradient: `dW_g = dyc · colsᵀ` or its transpose (depth `N·P`, no partial sums to reduce).
 //!
 //! With several threads the batch is split between them, each running the whole computation (gathers, GEMMs,
 //! col2im) on its images single-threaded, the weight gradient summed over the parts: one fork-join per call
@@ -20,6 +20,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::conv_cpu::transposed_dw;
 use super::gemm_glue::{matmul, Parallelism, View};
 use super::im2col::{fill_row, scatter_row, split_k, Geom};
 use super::{write_all, Float};
@@ -164,7 +165,11 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T], dx: &mut [T], nt
     });
 }
 
-/// Weight gradient into `dw [Cout, K_g]` (overwritten).
+/// Weight gradient into `dw` (overwritten): `[Cout, K_g]`, or with [`transposed_dw`] the groups' `dWᵀ_g
+/// [K_g, Cout_g]` blocks one after another, for the caller to untranspose.
+///
+/// Transposed, `gemm` packs `dyc` (`Cout_g × N·P`) and reads `cols` in place; the other way round it packs all
+/// of `cols`, `K_g / Cout_g` times more (9× on a 3×3 layer with as many input as output channels).
 pub(crate) fn grad_weight<T: Float>(g: &Geom, x: &[T], dy: &[T], dw: &mut [T], nt: usize) {
     if let Some(c) = image_chunk(g, nt) {
         let parts: Vec<Vec<T>> = x
@@ -189,7 +194,11 @@ pub(crate) fn grad_weight<T: Float>(g: &Geom, x: &[T], dy: &[T], dw: &mut [T], n
             build_cols(g, x, grp, cols, nt);
             gather_dy(g, dy, grp, dyc, nt);
             let dwg = &mut dw[grp * cout_g * kg..(grp + 1) * cout_g * kg];
-            matmul(cout_g, kg, np, dwg, kg, false, View::rm(dyc, np), View::rm_t(cols, np), par_of(nt));
+            if transposed_dw(g) {
+                matmul(kg, cout_g, np, dwg, cout_g, false, View::rm(cols, np), View::rm_t(dyc, np), par_of(nt));
+            } else {
+                matmul(cout_g, kg, np, dwg, kg, false, View::rm(dyc, np), View::rm_t(cols, np), par_of(nt));
+            }
         }
     });
 }

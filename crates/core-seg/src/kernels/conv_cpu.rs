@@ -280,8 +280,8 @@ pub(crate) fn backward<T: Float>(g: &Geom, x: &[T], w: &[T], dy: &[T]) -> Vec<T>
     out
 }
 
-/// Whether the per-image weight gradient runs as `dWᵀ = cols · dyᵀ` (see [`grad_weight_image`]).
-fn transposed_dw(g: &Geom) -> bool {
+/// Whether the weight gradient runs as `dWᵀ = cols · dyᵀ` (see [`grad_weight_image`], [`batched::grad_weight`]).
+pub(crate) fn transposed_dw(g: &Geom) -> bool {
     g.cout_g() <= 64 && g.kg() >= 4 * g.cout_g()
 }
 
@@ -356,7 +356,7 @@ fn grad_weight_live<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     if batched::use_batched(g) {
         let mut dw = vec![T::zero(); wlen];
         batched::grad_weight(g, x, dy, &mut dw, nt);
-        dw
+        untranspose(g, dw)
     } else if batch_parallel(g.n, nt) {
         // One partial dW per chunk of images, summed at the end.
         let chunk = g.n.div_ceil(nt);

@@ -88,12 +88,12 @@ pub(crate) fn pays(g: &Geom) -> bool {
     2 * live <= g.p() * g.nki * g.nkj
 }
 
-/// `cols_r [Cin·T_r, N·P_r]` of region `r`: row `(c, t)`, column `(image, pixel)`.
+/// `cols_r [T_r·Cin, N·P_r]` of region `r`: row `(t, c)`, column `(image, pixel)`.
 fn build_cols<T: Float>(g: &Geom, r: &Region, x: &[T], cols: &mut [T]) {
     let (pr, hw, cw) = (r.pixels(), g.h * g.w, r.cols.hi - r.cols.lo);
     let taps: Vec<(usize, usize)> = r.taps().collect();
     let fill = |k: usize, row: &mut [T]| {
-        let (c, (ki, kj)) = (k / taps.len(), taps[k % taps.len()]);
+        let (c, (ki, kj)) = (k % g.cin, taps[k / g.cin]);
         for i in 0..g.n {
             let plane = &x[(i * g.cin + c) * hw..(i * g.cin + c + 1) * hw];
             let dst = &mut row[i * pr..(i + 1) * pr];
@@ -106,14 +106,34 @@ fn build_cols<T: Float>(g: &Geom, r: &Region, x: &[T], cols: &mut [T]) {
     cols.chunks_mut(g.n * pr).enumerate().for_each(|(k, row)| fill(k, row));
 }
 
-/// `dst[i] = src[i·stride]`.
+/// `dst[i] = src[i·stride]`. Region rows are a few pixels long (2–4 at dilation 6 on an 8² map), where a
+/// `memcpy` call costs more than the copy itself.
 #[inline(always)]
 fn copy_strided<T: Float>(dst: &mut [T], src: &[T], stride: usize) {
     if stride == 1 {
-        dst.copy_from_slice(&src[..dst.len()]);
+        copy_short(dst, src);
     } else {
         dst.iter_mut().zip(src.iter().step_by(stride)).for_each(|(d, v)| *d = *v);
     }
+}
+
+/// `dst = src[..dst.len()]`, as fixed-size moves for up to 8 elements (a `memcpy` call otherwise: the
+/// compiler turns element loops into one too).
+#[inline(always)]
+fn copy_short<T: Float>(dst: &mut [T], src: &[T]) {
+    macro_rules! fixed {
+        ($($n:literal)*) => {
+            match dst.len() {
+                $($n => {
+                    if let (Ok(d), Ok(s)) = (<&mut [T; $n]>::try_from(&mut dst[..]), <&[T; $n]>::try_from(&src[..$n])) {
+                        *d = *s;
+                    }
+                })*
+                n => dst.copy_from_slice(&src[..n]),
+            }
+        };
+    }
+    fixed!(1 2 3 4 5 6 7 8)
 }
 
 /// Flat index in an input plane of tap `(ki, kj)` of output pixel `(oy, ox)` (inside the image by construction).
@@ -122,12 +142,28 @@ fn input_index(g: &Geom, (oy, ox): (usize, usize), (ki, kj): (usize, usize)) -> 
     (oy * g.stride + ki * g.dil - g.pad) * g.w + ox * g.stride + kj * g.dil - g.pad
 }
 
-/// `W_r [Cout, Cin·T_r]` from the full weight `[Cout, Cin, kh, kw]`.
-fn region_weight<T: Float>(g: &Geom, r: &Region, w: &[T]) -> Vec<T> {
-    let taps: Vec<(usize, usize)> = r.taps().collect();
-    let mut out = Vec::with_capacity(g.cout * g.cin * taps.len());
-    for oc in 0..g.cout * g.cin {
-        out.extend(taps.iter().map(|&(ki, kj)| w[(oc * g.kh + ki) * g.kw + kj]));
+/// The weight `[Cout, Cin, kh, kw]` tap-major, `[kh·kw, Cout·Cin]`: one pass, after which every region's
+/// weight is a row of contiguous `Cin`-long copies.
+fn tap_major<T: Float>(g: &Geom, w: &[T]) -> Vec<T> {
+    let (kk, oc_n) = (g.kh * g.kw, g.cout * g.cin);
+    let mut out = vec![T::zero(); kk * oc_n];
+    for (oc, src) in w.chunks_exact(kk).enumerate() {
+        for (t, v) in src.iter().enumerate() {
+            out[t * oc_n + oc] = *v;
+        }
+    }
+    out
+}
+
+/// `W_r [Cout, T_r·Cin]` (column `(t, c)`) from the tap-major weight `wt` ([`tap_major`]).
+fn region_weight<T: Float>(g: &Geom, r: &Region, wt: &[T]) -> Vec<T> {
+    let (cin, oc_n) = (g.cin, g.cout * g.cin);
+    let mut out = Vec::with_capacity(oc_n * r.ntaps());
+    for co in 0..g.cout {
+        for (ki, kj) in r.taps() {
+            let t = ki * g.kw + kj;
+            out.extend_from_slice(&wt[t * oc_n + co * cin..t * oc_n + (co + 1) * cin]);
+        }
     }
     out
 }
@@ -140,7 +176,7 @@ fn gather_dy<T: Float>(g: &Geom, r: &Region, dy: &[T], out: &mut [T]) {
             let plane = &dy[(i * g.cout + co) * p..(i * g.cout + co + 1) * p];
             let dst = &mut row[i * pr..(i + 1) * pr];
             for (oy, seg) in (r.rows.lo..r.rows.hi).zip(dst.chunks_exact_mut(cw)) {
-                seg.copy_from_slice(&plane[oy * g.ow + r.cols.lo..oy * g.ow + r.cols.hi]);
+                copy_short(seg, &plane[oy * g.ow + r.cols.lo..oy * g.ow + r.cols.hi]);
             }
         }
     };
@@ -152,11 +188,12 @@ fn gather_dy<T: Float>(g: &Geom, r: &Region, dy: &[T], out: &mut [T]) {
 pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     let (rows, cols) = axes(g);
     let all: Vec<Region> = regions(&rows, &cols).collect();
+    let wt = tap_major(g, w);
     let outs: Vec<Vec<T>> = all
         .par_iter()
         .map(|r| {
             let (np, kr) = (g.n * r.pixels(), g.cin * r.ntaps());
-            let wr = region_weight(g, r, w);
+            let wr = region_weight(g, r, &wt);
             let mut yr = vec![T::zero(); g.cout * np];
             T::with_scratch(kr * np, |cr| {
                 build_cols(g, r, x, cr);
@@ -173,7 +210,7 @@ pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
             let np = g.n * pr;
             let src = &yr[co * np + i * pr..co * np + (i + 1) * pr];
             for (oy, seg) in (r.rows.lo..r.rows.hi).zip(src.chunks_exact(cw)) {
-                yp[oy * g.ow + r.cols.lo..oy * g.ow + r.cols.hi].copy_from_slice(seg);
+                copy_short(&mut yp[oy * g.ow + r.cols.lo..oy * g.ow + r.cols.hi], seg);
             }
         }
     });
@@ -184,11 +221,12 @@ pub(crate) fn forward<T: Float>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
 pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let (rows, cols) = axes(g);
     let all: Vec<Region> = regions(&rows, &cols).collect();
+    let wt = tap_major(g, w);
     let dcols: Vec<Vec<T>> = all
         .par_iter()
         .map(|r| {
             let (np, kr) = (g.n * r.pixels(), g.cin * r.ntaps());
-            let wr = region_weight(g, r, w);
+            let wr = region_weight(g, r, &wt);
             let mut dc = vec![T::zero(); kr * np];
             T::with_scratch(g.cout * np, |dyr| {
                 gather_dy(g, r, dy, dyr);
@@ -203,9 +241,9 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
         let (i, c) = (plane / g.cin, plane % g.cin);
         for (r, dc) in all.iter().zip(&dcols) {
             let (pr, cw) = (r.pixels(), r.cols.hi - r.cols.lo);
-            let (np, nt) = (g.n * pr, r.ntaps());
+            let np = g.n * pr;
             for (t, tap) in r.taps().enumerate() {
-                let k = c * nt + t;
+                let k = t * g.cin + c;
                 let src = &dc[k * np + i * pr..k * np + (i + 1) * pr];
                 for (oy, seg) in (r.rows.lo..r.rows.hi).zip(src.chunks_exact(cw)) {
                     let start = input_index(g, (oy, r.cols.lo), tap);
@@ -239,10 +277,11 @@ pub(crate) fn grad_weight<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
         .collect();
     let mut dw = vec![T::zero(); g.cout * g.cin * g.kh * g.kw];
     for (r, dwr) in all.iter().zip(&parts) {
-        let taps: Vec<(usize, usize)> = r.taps().collect();
-        for (oc, src) in dwr.chunks_exact(taps.len()).enumerate() {
-            for (v, &(ki, kj)) in src.iter().zip(&taps) {
-                dw[(oc * g.kh + ki) * g.kw + kj] += *v;
+        for (co, src) in dwr.chunks_exact(g.cin * r.ntaps()).enumerate() {
+            for ((ki, kj), tap_row) in r.taps().zip(src.chunks_exact(g.cin)) {
+                for (c, v) in tap_row.iter().enumerate() {
+                    dw[((co * g.cin + c) * g.kh + ki) * g.kw + kj] += *v;
+                }
             }
         }
     }
