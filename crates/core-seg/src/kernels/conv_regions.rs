@@ -91,19 +91,18 @@ pub(crate) fn pays(g: &Geom) -> bool {
 /// `cols_r [T_r·Cin, N·P_r]` of region `r`: row `(t, c)`, column `(image, pixel)`.
 fn build_cols<T: Float>(g: &Geom, r: &Region, x: &[T], cols: &mut [T]) {
     let (pr, hw, cw) = (r.pixels(), g.h * g.w, r.cols.hi - r.cols.lo);
-    let taps: Vec<(usize, usize)> = r.taps().collect();
-    let fill = |k: usize, row: &mut [T]| {
-        let (c, (ki, kj)) = (k % g.cin, taps[k / g.cin]);
-        for i in 0..g.n {
-            let plane = &x[(i * g.cin + c) * hw..(i * g.cin + c + 1) * hw];
-            let dst = &mut row[i * pr..(i + 1) * pr];
-            for (oy, seg) in (r.rows.lo..r.rows.hi).zip(dst.chunks_exact_mut(cw)) {
-                let start = input_index(g, (oy, r.cols.lo), (ki, kj));
-                copy_strided(seg, &plane[start..], g.stride);
+    // Per tap, the plane index of the region's first pixel; the region's rows are `stride·W` apart.
+    let starts: Vec<usize> = r.taps().map(|t| input_index(g, (r.rows.lo, r.cols.lo), t)).collect();
+    let row_step = g.stride * g.w;
+    for (k, row) in cols.chunks_mut(g.n * pr).enumerate() {
+        let (c, start) = (k % g.cin, starts[k / g.cin]);
+        for (i, dst) in row.chunks_exact_mut(pr).enumerate() {
+            let src = &x[(i * g.cin + c) * hw + start..(i * g.cin + c + 1) * hw];
+            for (seg, from) in dst.chunks_exact_mut(cw).zip(src.chunks(row_step)) {
+                copy_strided(seg, from, g.stride);
             }
         }
-    };
-    cols.chunks_mut(g.n * pr).enumerate().for_each(|(k, row)| fill(k, row));
+    }
 }
 
 /// `dst[i] = src[i·stride]`. Region rows are a few pixels long (2–4 at dilation 6 on an 8² map), where a
@@ -146,11 +145,9 @@ fn input_index(g: &Geom, (oy, ox): (usize, usize), (ki, kj): (usize, usize)) -> 
 /// weight is a row of contiguous `Cin`-long copies.
 fn tap_major<T: Float>(g: &Geom, w: &[T]) -> Vec<T> {
     let (kk, oc_n) = (g.kh * g.kw, g.cout * g.cin);
-    let mut out = vec![T::zero(); kk * oc_n];
-    for (oc, src) in w.chunks_exact(kk).enumerate() {
-        for (t, v) in src.iter().enumerate() {
-            out[t * oc_n + oc] = *v;
-        }
+    let mut out = Vec::with_capacity(kk * oc_n);
+    for t in 0..kk {
+        out.extend(w.iter().skip(t).step_by(kk));
     }
     out
 }
