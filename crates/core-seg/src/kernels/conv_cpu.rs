@@ -236,9 +236,9 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, algo: ConvAlgo, dy: &[T], w: &[T]) 
 /// buffer. Square kernels with `pad ≤ d·(k − 1)`, every tap live, at least 16 input channels per group and
 /// at most 2¹⁸ weights: on the synthetic model's layers (3×3, 16–128 channels, 8²–16² maps, batch 16, 1
 /// thread) the input gradient took 10–35 % less time, but with 8 input channels (the GEMM's rows: 3×3 8→16
-/// at 32², 0.9 against 0.65 ms), on ResNet-18's 3×3 512→512 at 8² (batch 4, 2 threads: 6.8 against 5.3 ms)
-/// and where taps only read padding (ASPP d12/d18 at 8²: 1.6 against 0.8 ms) col2im won. 1×1 unpadded
-/// convs keep their plain GEMM.
+/// at 32², 0.9 against 0.65 ms), on ResNet-18's 3×3 512→512 at 8² (batch 4, 2 threads: 6.8–7.0 against 5.3
+/// ms, two runs) and, in one run, where most taps read padding (ASPP d12/d18 at 8²: 1.6 against 0.8 ms) col2im
+/// won. 1×1 unpadded convs keep their plain GEMM.
 fn adjoint_geom(g: &Geom, algo: ConvAlgo) -> Option<Geom> {
     let (k, d) = (g.kh, g.dil);
     let small = g.cin_g() >= 16 && g.cout * g.kg() <= 1 << 18 && g.full_window();
