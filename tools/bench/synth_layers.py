@@ -3,7 +3,8 @@
 model: ResNet-18 layout, width 16, output stride 8, ASPP at rates 2/4/6, 64^2 crops, batch 8), same list and
 order: per layer the median of `--reps` runs (after 3 warm-up runs) of the forward and of the backward of
 `y.sum()` (input and weight gradients), in ms; the last line weights each layer by how often the model runs it.
-Threads: `--threads` (default 2, as the Rust side's rayon pool on a 2-core machine).
+Threads: `--threads` (default 2, as the Rust side's rayon pool on a 2-core machine). `--batch N` replaces the
+batch of every layer (UniMatch runs the encoder at 16 and the decoder at 32).
 """
 import argparse
 import statistics
@@ -32,11 +33,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     total = 0.0
     print(f"threads {a.threads} (torch), f32, median of {a.reps}")
     for xs, ws, s, p, d, count in LAYERS:
+        xs = [a.batch or xs[0]] + xs[1:]
         x = torch.randn(*xs, requires_grad=True)
         w = (torch.randn(*ws) * 0.1).requires_grad_()
         fwd, bwd = [], []

@@ -3,9 +3,10 @@
 //! `step-synth-64-b8` bench case spends its time. `tools/bench/synth_layers.py` times the same layers in
 //! PyTorch (same list, same order).
 //!
-//! `cargo run --release -p core-seg --example synth_layers [reps]`: per layer the median (of `reps`, default 30,
-//! after 3 warm-up runs) of the forward and of the backward (`sum(y).backward()`, both gradients) in ms; the
-//! last line weights each layer by how often the model runs it.
+//! `cargo run --release -p core-seg --example synth_layers [reps] [batch]`: per layer the median (of `reps`,
+//! default 30, after 3 warm-up runs) of the forward and of the backward (`sum(y).backward()`, both gradients) in
+//! ms; the last line weights each layer by how often the model runs it. `batch` replaces every layer's batch
+//! (UniMatch runs the encoder at 16 and the decoder at 32).
 
 use std::time::Instant;
 
@@ -35,10 +36,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> anyhow::Result<()> {
     kernels::configure_cpu_pools();
     let reps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(30).max(1);
+    let batch: Option<usize> = std::env::args().nth(2).and_then(|s| s.parse().ok());
     let dev = Device::Cpu;
     let mut total = 0.0;
     println!("threads {} (rayon), f32, median of {reps}", rayon::current_num_threads());
-    for (xs, ws, s, p, d, count) in LAYERS {
+    for (mut xs, ws, s, p, d, count) in LAYERS {
+        xs[0] = batch.unwrap_or(xs[0]).max(1);
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, &xs[..], &dev)?)?;
         let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, &ws[..], &dev)?)?;
         let cfg = ConvParams { stride: s, padding: p, dilation: d, groups: 1 };

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use super::conv_cpu::transposed_dw;
 use super::gemm_glue::{matmul, Parallelism, View};
-use super::im2col::{fill_row, scatter_row, split_k, Geom};
+use super::im2col::{scatter_row, split_k, Geom, TapFill};
 use super::{write_all, Float};
 
 /// Whether the batch-concatenated path is used: several images, small output maps, and a `cols` buffer of
@@ -78,9 +78,9 @@ fn build_cols<T: Float>(g: &Geom, x: &[T], grp: usize, cols: &mut [T], nt: usize
     for_chunks(cols, np, nt, |k, row| {
         let (c, ki, kj) = split_k(g, k);
         let ch = grp * g.cin_g() + c;
-        for i in 0..g.n {
-            let plane = &x[i * g.in_len() + ch * hw..i * g.in_len() + (ch + 1) * hw];
-            fill_row(g, plane, (ki, kj), (0, g.oh), &mut row[i * p..(i + 1) * p]);
+        let fill = TapFill::new(g, (ki, kj), (0, g.oh));
+        for (i, dst) in row.chunks_exact_mut(p).enumerate() {
+            fill.apply(g, &x[i * g.in_len() + ch * hw..i * g.in_len() + (ch + 1) * hw], dst);
         }
     });
 }

@@ -174,65 +174,82 @@ pub(crate) fn expand_weight_grad<T: Float>(g: &Geom, dw: Vec<T>) -> Vec<T> {
     out
 }
 
-/// Fills one cols row for kernel tap `(ki, kj)` from one input channel plane `[H, W]`, restricted to the
-/// output rows `oy0..oy1` (`row` = `[(oy1 − oy0)·ow]`).
-pub(crate) fn fill_row<T: Float>(
-    g: &Geom,
-    plane: &[T],
-    (ki, kj): (usize, usize),
-    (oy0, oy1): (usize, usize),
-    row: &mut [T],
-) {
-    let (w, ow, s) = (g.w, g.ow, g.stride);
-    let (ylo, yhi) = g.valid_range(ki, g.h, g.oh);
-    let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
-    let (xlo, xhi) = g.valid_range(kj, w, ow);
-    row[..(ylo - oy0) * ow].fill(T::zero());
-    row[(yhi - oy0) * ow..].fill(T::zero());
-    if xhi == xlo {
-        row[(ylo - oy0) * ow..(yhi - oy0) * ow].fill(T::zero());
-        return;
+/// How one kernel tap fills its `cols` row from an input channel plane `[H, W]` for the output rows `oy0..oy1`
+/// (`row` = `[(oy1 − oy0)·ow]`): the valid ranges are computed once per tap and band and applied to every
+/// channel plane and image, not once per plane (on 8² maps a row is 64 values, and the divisions cost about as
+/// much as the copy).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TapFill {
+    tap: (usize, usize),
+    band: (usize, usize),
+    /// Output rows `ylo..yhi` (inside the band) whose tap row lies in the image.
+    rows: (usize, usize),
+    /// Output columns `xlo..xhi` whose tap column lies in the image.
+    cols: (usize, usize),
+}
+
+impl TapFill {
+    pub(crate) fn new(g: &Geom, (ki, kj): (usize, usize), (oy0, oy1): (usize, usize)) -> Self {
+        let (ylo, yhi) = g.valid_range(ki, g.h, g.oh);
+        let rows = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
+        Self { tap: (ki, kj), band: (oy0, oy1), rows, cols: g.valid_range(kj, g.w, g.ow) }
     }
-    if s == 1 && ow == w {
-        return fill_rows_shifted(g, plane, (ki, kj), ylo, &mut row[(ylo - oy0) * ow..(yhi - oy0) * ow]);
+
+    /// Writes the cols row of this tap and band from one channel plane.
+    #[inline]
+    pub(crate) fn apply<T: Float>(&self, g: &Geom, plane: &[T], row: &mut [T]) {
+        let (w, ow, s) = (g.w, g.ow, g.stride);
+        let ((ki, kj), (oy0, _), (ylo, yhi), (xlo, xhi)) = (self.tap, self.band, self.rows, self.cols);
+        row[..(ylo - oy0) * ow].fill(T::zero());
+        row[(yhi - oy0) * ow..].fill(T::zero());
+        if xhi == xlo {
+            row[(ylo - oy0) * ow..(yhi - oy0) * ow].fill(T::zero());
+            return;
+        }
+        if s == 1 && ow == w {
+            return self.fill_shifted(g, plane, &mut row[(ylo - oy0) * ow..(yhi - oy0) * ow]);
+        }
+        for oy in ylo..yhi {
+            let iy = oy * s + ki * g.dil - g.pad;
+            let src = &plane[iy * w..(iy + 1) * w];
+            let seg = &mut row[(oy - oy0) * ow..(oy - oy0 + 1) * ow];
+            seg[..xlo].fill(T::zero());
+            seg[xhi..].fill(T::zero());
+            let ix0 = xlo * s + kj * g.dil - g.pad;
+            if s == 1 {
+                seg[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
+            } else {
+                for (d, v) in seg[xlo..xhi].iter_mut().zip(src[ix0..].iter().step_by(s)) {
+                    *d = *v;
+                }
+            }
+        }
     }
-    for oy in ylo..yhi {
-        let iy = oy * s + ki * g.dil - g.pad;
-        let src = &plane[iy * w..(iy + 1) * w];
-        let seg = &mut row[(oy - oy0) * ow..(oy - oy0 + 1) * ow];
-        seg[..xlo].fill(T::zero());
-        seg[xhi..].fill(T::zero());
-        let ix0 = xlo * s + kj * g.dil - g.pad;
-        if s == 1 {
-            seg[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
-        } else {
-            for (d, v) in seg[xlo..xhi].iter_mut().zip(src[ix0..].iter().step_by(s)) {
-                *d = *v;
+
+    /// [`TapFill::apply`] for stride 1 and `ow = w` (a "same" convolution), the output rows `ylo..yhi` that all
+    /// read the image (`dst`, whole rows): the rows are one shifted copy of the plane, `dst[j] = plane[j + di·w
+    /// + dj]` with `(di, dj)` the tap's offset, after which the columns whose tap falls left or right of the
+    /// image (wrapped in from the neighbouring row) are zeroed. On 8-pixel-wide maps this replaces 8-element
+    /// copies and fills, one per row, by one copy.
+    #[inline]
+    fn fill_shifted<T: Float>(&self, g: &Geom, plane: &[T], dst: &mut [T]) {
+        let w = g.w;
+        let ((ki, kj), (ylo, _), (xlo, xhi)) = (self.tap, self.rows, self.cols);
+        let start = ((ylo + ki * g.dil) * w + kj * g.dil) as isize - (g.pad * (w + 1)) as isize;
+        let (lo, hi) = ((-start).max(0) as usize, dst.len().min((plane.len() as isize - start).max(0) as usize));
+        if lo < hi {
+            dst[lo..hi].copy_from_slice(&plane[(start + lo as isize) as usize..(start + hi as isize) as usize]);
+        }
+        if xlo > 0 || xhi < w {
+            for seg in dst.chunks_exact_mut(w) {
+                seg[..xlo].iter_mut().for_each(|v| *v = T::zero());
+                seg[xhi..].iter_mut().for_each(|v| *v = T::zero());
             }
         }
     }
 }
 
-/// [`fill_row`] for stride 1 and `ow = w` (a "same" convolution), the output rows from `ylo` on that all read
-/// the image (`dst`, whole rows): the rows are one shifted copy of the plane, `dst[j] = plane[j + di·w + dj]`
-/// with `(di, dj)` the tap's offset, after which the columns whose tap falls left or right of the image
-/// (wrapped in from the neighbouring row) are zeroed. On 8-pixel-wide maps this replaces 8-element copies
-/// and fills, one per row, by one copy.
-fn fill_rows_shifted<T: Float>(g: &Geom, plane: &[T], (ki, kj): (usize, usize), ylo: usize, dst: &mut [T]) {
-    let w = g.w;
-    let (xlo, xhi) = g.valid_range(kj, w, g.ow);
-    let start = ((ylo + ki * g.dil) * w + kj * g.dil) as isize - (g.pad * (w + 1)) as isize;
-    let (lo, hi) = ((-start).max(0) as usize, dst.len().min((plane.len() as isize - start).max(0) as usize));
-    if lo < hi {
-        dst[lo..hi].copy_from_slice(&plane[(start + lo as isize) as usize..(start + hi as isize) as usize]);
-    }
-    for seg in dst.chunks_exact_mut(w) {
-        seg[..xlo].iter_mut().for_each(|v| *v = T::zero());
-        seg[xhi..].iter_mut().for_each(|v| *v = T::zero());
-    }
-}
-
-/// Adjoint of [`fill_row`]: adds one cols row (output rows `oy0..oy1`) back into the input channel plane it
+/// Adjoint of [`TapFill::apply`]: adds one cols row (output rows `oy0..oy1`) back into the input channel plane it
 /// was read from.
 pub(crate) fn scatter_row<T: Float>(
     g: &Geom,
@@ -275,9 +292,12 @@ pub(crate) fn im2col<T: Float>(g: &Geom, x: &[T], band: (usize, usize), cols: &m
     if pb == 0 {
         return;
     }
+    let taps = g.nki * g.nkj;
+    let fills: Vec<TapFill> =
+        (0..taps).map(|t| TapFill::new(g, (g.ki0 + t / g.nkj, g.kj0 + t % g.nkj), band)).collect();
     for (k, row) in cols.chunks_exact_mut(pb).enumerate() {
-        let (c, ki, kj) = split_k(g, k);
-        fill_row(g, &x[c * hw..(c + 1) * hw], (ki, kj), band, row);
+        let c = k / taps;
+        fills[k % taps].apply(g, &x[c * hw..(c + 1) * hw], row);
     }
 }
 

@@ -344,16 +344,7 @@ impl ReduceSum<'_> {
                     }
                     return Ok(dst);
                 };
-                for (unstr_index, &src) in src.iter().enumerate() {
-                    let mut dst_index = unstr_index;
-                    // Set the reduce_dims indexes to 0.
-                    for &(dim, stride) in self.reduce_dims_and_stride.iter() {
-                        // The compiler is able to optimize the following in a single divmod op.
-                        let (pre, post) = (dst_index / stride, dst_index % stride);
-                        dst_index = (pre / dim) * stride + post;
-                    }
-                    dst[dst_index] += src;
-                }
+                sum_contiguous_runs(src, src_l.dims(), self.reduce_dims, &mut dst);
             }
             None => {
                 for (unstr_index, src_index) in src_l.strided_index().enumerate() {
@@ -369,6 +360,74 @@ impl ReduceSum<'_> {
             }
         }
         Ok(dst)
+    }
+}
+
+/// Adds the sums of a contiguous `src` (shape `dims`) over `reduce_dims` into `dst`, for any set of reduced
+/// dimensions, by runs:
+/// after merging neighbouring dimensions that are both reduced or both kept, the innermost group is one
+/// contiguous run per step of the outer groups, summed into one `dst` element (innermost group reduced) or added
+/// element-wise into a contiguous `dst` slice (innermost group kept). The `dst` offset of each run comes from an
+/// odometer over the outer groups, so the per-element index arithmetic of the generic path (one divmod per
+/// reduced dimension and element) is paid once per run. Each `dst` element still sums its inputs in source
+/// order within a kept innermost group; a reduced innermost group is summed by `vec_reduce_sum`.
+/// (Patch of this copy of candle-core: `reduce-runs.patch`.)
+fn sum_contiguous_runs<T: WithDType>(src: &[T], dims: &[usize], reduce_dims: &[usize], dst: &mut [T]) {
+    if src.is_empty() {
+        return;
+    }
+    // (size, reduced) groups, size-1 dimensions dropped, neighbours of the same kind merged.
+    let mut groups: Vec<(usize, bool)> = Vec::with_capacity(dims.len());
+    for (d, &size) in dims.iter().enumerate() {
+        if size == 1 {
+            continue;
+        }
+        let red = reduce_dims.contains(&d);
+        match groups.last_mut() {
+            Some((s, r)) if *r == red => *s *= size,
+            _ => groups.push((size, red)),
+        }
+    }
+    let Some(&(inner, inner_red)) = groups.last() else {
+        // Every dimension has size 1: one element.
+        if let (Some(d), Some(&v)) = (dst.first_mut(), src.first()) {
+            *d += v;
+        }
+        return;
+    };
+    let outer = &groups[..groups.len() - 1];
+    // dst stride of each outer group (0 for reduced ones): kept groups in row-major order over dst.
+    let mut strides = vec![0usize; outer.len()];
+    let mut acc = if inner_red { 1 } else { inner };
+    for (g, &(size, red)) in outer.iter().enumerate().rev() {
+        if !red {
+            strides[g] = acc;
+            acc *= size;
+        }
+    }
+    let mut idx = vec![0usize; outer.len()];
+    let mut off = 0usize;
+    for run in src.chunks_exact(inner) {
+        if inner_red {
+            let mut s = T::zero();
+            // SAFETY: `run` holds `inner` elements.
+            unsafe { T::vec_reduce_sum(run.as_ptr(), &mut s, inner) };
+            dst[off] += s;
+        } else {
+            for (d, &v) in dst[off..off + inner].iter_mut().zip(run) {
+                *d += v;
+            }
+        }
+        // Advance the odometer over the outer groups.
+        for g in (0..outer.len()).rev() {
+            idx[g] += 1;
+            off += strides[g];
+            if idx[g] < outer[g].0 {
+                break;
+            }
+            off -= strides[g] * idx[g];
+            idx[g] = 0;
+        }
     }
 }
 
