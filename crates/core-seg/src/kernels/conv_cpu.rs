@@ -5,6 +5,7 @@
 //! thread-local im2col scratch) when the batch divides evenly over the threads, otherwise parallel inside
 //! each GEMM.
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
@@ -12,7 +13,7 @@ use rayon::prelude::*;
 use super::conv_batched as batched;
 use super::conv_regions as regions;
 use super::depthwise;
-use super::gemm_glue::{matmul, Parallelism, View};
+use super::gemm_glue::{matmul, matmul_uninit, Parallelism, View};
 use super::im2col::{col2im, expand_weight_grad, im2col, live_weight, Geom};
 use super::winograd::{self, Sizes, Tile};
 use super::{new_filled, num_threads, Float};
@@ -115,8 +116,9 @@ fn band_rows(g: &Geom) -> usize {
     }
 }
 
-/// Forward of one image: `out_img [Cout, P]` from `x_img [Cin, H, W]`, im2col and GEMM band by band.
-fn forward_image<T: Float>(g: &Geom, x: &[T], w: &[T], out: &mut [T], par: Parallelism) {
+/// Forward of one image: `out_img [Cout, P]` (every element written) from `x_img [Cin, H, W]`, im2col and GEMM
+/// band by band.
+fn forward_image<T: Float>(g: &Geom, x: &[T], w: &[T], out: &mut [MaybeUninit<T>], par: Parallelism) {
     let (cin_g, cout_g, kg, p, hw) = (g.cin_g(), g.cout_g(), g.kg(), g.p(), g.h * g.w);
     let rows = band_rows(g);
     for grp in 0..g.groups {
@@ -124,7 +126,7 @@ fn forward_image<T: Float>(g: &Geom, x: &[T], w: &[T], out: &mut [T], par: Paral
         let wg = View::rm(&w[grp * cout_g * kg..(grp + 1) * cout_g * kg], kg);
         let og = &mut out[grp * cout_g * p..(grp + 1) * cout_g * p];
         if g.is_pointwise() {
-            matmul(cout_g, p, kg, og, p, false, wg, View::rm(xg, p), par);
+            matmul_uninit(cout_g, p, kg, og, p, wg, View::rm(xg, p), par);
         } else {
             T::with_scratch(kg * rows * g.ow, |buf| {
                 for oy0 in (0..g.oh).step_by(rows) {
@@ -133,7 +135,7 @@ fn forward_image<T: Float>(g: &Geom, x: &[T], w: &[T], out: &mut [T], par: Paral
                     let cols = &mut buf[..kg * pb];
                     im2col(g, xg, (oy0, oy1), cols);
                     let dst = &mut og[oy0 * g.ow..];
-                    matmul(cout_g, pb, kg, dst, p, false, wg, View::rm(cols, pb), par);
+                    matmul_uninit(cout_g, pb, kg, dst, p, wg, View::rm(cols, pb), par);
                 }
             });
         }
@@ -157,18 +159,20 @@ pub(crate) fn forward<T: Float>(g: &Geom, algo: ConvAlgo, x: &[T], w: &[T]) -> V
         // SAFETY: the batched forward writes every output plane of every image.
         return unsafe { new_filled(len, len, |out| batched::forward(g, x, w, out, nt)) };
     }
-    let mut out = vec![T::zero(); len];
-    if batch_parallel(g.n, nt) {
-        out.par_chunks_mut(g.out_len())
-            .zip(x.par_chunks(g.in_len()))
-            .for_each(|(o, xi)| forward_image(g, xi, w, o, Parallelism::None));
-    } else {
-        let par = if nt > 1 { Parallelism::Rayon(nt) } else { Parallelism::None };
-        for (o, xi) in out.chunks_mut(g.out_len()).zip(x.chunks(g.in_len())) {
-            forward_image(g, xi, w, o, par);
+    let fill = |out: &mut [MaybeUninit<T>]| {
+        if batch_parallel(g.n, nt) {
+            out.par_chunks_mut(g.out_len())
+                .zip(x.par_chunks(g.in_len()))
+                .for_each(|(o, xi)| forward_image(g, xi, w, o, Parallelism::None));
+        } else {
+            let par = if nt > 1 { Parallelism::Rayon(nt) } else { Parallelism::None };
+            for (o, xi) in out.chunks_mut(g.out_len()).zip(x.chunks(g.in_len())) {
+                forward_image(g, xi, w, o, par);
+            }
         }
-    }
-    out
+    };
+    // SAFETY: `forward_image` writes every element of its image's output (no zero fill needed).
+    unsafe { new_filled(len, len, fill) }
 }
 
 /// `dx` of one image (`dx_img` zero on entry) from `dy_img [Cout, P]`, GEMM and col2im band by band.

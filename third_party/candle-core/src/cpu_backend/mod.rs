@@ -347,16 +347,11 @@ impl ReduceSum<'_> {
                 sum_contiguous_runs(src, src_l.dims(), self.reduce_dims, &mut dst);
             }
             None => {
-                for (unstr_index, src_index) in src_l.strided_index().enumerate() {
-                    let mut dst_index = unstr_index;
-                    // Set the reduce_dims indexes to 0.
-                    for &(dim, stride) in self.reduce_dims_and_stride.iter() {
-                        // The compiler is able to optimize the following in a single divmod op.
-                        let (pre, post) = (dst_index / stride, dst_index % stride);
-                        dst_index = (pre / dim) * stride + post;
-                    }
-                    dst[dst_index] += src[src_index];
-                }
+                // Strided input (e.g. a channel slice of a concatenation): one block copy into a contiguous
+                // buffer, then the run-wise sum, instead of a divmod per reduced dimension and element.
+                let mut contiguous = vec![start_elt; src_l.shape().elem_count()];
+                copy_strided_src_(src, &mut contiguous, 0, src_l);
+                sum_contiguous_runs(&contiguous, src_l.dims(), self.reduce_dims, &mut dst);
             }
         }
         Ok(dst)
@@ -364,8 +359,7 @@ impl ReduceSum<'_> {
 }
 
 /// Adds the sums of a contiguous `src` (shape `dims`) over `reduce_dims` into `dst`, for any set of reduced
-/// dimensions, by runs:
-/// after merging neighbouring dimensions that are both reduced or both kept, the innermost group is one
+/// dimensions, by runs: after merging neighbouring dimensions that are both reduced or both kept, the innermost group is one
 /// contiguous run per step of the outer groups, summed into one `dst` element (innermost group reduced) or added
 /// element-wise into a contiguous `dst` slice (innermost group kept). The `dst` offset of each run comes from an
 /// odometer over the outer groups, so the per-element index arithmetic of the generic path (one divmod per
