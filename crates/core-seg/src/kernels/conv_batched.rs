@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use super::conv_cpu::transposed_dw;
 use super::gemm_glue::{matmul, Parallelism, View};
-use super::im2col::{scatter_row, split_k, Geom, TapFill};
+use super::im2col::{Geom, TapFill};
 use super::{write_all, Float};
 
 /// Whether the batch-concatenated path is used: several images, small output maps, and a `cols` buffer of
@@ -75,10 +75,10 @@ const SPLIT_MAX_WEIGHT: usize = 1 << 18;
 /// `cols [K_g, N·P]` for group `grp` of the whole batch, parallel over rows when `nt > 1`.
 fn build_cols<T: Float>(g: &Geom, x: &[T], grp: usize, cols: &mut [T], nt: usize) {
     let (np, p, hw) = (g.n * g.p(), g.p(), g.h * g.w);
+    let fills = TapFill::all(g, (0, g.oh));
     for_chunks(cols, np, nt, |k, row| {
-        let (c, ki, kj) = split_k(g, k);
+        let (c, fill) = (k / fills.len(), &fills[k % fills.len()]);
         let ch = grp * g.cin_g() + c;
-        let fill = TapFill::new(g, (ki, kj), (0, g.oh));
         for (i, dst) in row.chunks_exact_mut(p).enumerate() {
             fill.apply(g, &x[i * g.in_len() + ch * hw..i * g.in_len() + (ch + 1) * hw], dst);
         }
@@ -139,6 +139,7 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T], dx: &mut [T], nt
         return;
     }
     let (np, p, kg, cin_g, cout_g, hw) = (g.n * g.p(), g.p(), g.kg(), g.cin_g(), g.cout_g(), g.h * g.w);
+    let fills = TapFill::all(g, (0, g.oh));
     T::with_scratch(kg * np + cout_g * np, |buf| {
         let (dcols, dyc) = buf.split_at_mut(kg * np);
         for grp in 0..g.groups {
@@ -152,13 +153,9 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, dy: &[T], w: &[T], dx: &mut [T], nt
                     return;
                 }
                 let c = ch - grp * cin_g;
-                for a in 0..g.nki {
-                    for b in 0..g.nkj {
-                        let k = (c * g.nki + a) * g.nkj + b;
-                        let (ki, kj) = (g.ki0 + a, g.kj0 + b);
-                        let row = &dcols[k * np + i * p..k * np + (i + 1) * p];
-                        scatter_row(g, row, (ki, kj), (0, g.oh), plane);
-                    }
+                for (t, fill) in fills.iter().enumerate() {
+                    let k = c * fills.len() + t;
+                    fill.scatter(g, &dcols[k * np + i * p..k * np + (i + 1) * p], plane);
                 }
             });
         }

@@ -195,6 +195,16 @@ impl TapFill {
         Self { tap: (ki, kj), band: (oy0, oy1), rows, cols: g.valid_range(kj, g.w, g.ow) }
     }
 
+    /// One per live kernel tap, in the order of a channel's `cols` rows (`k mod nki·nkj`).
+    pub(crate) fn all(g: &Geom, band: (usize, usize)) -> Vec<Self> {
+        (0..g.nki * g.nkj)
+            .map(|t| {
+                let (_, ki, kj) = split_k(g, t);
+                Self::new(g, (ki, kj), band)
+            })
+            .collect()
+    }
+
     /// Writes the cols row of this tap and band from one channel plane.
     #[inline]
     pub(crate) fn apply<T: Float>(&self, g: &Geom, plane: &[T], row: &mut [T]) {
@@ -226,6 +236,32 @@ impl TapFill {
         }
     }
 
+    /// Adjoint of [`TapFill::apply`]: adds the cols row back into the channel plane it was read from.
+    #[inline]
+    pub(crate) fn scatter<T: Float>(&self, g: &Geom, row: &[T], plane: &mut [T]) {
+        let (w, ow, s) = (g.w, g.ow, g.stride);
+        let ((ki, kj), (oy0, _), (ylo, yhi), (xlo, xhi)) = (self.tap, self.band, self.rows, self.cols);
+        if xhi == xlo {
+            return;
+        }
+        for oy in ylo..yhi {
+            let iy = oy * s + ki * g.dil - g.pad;
+            let dst = &mut plane[iy * w..(iy + 1) * w];
+            let r = (oy - oy0) * ow;
+            let seg = &row[r + xlo..r + xhi];
+            let ix0 = xlo * s + kj * g.dil - g.pad;
+            if s == 1 {
+                for (d, v) in dst[ix0..ix0 + seg.len()].iter_mut().zip(seg) {
+                    *d += *v;
+                }
+            } else {
+                for (d, v) in dst[ix0..].iter_mut().step_by(s).zip(seg) {
+                    *d += *v;
+                }
+            }
+        }
+    }
+
     /// [`TapFill::apply`] for stride 1 and `ow = w` (a "same" convolution), the output rows `ylo..yhi` that all
     /// read the image (`dst`, whole rows): the rows are one shifted copy of the plane, `dst[j] = plane[j + di·w
     /// + dj]` with `(di, dj)` the tap's offset, after which the columns whose tap falls left or right of the
@@ -249,40 +285,6 @@ impl TapFill {
     }
 }
 
-/// Adjoint of [`TapFill::apply`]: adds one cols row (output rows `oy0..oy1`) back into the input channel plane it
-/// was read from.
-pub(crate) fn scatter_row<T: Float>(
-    g: &Geom,
-    row: &[T],
-    (ki, kj): (usize, usize),
-    (oy0, oy1): (usize, usize),
-    plane: &mut [T],
-) {
-    let (w, ow, s) = (g.w, g.ow, g.stride);
-    let (ylo, yhi) = g.valid_range(ki, g.h, g.oh);
-    let (ylo, yhi) = (ylo.clamp(oy0, oy1), yhi.clamp(oy0, oy1));
-    let (xlo, xhi) = g.valid_range(kj, w, ow);
-    if xhi == xlo {
-        return;
-    }
-    for oy in ylo..yhi {
-        let iy = oy * s + ki * g.dil - g.pad;
-        let dst = &mut plane[iy * w..(iy + 1) * w];
-        let r = (oy - oy0) * ow;
-        let seg = &row[r + xlo..r + xhi];
-        let ix0 = xlo * s + kj * g.dil - g.pad;
-        if s == 1 {
-            for (d, v) in dst[ix0..ix0 + seg.len()].iter_mut().zip(seg) {
-                *d += *v;
-            }
-        } else {
-            for (d, v) in dst[ix0..].iter_mut().step_by(s).zip(seg) {
-                *d += *v;
-            }
-        }
-    }
-}
-
 /// Writes `cols [Cin_g·nki·nkj, (oy1 − oy0)·ow]` for one group of one image (`x` = `[Cin_g, H, W]`),
 /// output rows `oy0..oy1`.
 pub(crate) fn im2col<T: Float>(g: &Geom, x: &[T], band: (usize, usize), cols: &mut [T]) {
@@ -292,12 +294,10 @@ pub(crate) fn im2col<T: Float>(g: &Geom, x: &[T], band: (usize, usize), cols: &m
     if pb == 0 {
         return;
     }
-    let taps = g.nki * g.nkj;
-    let fills: Vec<TapFill> =
-        (0..taps).map(|t| TapFill::new(g, (g.ki0 + t / g.nkj, g.kj0 + t % g.nkj), band)).collect();
+    let fills = TapFill::all(g, band);
     for (k, row) in cols.chunks_exact_mut(pb).enumerate() {
-        let c = k / taps;
-        fills[k % taps].apply(g, &x[c * hw..(c + 1) * hw], row);
+        let c = k / fills.len();
+        fills[k % fills.len()].apply(g, &x[c * hw..(c + 1) * hw], row);
     }
 }
 
@@ -310,8 +310,9 @@ pub(crate) fn col2im<T: Float>(g: &Geom, cols: &[T], band: (usize, usize), dx: &
     if pb == 0 {
         return;
     }
+    let fills = TapFill::all(g, band);
     for (k, row) in cols.chunks_exact(pb).enumerate() {
-        let (c, ki, kj) = split_k(g, k);
-        scatter_row(g, row, (ki, kj), band, &mut dx[c * hw..(c + 1) * hw]);
+        let c = k / fills.len();
+        fills[k % fills.len()].scatter(g, row, &mut dx[c * hw..(c + 1) * hw]);
     }
 }
