@@ -55,6 +55,14 @@ pub struct ReproduceArgs {
     /// OUT/RECIPE/logs/ (e.g. several small-model runs sharing one GPU).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
+    /// Train nothing: build the table and report from the finished runs in --out (and --carry) alone; seeds
+    /// without a finished run are left out of the table.
+    #[arg(long)]
+    pub no_train: bool,
+    /// An earlier results.json of this recipe (e.g. the committed `results/<recipe>/results.json`): rows with no
+    /// finished run in --out enter the table as that file has them, and the report names them.
+    #[arg(long)]
+    pub carry: Option<PathBuf>,
 }
 
 pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
@@ -77,6 +85,8 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
         device: a.device,
         set: a.set,
         jobs: a.jobs.into(),
+        no_train: a.no_train,
+        carry: a.carry,
     })?)
 }
 

@@ -212,3 +212,46 @@ fn jobs_train_runs_in_parallel_processes_like_one_thread_in_sequence() -> anyhow
     assert!(!zero.status.success());
     Ok(())
 }
+
+/// `--no-train` builds the table from the finished runs alone (a row without one is left out, nothing is
+/// trained); `--carry` takes such a row from an earlier results.json of the recipe, unchanged, and the report
+/// names it; a results.json of another recipe is refused.
+#[test]
+fn no_train_reports_finished_runs_and_carry_keeps_earlier_rows() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let run = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
+        let base = ["reproduce", "smoke", "--quiet", "--seeds", "1", "--out"];
+        Ok(xtask().args(base).arg(dir.path()).args(extra).env("RUST_BACKTRACE", "0").output()?)
+    };
+    let results = || -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&std::fs::read(dir.path().join("smoke/results.json"))?)?)
+    };
+    let first = run(&[])?;
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let earlier = results()?;
+    let prior = dir.path().join("prior.json");
+    std::fs::write(&prior, serde_json::to_vec(&earlier)?)?;
+    let unimatch = dir.path().join("smoke/unimatch");
+    std::fs::remove_dir_all(&unimatch)?;
+    let alone = run(&["--no-train"])?;
+    assert!(alone.status.success(), "{}", String::from_utf8_lossy(&alone.stderr));
+    assert!(!unimatch.exists(), "--no-train trained unimatch");
+    let rows = results()?["rows"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0], earlier["rows"][0], "the finished row changed");
+    let report = std::fs::read_to_string(dir.path().join("smoke/report.md"))?;
+    assert!(report.contains("without a finished run in this table: unimatch."), "{report}");
+    let kept = run(&["--no-train", "--carry", prior.to_str().unwrap_or_default()])?;
+    assert!(kept.status.success(), "{}", String::from_utf8_lossy(&kept.stderr));
+    assert!(!unimatch.exists(), "--no-train trained unimatch");
+    assert_eq!(results()?, earlier, "the carried table differs from the earlier one");
+    let report = std::fs::read_to_string(dir.path().join("smoke/report.md"))?;
+    assert!(report.contains("Rows carried unchanged from") && report.contains("checkpoints): unimatch."), "{report}");
+    let mut other = earlier.clone();
+    other["recipe"] = serde_json::json!("quick");
+    std::fs::write(&prior, serde_json::to_vec(&other)?)?;
+    let wrong = run(&["--no-train", "--carry", prior.to_str().unwrap_or_default()])?;
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("results of recipe `quick`"));
+    Ok(())
+}

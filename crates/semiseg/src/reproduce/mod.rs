@@ -7,6 +7,7 @@ pub mod jobs;
 pub(crate) mod merge;
 pub mod recipes;
 mod recipes_paper;
+mod record;
 pub(crate) mod recipes_real;
 pub mod references;
 pub mod report;
@@ -17,11 +18,11 @@ use std::path::PathBuf;
 use crate::error::{bail, fs, Context};
 use crate::Result;
 use data::DatasetKind;
-use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::train::{Runner, TrainOptions};
 use grid::Grid;
+use record::{Carried, RunRecord};
 pub use report::{check_against, ResultRow, Results};
 
 #[derive(Debug, Clone)]
@@ -56,6 +57,10 @@ pub struct ReproduceOptions {
     pub set: Vec<String>,
     /// Runs trained at once, each in its own process with an equal share of the compute threads ([`jobs`]).
     pub jobs: usize,
+    /// Train nothing: build the table and report from the finished runs in `out` (and `carry`) alone.
+    pub no_train: bool,
+    /// An earlier `results.json` of the recipe: rows with no finished run here enter the table as it has them.
+    pub carry: Option<PathBuf>,
 }
 
 impl ReproduceOptions {
@@ -77,35 +82,10 @@ impl ReproduceOptions {
             device: "cpu".into(),
             set: Vec::new(),
             jobs: 1,
+            no_train: false,
+            carry: None,
         }
     }
-}
-
-/// Per-run record written beside each run's checkpoints (lets `--resume` skip finished runs).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct RunRecord {
-    miou: f64,
-    per_class: Vec<f64>,
-    curve: Vec<(usize, f64)>,
-    losses: Vec<(usize, f64)>,
-    /// Wall time of the run, seconds (0 in records older than this field).
-    #[serde(default)]
-    secs: f64,
-    /// Commit of the binary that produced the record (`None` in records older than this field).
-    #[serde(default)]
-    rev: Option<String>,
-    /// The selected checkpoint's score on the test split, when the dataset has one.
-    #[serde(default)]
-    test: Option<test_split::TestScore>,
-    /// MRF rows: β chosen on validation.
-    #[serde(default)]
-    mrf_beta: Option<f64>,
-    /// The `--set` overrides the run was trained with.
-    #[serde(default)]
-    overrides: Vec<String>,
-    /// Training device (`cpu`, `cuda`, `cuda:N`; `None` in records older than this field).
-    #[serde(default)]
-    device: Option<String>,
 }
 
 /// The recipe list: name, dataset, expected time, description, one line each.
@@ -189,9 +169,13 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
     if let Some(bad) = a.only_seeds.iter().flatten().find(|&&s| s >= seeds as u64) {
         bail!("--only-seeds {bad} is not below the seed count {seeds} (--seeds)");
     }
-    let trains = |seed: u64| a.only_seeds.as_ref().is_none_or(|only| only.contains(&seed));
+    let trains = |seed: u64| !a.no_train && a.only_seeds.as_ref().is_none_or(|only| only.contains(&seed));
     let dir = a.out.join(recipe.name);
-    let mut resume = a.resume;
+    let mut resume = a.resume || a.no_train;
+    let carried = a.carry.as_deref().map(|p| Carried::load(p, recipe.name)).transpose()?;
+    if a.no_train && a.jobs > 1 {
+        bail!("--no-train with --jobs {}: there is nothing to train", a.jobs);
+    }
     if a.jobs > 1 {
         if core_seg::dist::DistEnv::from_env()?.is_some() {
             bail!("--jobs inside a data-parallel launch: use one of --jobs and --gpus/torchrun");
@@ -220,6 +204,7 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
     let mut revisions = std::collections::BTreeMap::new();
     let mut devices = std::collections::BTreeMap::new();
     let mut channels = Vec::new();
+    let mut carried_rows = Vec::new();
     // The validation set is the same for every row: build (and pre-flight check) it once.
     let val = crate::datasets::build(&probe, a.data_root.as_ref(), false)?.val;
     let test = crate::datasets::build_test(&probe, a.data_root.as_ref())?;
@@ -231,34 +216,22 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
             let cfg = config_of(row, seed)?;
             let run_dir = dir.join(row.method).join(format!("seed{seed}"));
             let rec_path = run_dir.join("run.json");
-            let rec = match std::fs::read(&rec_path).ok().filter(|_| resume) {
-                Some(bytes) => {
-                    let rec =
-                        serde_json::from_slice::<RunRecord>(&bytes).with_context(|| rec_path.display().to_string())?;
-                    if rec.overrides != a.set {
-                        bail!(
-                            "{}: trained with --set {:?}, this invocation has {:?}; use another --out for a variant",
-                            rec_path.display(),
-                            rec.overrides,
-                            a.set
-                        );
-                    }
-                    rec
-                }
-                None if !trains(seed) => continue,
-                None if row.mrf_of.is_some() && !primary => continue,
-                None if row.mrf_of.is_some() => {
+            let rec = match resume && rec_path.is_file() {
+                true => RunRecord::read(&rec_path, &a.set)?,
+                false if !trains(seed) => continue,
+                false if row.mrf_of.is_some() && !primary => continue,
+                false if row.mrf_of.is_some() => {
                     let src = test_split::selected_checkpoint(
                         &dir.join(row.mrf_of.unwrap_or_default()).join(format!("seed{seed}")),
                     );
                     eprintln!("[{}] {} seed {seed} (MRF on {})", recipe.name, row.method, src.display());
-                    let mut rec = mrf_record(&cfg, &src, a.data_root.as_ref())?;
+                    let mut rec = RunRecord::of_mrf(&cfg, &src, a.data_root.as_ref())?;
                     rec.overrides = a.set.clone();
                     fs::create_dir_all(&run_dir)?;
                     fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
                     rec
                 }
-                None => {
+                false => {
                     eprintln!("[{}] {} seed {seed}", recipe.name, row.method);
                     let args = TrainOptions {
                         out: run_dir.clone(),
@@ -311,6 +284,16 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
             continue;
         }
         let cfg0 = config_of(row, 0)?;
+        if runs.is_empty() {
+            // No finished run of this row here: carried from an earlier results.json, else left out.
+            if let Some(r) = carried.as_ref().and_then(|c| c.row(row.method)) {
+                carried_rows.push(row.method.to_string());
+                grid.missing.push(row.method.to_string());
+                rows.push(r);
+                configs.push((row.method.to_string(), config_text(&cfg0)?));
+            }
+            continue;
+        }
         if row.mrf_of.is_none() && diagnostics::wants_recon_channels(&cfg0)? {
             for (seed, _) in &runs {
                 let run_dir = dir.join(row.method).join(format!("seed{seed}"));
@@ -352,6 +335,7 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
         revisions,
         devices,
         no_checkpoint: grid.missing.clone(),
+        carried: carried.map(|c| (c.path, carried_rows)),
     };
     let quantile = probe.section::<aux_recon::ReconConfig>("recon")?.map(|r| r.diagnose.quantile);
     let references =
@@ -393,25 +377,4 @@ fn config_text(cfg: &RunConfig) -> Result<String> {
         }
     }
     Ok(toml::to_string(&v)?)
-}
-
-/// Evaluates another row's checkpoint with MRF post-processing (β chosen on validation).
-fn mrf_record(cfg: &RunConfig, weights: &std::path::Path, data_root: Option<&PathBuf>) -> Result<RunRecord> {
-    let dev = candle_core::Device::Cpu;
-    let model = crate::eval::load_model(cfg, weights, &dev)?;
-    let val = crate::datasets::build(cfg, data_root, false)?.val;
-    let (beta, r) = crate::eval::evaluate_mrf_tuned(&model, &val, cfg, None, &dev)?;
-    eprintln!("MRF β = {beta}: mIoU {:.2}", r.miou);
-    Ok(RunRecord {
-        miou: r.miou,
-        per_class: r.iou,
-        curve: Vec::new(),
-        losses: Vec::new(),
-        secs: 0.0,
-        rev: Some(report::git_revision()),
-        test: None,
-        mrf_beta: Some(beta),
-        overrides: Vec::new(),
-        device: None,
-    })
 }

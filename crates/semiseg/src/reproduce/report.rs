@@ -64,6 +64,17 @@ impl ResultRow {
     }
 }
 
+/// The seed column: the count, and which seeds when they are not the first ones (`2 (seeds 1, 2)`).
+fn seeds_cell(seeds: &[u64]) -> String {
+    match seeds.iter().enumerate().all(|(i, &s)| s == i as u64) {
+        true => seeds.len().to_string(),
+        false => {
+            let ids: Vec<String> = seeds.iter().map(u64::to_string).collect();
+            format!("{} (seeds {})", seeds.len(), ids.join(", "))
+        }
+    }
+}
+
 impl Results {
     /// The results table as Markdown.
     pub fn table(&self) -> String {
@@ -79,7 +90,7 @@ impl Results {
                 r.method,
                 r.miou_mean,
                 r.miou_std,
-                r.seeds.len(),
+                seeds_cell(&r.seeds),
                 per.join(" / ")
             );
         }
@@ -107,7 +118,7 @@ impl Results {
                 r.method,
                 r.miou_mean,
                 r.miou_std,
-                r.seeds.len()
+                seeds_cell(&r.seeds)
             );
         }
         s
@@ -145,6 +156,8 @@ pub struct Timing {
     pub devices: std::collections::BTreeMap<String, usize>,
     /// Rows without a checkpoint on this machine (left out of the qualitative grid).
     pub no_checkpoint: Vec<String>,
+    /// `--carry`: the earlier results.json and the rows taken from it.
+    pub carried: Option<(std::path::PathBuf, Vec<String>)>,
 }
 
 type Curves = [(String, Vec<(Vec<(usize, f64)>, Vec<(usize, f64)>)>)];
@@ -186,6 +199,15 @@ pub fn write(
         time.invocation_s / 60.0,
         time.runs_s / 60.0
     );
+    if let Some((path, rows)) = time.carried.as_ref().filter(|(_, rows)| !rows.is_empty()) {
+        let _ = writeln!(
+            s,
+            "Rows carried unchanged from `{}` (their runs finished before per-run records were kept: not counted \
+             above, no learning curves, no checkpoints): {}.\n",
+            path.display(),
+            rows.join(", ")
+        );
+    }
     if res.rows.iter().any(|r| r.test.is_some()) {
         s.push_str(
             "## Results (mIoU, %)\n\nTest: the checkpoint with the best validation mIoU, evaluated once on the test \
@@ -198,7 +220,7 @@ pub fn write(
     let not_run: Vec<&str> =
         recipe.rows.iter().map(|r| r.method).filter(|m| !res.rows.iter().any(|r| r.method == *m)).collect();
     if !not_run.is_empty() {
-        let _ = writeln!(s, "\nRows of this recipe not run for this table (`--rows`): {}.", not_run.join(", "));
+        let _ = writeln!(s, "\nRows of this recipe without a finished run in this table: {}.", not_run.join(", "));
     }
     if !recipe.reference.is_empty() {
         let _ = writeln!(
@@ -296,6 +318,10 @@ mod tests {
         let t = Results { recipe: "camvid".into(), rows: vec![with, row("supervised", &[50.0])] }.table();
         assert!(t.contains("| unimatch | 42.00 ± 2.83 | 40.00 / 44.00 | 61.00 ± 1.41 | 2 |"), "{t}");
         assert!(t.contains("| supervised | – | – | 50.00 ± 0.00 | 1 |"), "{t}");
+        let mut later = row("fixmatch", &[50.0, 52.0]);
+        later.seeds = vec![1, 2];
+        let t = Results { recipe: "camvid".into(), rows: vec![later] }.table();
+        assert!(t.contains("| fixmatch | 51.00 ± 1.41 | 2 (seeds 1, 2) | 50.00 / 52.00 |"), "{t}");
         assert!(
             row("x", &[1.0]).test.is_none()
                 && !Results { recipe: "q".into(), rows: vec![row("x", &[1.0])] }.table().contains("test")
