@@ -267,7 +267,12 @@ pub const CANDLE_POOL_SPIN_LIMIT: u32 = 100;
 /// - glibc: serves blocks up to 32 MiB from the heap and keeps freed memory (`M_MMAP_THRESHOLD` 32 MiB,
 ///   `M_TRIM_THRESHOLD` 1 GiB, `M_TOP_PAD` 64 MiB). Training allocates and frees the same activation-sized
 ///   buffers every step; with glibc's defaults each came back from the kernel as fresh zeroed pages (4× the
-///   page faults; 2–9% of the CPU time of the UniMatch step). Peak RSS did not change.
+///   page faults; 2–9% of the CPU time of the UniMatch step). Peak RSS did not change. Blocks above 32 MiB
+///   (glibc's ceiling for that threshold) come from the heap too (`M_MMAP_MAX` 0), and every thread allocates
+///   from the one main arena (`M_ARENA_MAX` 1; a one-thread run computes on rayon's worker, whose own arena
+///   would map and unmap its largest blocks every step): the one-thread MobileNetV2 UniMatch step
+///   (`RAYON_NUM_THREADS=1 xtask bench --cases unimatch-mnv2-160-b8`) went from ~93 k page faults to ~200 and
+///   ran 3–6% faster, peak RSS 2446 → 2410–2420 MiB; two threads unchanged within noise.
 pub fn configure_cpu_pools() {
     const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
     if std::env::var_os(VAR).is_none() {
@@ -291,5 +296,7 @@ pub fn configure_cpu_pools() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
