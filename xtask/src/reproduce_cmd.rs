@@ -63,6 +63,11 @@ pub struct ReproduceArgs {
     /// finished run in --out enter the table as that file has them, and the report names them.
     #[arg(long)]
     pub carry: Option<PathBuf>,
+    /// Write each run's latest.safetensors every N iterations besides its evaluations, so a killed run loses at
+    /// most N; it does not change the runs (resuming is bit-exact), so it is not an override and --resume does
+    /// not check it.
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
 }
 
 pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
@@ -87,6 +92,7 @@ pub fn reproduce(a: ReproduceArgs) -> anyhow::Result<()> {
         jobs: a.jobs.into(),
         no_train: a.no_train,
         carry: a.carry,
+        checkpoint_every: a.checkpoint_every,
     })?)
 }
 

@@ -255,3 +255,28 @@ fn no_train_reports_finished_runs_and_carry_keeps_earlier_rows() -> anyhow::Resu
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("results of recipe `quick`"));
     Ok(())
 }
+
+/// `--checkpoint-every` reaches the run's config (a checkpoint at every iteration of the 2-iteration smoke run)
+/// without being an override: the record has none, and the run continues with `--resume` without the flag.
+#[test]
+fn checkpoint_every_is_not_an_override() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let run = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
+        let base = ["reproduce", "smoke", "--quiet", "--rows", "supervised", "--seeds", "1", "--out"];
+        Ok(xtask().args(base).arg(dir.path()).args(extra).env("RUST_BACKTRACE", "0").output()?)
+    };
+    let first = run(&["--checkpoint-every", "1"])?;
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let seed0 = dir.path().join("smoke/supervised/seed0");
+    let cfg = std::fs::read_to_string(seed0.join("config.toml"))?;
+    assert!(cfg.contains("checkpoint_every = 1"), "{cfg}");
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(seed0.join("run.json"))?)?;
+    assert_eq!(rec["overrides"], serde_json::json!([]), "{rec}");
+    let report = std::fs::read_to_string(dir.path().join("smoke/report.md"))?;
+    assert!(!report.contains("## Overrides"), "{report}");
+    std::fs::remove_file(seed0.join("run.json"))?;
+    let again = run(&["--resume"])?;
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(seed0.join("run.json").is_file());
+    Ok(())
+}

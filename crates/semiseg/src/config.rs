@@ -145,8 +145,9 @@ impl RunConfig {
 
     /// Errors when the run directory's `config.toml` (written when the run started) describes another
     /// training than `self`: a run continued with `--resume` must be the run it was. The iteration budget
-    /// (`train.iters`, `epochs`: a run may be extended), the dataset root, the resolved pretrained path and
-    /// `data.skip_bad` may differ. A `config.toml` this build cannot read only gets a warning.
+    /// (`train.iters`, `epochs`: a run may be extended), the dataset root, the resolved pretrained path,
+    /// `data.skip_bad` and `train.checkpoint_every` (resuming is bit-exact, so where checkpoints fall does not
+    /// change the run) may differ. A `config.toml` this build cannot read only gets a warning.
     pub fn check_resumable(&self, run_dir: &Path) -> Result<()> {
         let path = run_dir.join("config.toml");
         let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
@@ -160,6 +161,7 @@ impl RunConfig {
         let comparable = |c: &RunConfig| -> Result<toml::Value> {
             let mut c = c.clone();
             (c.train.iters, c.epochs, c.data.root, c.pretrained, c.data.skip_bad) = (0, None, None, None, false);
+            c.train.checkpoint_every = 0;
             Ok(toml::Value::try_from(&c)?)
         };
         let (was, now) = (comparable(&old)?, comparable(self)?);

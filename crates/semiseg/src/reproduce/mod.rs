@@ -61,6 +61,10 @@ pub struct ReproduceOptions {
     pub no_train: bool,
     /// An earlier `results.json` of the recipe: rows with no finished run here enter the table as it has them.
     pub carry: Option<PathBuf>,
+    /// Write each run's `latest.safetensors` every N iterations besides its evaluations (`train.checkpoint_every`):
+    /// a killed run loses at most N iterations. Not a training setting: it is neither an override nor checked on
+    /// `--resume`.
+    pub checkpoint_every: Option<usize>,
 }
 
 impl ReproduceOptions {
@@ -84,6 +88,7 @@ impl ReproduceOptions {
             jobs: 1,
             no_train: false,
             carry: None,
+            checkpoint_every: None,
         }
     }
 }
@@ -155,6 +160,9 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
         if let Some(n) = a.iters {
             cfg.train.iters = n;
             cfg.epochs = None;
+        }
+        if let Some(n) = a.checkpoint_every {
+            cfg.train.checkpoint_every = n;
         }
         Ok(cfg)
     };
