@@ -246,7 +246,7 @@ fn no_train_reports_finished_runs_and_carry_keeps_earlier_rows() -> anyhow::Resu
     assert!(!unimatch.exists(), "--no-train trained unimatch");
     assert_eq!(results()?, earlier, "the carried table differs from the earlier one");
     let report = std::fs::read_to_string(dir.path().join("smoke/report.md"))?;
-    assert!(report.contains("Rows carried unchanged from") && report.contains("checkpoints): unimatch."), "{report}");
+    assert!(report.contains("Rows carried unchanged from") && report.contains("recipe): unimatch."), "{report}");
     let mut other = earlier.clone();
     other["recipe"] = serde_json::json!("quick");
     std::fs::write(&prior, serde_json::to_vec(&other)?)?;

@@ -203,7 +203,7 @@ pub fn write(
         let _ = writeln!(
             s,
             "Rows carried unchanged from `{}` (their runs finished before per-run records were kept: not counted \
-             above, no learning curves, no checkpoints): {}.\n",
+             above, no learning curves, no checkpoints; their configuration below is this build's recipe): {}.\n",
             path.display(),
             rows.join(", ")
         );
