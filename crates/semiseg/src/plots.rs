@@ -111,8 +111,9 @@ fn miou_range(curves: &Curves) -> std::ops::Range<f64> {
     (lo - 2.0).floor().max(0.0)..(hi + 2.0).ceil().min(100.0)
 }
 
-/// Grid rows = samples; columns = image, ground truth, then one prediction per method (palette colours).
-/// Tiles smaller than 128 px are enlarged by an integer factor (nearest neighbour) so they stay readable.
+/// Grid rows = samples; columns = image, ground truth, then one prediction per method (palette colours), each
+/// column named above its first tile. Tiles smaller than 128 px are enlarged by an integer factor (nearest
+/// neighbour) so they stay readable.
 pub fn qualitative_grid(
     path: &Path,
     images: &[data::RgbImage],
@@ -125,12 +126,13 @@ pub fn qualitative_grid(
     let zoom = (128 / sw.max(sh).max(1)).max(1);
     let (w, h, gap) = (sw * zoom, sh * zoom, 4);
     let cols = 2 + preds.len();
-    let (gw, gh) = (cols * (w + gap), images.len() * (h + gap));
+    let head = 20;
+    let (gw, gh) = (cols * (w + gap), head + images.len() * (h + gap));
     let mut buf = vec![255u8; gw * gh * 3];
     let mut put = |col: usize, row: usize, px: &dyn Fn(usize) -> [u8; 3]| {
         for y in 0..h {
             for x in 0..w {
-                let o = ((row * (h + gap) + y) * gw + col * (w + gap) + x) * 3;
+                let o = ((head + row * (h + gap) + y) * gw + col * (w + gap) + x) * 3;
                 buf[o..o + 3].copy_from_slice(&px((y / zoom) * sw + x / zoom));
             }
         }
@@ -142,7 +144,27 @@ pub fn qualitative_grid(
             put(2 + m, r, &|i| palette[p[r][i] as usize]);
         }
     }
+    let names: Vec<&str> = ["image", "ground truth"].into_iter().chain(preds.iter().map(|p| p.0.as_str())).collect();
+    plotted(path, label_columns(&mut buf, (gw, gh), w + gap, &names))?;
     data::io::write_rgb(path, &data::RgbImage { width: gw, height: gh, data: buf })?;
+    Ok(())
+}
+
+/// Writes each column's name into the white strip above it (shortened with "…" where it would not fit).
+fn label_columns(buf: &mut [u8], (gw, gh): (usize, usize), col_w: usize, names: &[&str]) -> Drawn {
+    register_font();
+    let root = BitMapBackend::with_buffer(buf, (gw as u32, gh as u32)).into_drawing_area();
+    let font = ("sans-serif", 13).into_font().color(&BLACK);
+    for (c, name) in names.iter().enumerate() {
+        let fits = |t: &str| root.estimate_text_size(t, &font).is_ok_and(|(tw, _)| (tw as usize) + 4 <= col_w);
+        let mut text = name.to_string();
+        while !fits(&text) && text.chars().count() > 1 {
+            let keep = text.trim_end_matches('…').chars().count() - 1;
+            text = name.chars().take(keep).collect::<String>() + "…";
+        }
+        root.draw_text(&text, &font, ((c * col_w) as i32, 3))?;
+    }
+    root.present()?;
     Ok(())
 }
 
@@ -202,4 +224,31 @@ fn draw_channel_grid(path: &Path, rows: &[GridRow], title: &str) -> Drawn {
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The grid has a strip of column names above the tiles: dark text pixels in it, over every column, and the
+    /// tiles below it unchanged.
+    #[test]
+    fn qualitative_grid_names_its_columns() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("grid.png");
+        let img = data::RgbImage { width: 64, height: 64, data: vec![200; 64 * 64 * 3] };
+        let mut palette = [[0u8; 3]; 256];
+        palette[1] = [0, 0, 255];
+        let preds = vec![("unimatch+classwise-mim+fa".to_string(), vec![vec![1u8; 64 * 64]])];
+        super::qualitative_grid(&path, &[img], &[vec![1u8; 64 * 64]], &preds, &palette)?;
+        let g = data::io::read_image(&path)?;
+        let (col_w, head) = (128 + 4, 20);
+        assert_eq!((g.width, g.height), (3 * col_w, head + 128 + 4));
+        let px = |x: usize, y: usize| &g.data[3 * (y * g.width + x)..3 * (y * g.width + x) + 3];
+        for c in 0..3 {
+            let dark = (0..head).flat_map(|y| (c * col_w..(c + 1) * col_w).map(move |x| (x, y)));
+            assert!(dark.filter(|&(x, y)| px(x, y)[0] < 128).count() > 10, "column {c} has no name");
+        }
+        assert_eq!(px(10, head + 10), [200, 200, 200]);
+        assert_eq!(px(col_w + 10, head + 10), [0, 0, 255]);
+        Ok(())
+    }
 }

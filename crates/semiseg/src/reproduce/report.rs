@@ -253,7 +253,7 @@ pub fn write(
     sections.iter().for_each(|sec| s.push_str(sec));
     crate::plots::learning_curves(&dir.join("curves.png"), curves)?;
     s.push_str("\n## Learning curves\n\n![loss and mIoU vs iteration](curves.png)\n");
-    s.push_str("\n## Qualitative results\n\nColumns: image, ground truth, then each row's prediction (its lowest seed with a checkpoint here, normally 0), in table order.");
+    s.push_str("\n## Qualitative results\n\nColumns, named above them: image, ground truth, then each row's prediction (its lowest seed with a checkpoint here, normally 0), in table order.");
     if !time.no_checkpoint.is_empty() {
         let _ = write!(
             s,
