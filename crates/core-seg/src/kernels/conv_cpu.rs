@@ -97,6 +97,30 @@ fn batch_parallel(n: usize, nt: usize) -> bool {
     nt > 1 && n > 1 && (n.is_multiple_of(nt) || n >= 2 * nt)
 }
 
+/// `f(out_img, in_img, par)` for each of the `n` images (`out` and `input` in equal chunks per image): images in
+/// parallel with single-threaded GEMMs when [`batch_parallel`], else one after another with `nt` threads inside
+/// each GEMM.
+fn per_image<O: Send, T: Float>(
+    out: &mut [O],
+    input: &[T],
+    n: usize,
+    nt: usize,
+    f: impl Fn(&mut [O], &[T], Parallelism) + Sync,
+) {
+    if n == 0 || out.is_empty() {
+        return;
+    }
+    let (out_len, in_len) = (out.len() / n, input.len() / n);
+    if batch_parallel(n, nt) {
+        out.par_chunks_mut(out_len).zip(input.par_chunks(in_len)).for_each(|(o, i)| f(o, i, Parallelism::None));
+    } else {
+        let par = if nt > 1 { Parallelism::Rayon(nt) } else { Parallelism::None };
+        for (o, i) in out.chunks_mut(out_len).zip(input.chunks(in_len)) {
+            f(o, i, par);
+        }
+    }
+}
+
 /// Target GEMM width (output pixels) of one band; 0 disables banding. A band's `cols` (`K × 256`) stays
 /// in L2 between im2col and the GEMM that reads it.
 static BAND_COLS: AtomicUsize = AtomicUsize::new(256);
@@ -159,18 +183,7 @@ pub(crate) fn forward<T: Float>(g: &Geom, algo: ConvAlgo, x: &[T], w: &[T]) -> V
         // SAFETY: the batched forward writes every output plane of every image.
         return unsafe { new_filled(len, len, |out| batched::forward(g, x, w, out, nt)) };
     }
-    let fill = |out: &mut [MaybeUninit<T>]| {
-        if batch_parallel(g.n, nt) {
-            out.par_chunks_mut(g.out_len())
-                .zip(x.par_chunks(g.in_len()))
-                .for_each(|(o, xi)| forward_image(g, xi, w, o, Parallelism::None));
-        } else {
-            let par = if nt > 1 { Parallelism::Rayon(nt) } else { Parallelism::None };
-            for (o, xi) in out.chunks_mut(g.out_len()).zip(x.chunks(g.in_len())) {
-                forward_image(g, xi, w, o, par);
-            }
-        }
-    };
+    let fill = |out: &mut [MaybeUninit<T>]| per_image(out, x, g.n, nt, |o, xi, par| forward_image(g, xi, w, o, par));
     // SAFETY: `forward_image` writes every element of its image's output (no zero fill needed).
     unsafe { new_filled(len, len, fill) }
 }
@@ -219,15 +232,8 @@ pub(crate) fn grad_input<T: Float>(g: &Geom, algo: ConvAlgo, dy: &[T], w: &[T]) 
     let nt = num_threads();
     if batched::use_batched(g) {
         batched::grad_input(g, dy, w, &mut dx, nt);
-    } else if batch_parallel(g.n, nt) {
-        dx.par_chunks_mut(g.in_len())
-            .zip(dy.par_chunks(g.out_len()))
-            .for_each(|(d, dyi)| grad_input_image(g, dyi, w, d, Parallelism::None));
     } else {
-        let par = if nt > 1 { Parallelism::Rayon(nt) } else { Parallelism::None };
-        for (d, dyi) in dx.chunks_mut(g.in_len()).zip(dy.chunks(g.out_len())) {
-            grad_input_image(g, dyi, w, d, par);
-        }
+        per_image(&mut dx, dy, g.n, nt, |d, dyi, par| grad_input_image(g, dyi, w, d, par));
     }
     dx
 }

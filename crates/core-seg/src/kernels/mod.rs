@@ -271,8 +271,8 @@ pub const CANDLE_POOL_SPIN_LIMIT: u32 = 100;
 ///   (glibc's ceiling for that threshold) come from the heap too (`M_MMAP_MAX` 0), and every thread allocates
 ///   from the one main arena (`M_ARENA_MAX` 1; a one-thread run computes on rayon's worker, whose own arena
 ///   would map and unmap its largest blocks every step): the one-thread MobileNetV2 UniMatch step
-///   (`RAYON_NUM_THREADS=1 xtask bench --cases unimatch-mnv2-160-b8`) went from ~93 k page faults to ~200 and
-///   ran 3–6% faster, peak RSS 2446 → 2410–2420 MiB; two threads unchanged within noise.
+///   (`RAYON_NUM_THREADS=1 xtask bench --cases unimatch-mnv2-160-b8`) went from ~93 k page faults to ~30 and
+///   from 4260 to 4090 ms (two paired runs each), peak RSS 2447 → 2409 MiB; on two threads 2286 → 2193 ms.
 pub fn configure_cpu_pools() {
     const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
     if std::env::var_os(VAR).is_none() {
