@@ -56,7 +56,7 @@ fn supervised_run_learns() -> Result<()> {
 }
 
 /// Runs 6 steps straight, and 3 + checkpoint + resume in a fresh trainer + 3; weights, framework state and
-/// RNG must be bit-identical.
+/// RNG must be bit-identical, and the resumed trainer's wall-time count continues the checkpoint's.
 fn check_resume(method: Method, src: &dyn Fn() -> Box<dyn BatchSource>) -> Result<()> {
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
     let semi = SemiConfig { method: method.clone(), conf_thresh: 0.5, ..Default::default() };
@@ -76,14 +76,18 @@ fn check_resume(method: Method, src: &dyn Fn() -> Box<dyn BatchSource>) -> Resul
     }
     let ck = dir.path().join("latest.safetensors");
     a.save_checkpoint(&ck)?;
+    let secs_a = core_seg::train::load_checkpoint(&ck, &Device::Cpu)?.state.train_secs;
+    assert!(secs_a > 0.0 && secs_a <= a.train_secs(), "{method:?}: checkpoint train_secs {secs_a}");
     drop(a);
     let mut b = mk()?;
     b.resume_from(&ck)?;
     assert_eq!(b.iter, 3);
+    assert_eq!(b.train_secs(), secs_a, "{method:?}: a resumed trainer starts from the checkpoint's time");
     let mut s = src();
     while b.iter < 6 {
         b.step(s.as_mut())?;
     }
+    assert!(b.train_secs() > secs_a);
     let (x, y) = (full.store.named_vars(), b.store.named_vars());
     assert_eq!(x.len(), y.len());
     for ((n1, v1), (n2, v2)) in x.iter().zip(&y) {

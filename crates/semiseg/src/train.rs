@@ -68,6 +68,8 @@ pub struct RunResult {
     pub best_miou: f64,
     pub observer: RunObserver,
     pub class_names: Vec<String>,
+    /// Training wall time, summed over the processes of a resumed run ([`core_seg::train::Trainer::train_secs`]).
+    pub train_secs: f64,
 }
 
 /// A run's assembly: its config and how to train it. Built with [`Runner::from_config`], adjusted with the
@@ -225,7 +227,7 @@ impl Runner {
             let _ = std::fs::remove_dir_all(&log_dir);
         }
         let best_miou = t.best.map(|b| b.0).unwrap_or(final_report.miou);
-        Ok(RunResult { final_report, best_miou, observer: obs, class_names })
+        Ok(RunResult { final_report, best_miou, observer: obs, class_names, train_secs: t.train_secs() })
     }
 
     /// Evaluates the weights of `checkpoint` on the validation set, with MRF post-processing when `mrf` is

@@ -40,6 +40,10 @@ pub struct TrainState {
     pub best_iter: Option<usize>,
     /// The run's configuration, as given (TOML/JSON value), for reproducibility.
     pub config: serde_json::Value,
+    /// Training wall time up to this checkpoint, over every process of a resumed run (0 in checkpoints that
+    /// predate this field).
+    #[serde(default)]
+    pub train_secs: f64,
 }
 
 /// A loaded checkpoint.

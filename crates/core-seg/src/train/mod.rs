@@ -126,6 +126,10 @@ pub struct Trainer {
     latest_is_bad: bool,
     /// The model's device: CPU steps run on the rayon pool ([`Trainer::step`]).
     on_cpu: bool,
+    /// Training wall time before this process: from the checkpoint resumed from.
+    secs_before: f64,
+    /// When this process took its first step.
+    clock: Option<std::time::Instant>,
 }
 
 /// Where [`Trainer::resume_latest`] resumed from.
@@ -190,6 +194,8 @@ impl Trainer {
             run_config: serde_json::Value::Null,
             latest_is_bad: false,
             on_cpu: device.is_cpu(),
+            secs_before: 0.0,
+            clock: None,
         })
     }
 
@@ -235,6 +241,7 @@ impl Trainer {
 
     /// [`Trainer::step`] on a given batch, on the calling thread.
     pub fn step_on(&mut self, batch: &TrainBatch) -> Result<StepRecord> {
+        self.clock.get_or_insert_with(std::time::Instant::now);
         let it = self.iter;
         let lr = self.lr_at(it);
         self.opt.set_lr(lr);
@@ -322,8 +329,15 @@ impl Trainer {
         Ok(last)
     }
 
+    /// Wall time spent training this run (steps, evaluations, checkpoints), summed over the processes of a
+    /// resumed run: what earlier ones spent up to the checkpoint resumed from, plus this one's since its first step.
+    pub fn train_secs(&self) -> f64 {
+        self.secs_before + self.clock.map_or(0.0, |c| c.elapsed().as_secs_f64())
+    }
+
     fn state(&self) -> TrainState {
         TrainState {
+            train_secs: self.train_secs(),
             iter: self.iter,
             rng: self.rng.state(),
             optim_steps: self.opt.step_count,
@@ -413,6 +427,7 @@ impl Trainer {
         };
         self.iter = ck.state.iter;
         self.best = ck.state.best_miou.zip(ck.state.best_iter);
+        (self.secs_before, self.clock) = (ck.state.train_secs, None);
         Ok(())
     }
 }

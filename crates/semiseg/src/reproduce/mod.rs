@@ -251,7 +251,6 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
                         skip_bad: false,
                         device: a.device.clone(),
                     };
-                    let t0 = std::time::Instant::now();
                     let r = Runner::from_config(cfg.clone())?.options(args).train()?;
                     if !primary {
                         continue;
@@ -261,7 +260,7 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
                         per_class: r.final_report.iou.clone(),
                         curve: r.observer.evals.clone(),
                         losses: r.observer.losses.iter().map(|(i, s)| (*i, s[0].1)).collect(),
-                        secs: t0.elapsed().as_secs_f64(),
+                        secs: r.train_secs,
                         rev: Some(report::git_revision()),
                         test: None,
                         mrf_beta: None,

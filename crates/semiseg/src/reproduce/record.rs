@@ -17,7 +17,8 @@ pub(super) struct RunRecord {
     pub per_class: Vec<f64>,
     pub curve: Vec<(usize, f64)>,
     pub losses: Vec<(usize, f64)>,
-    /// Wall time of the run, seconds (0 in records older than this field).
+    /// Training wall time of the run in seconds (steps, evaluations, checkpoints), summed over every process of a
+    /// resumed run (0 in records older than this field).
     #[serde(default)]
     pub secs: f64,
     /// Commit of the binary that produced the record (`None` in records older than this field).
