@@ -84,7 +84,8 @@ fn deeplab_mnv2_shapes_at_os16_and_os8() -> Result<()> {
 }
 
 /// `backbone = "mobilenet_v2"` with `width_mult` parses; ResNet-only keys on MobileNetV2 and `width_mult` on a
-/// ResNet are errors naming the key; an unknown backbone is a parse error.
+/// ResNet are errors naming the key, as is a zero layer width (the model is not built); an unknown backbone is a
+/// parse error.
 #[test]
 fn backbone_config_keys() -> Result<()> {
     let cfg: DeepLabConfig =
@@ -110,6 +111,17 @@ fn backbone_config_keys() -> Result<()> {
     let bad = DeepLabConfig { width_mult: f64::NAN, ..cfg.clone() };
     let bad = DeepLabV3Plus::new(&bad, store.var_builder(DType::F32, &Device::Cpu));
     assert!(bad.err().map(|e| e.to_string()).unwrap_or_default().contains("width_mult"));
+    for (key, zero) in [
+        ("base_width", DeepLabConfig { base_width: 0, ..r18.clone() }),
+        ("aspp_channels", DeepLabConfig { aspp_channels: Some(0), ..cfg.clone() }),
+        ("reduce_channels", DeepLabConfig { reduce_channels: 0, ..r18.clone() }),
+        ("fuse_channels", DeepLabConfig { fuse_channels: 0, ..cfg.clone() }),
+        ("nclass", DeepLabConfig { nclass: 0, ..r18.clone() }),
+    ] {
+        assert!(err(&zero).contains(&format!("model.{key} must be at least 1")), "{key}: {}", err(&zero));
+        let built = DeepLabV3Plus::new(&zero, store.var_builder(DType::F32, &Device::Cpu));
+        assert!(built.err().map(|e| e.to_string()).unwrap_or_default().contains(key), "{key}");
+    }
     let unknown = serde_json::from_str::<DeepLabConfig>(r#"{"backbone": "mobilenet_v3"}"#);
     assert!(unknown.err().map(|e| e.to_string()).unwrap_or_default().contains("mobilenet_v3"));
     Ok(())

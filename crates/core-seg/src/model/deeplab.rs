@@ -66,8 +66,24 @@ impl Default for DeepLabConfig {
 }
 
 impl DeepLabConfig {
+    /// Every layer width is at least 1 (a zero width would build empty convolutions).
+    fn check_widths(&self) -> Result<()> {
+        let widths = [
+            ("base_width", self.base_width),
+            ("aspp_channels", self.aspp_channels.unwrap_or(1)),
+            ("reduce_channels", self.reduce_channels),
+            ("fuse_channels", self.fuse_channels),
+            ("nclass", self.nclass),
+        ];
+        match widths.iter().find(|(_, w)| *w == 0) {
+            Some((key, _)) => crate::bail_arg!("model.{key} must be at least 1, got 0"),
+            None => Ok(()),
+        }
+    }
+
     /// The ResNet of a `resnet*` backbone (an error for MobileNetV2 or a `width_mult` other than 1).
     pub fn resnet(&self) -> Result<ResNetConfig> {
+        self.check_widths()?;
         let Some(depth) = self.backbone.resnet_depth() else {
             crate::bail_arg!("model.backbone = {} is not a ResNet", self.backbone.name());
         };
@@ -87,6 +103,7 @@ impl DeepLabConfig {
 
     /// The MobileNetV2 of a `mobilenet_v2` backbone (an error for the others, or for a ResNet-only key set).
     pub fn mobilenet(&self) -> Result<MobileNetConfig> {
+        self.check_widths()?;
         if self.backbone != Backbone::MobilenetV2 {
             crate::bail_arg!("model.backbone = {} is not mobilenet_v2", self.backbone.name());
         }
