@@ -64,6 +64,14 @@ impl ResultRow {
     }
 }
 
+/// `mean ± std`, or the mean alone for a single seed (no spread to show).
+fn mean_std(mean: f64, std: f64, n: usize) -> String {
+    match n {
+        0 | 1 => format!("{mean:.2}"),
+        _ => format!("{mean:.2} ± {std:.2}"),
+    }
+}
+
 /// The seed column: the count, and which seeds when they are not the first ones (`2 (seeds 1, 2)`).
 fn seeds_cell(seeds: &[u64]) -> String {
     match seeds.iter().enumerate().all(|(i, &s)| s == i as u64) {
@@ -86,10 +94,9 @@ impl Results {
             let per: Vec<String> = r.miou.iter().map(|v| format!("{v:.2}")).collect();
             let _ = writeln!(
                 s,
-                "| {} | {:.2} ± {:.2} | {} | {} |",
+                "| {} | {} | {} | {} |",
                 r.method,
-                r.miou_mean,
-                r.miou_std,
+                mean_std(r.miou_mean, r.miou_std, r.miou.len()),
                 seeds_cell(&r.seeds),
                 per.join(" / ")
             );
@@ -107,17 +114,16 @@ impl Results {
         for r in &self.rows {
             let (test, per) = match &r.test {
                 Some(t) => (
-                    format!("{:.2} ± {:.2}", t.miou_mean, t.miou_std),
+                    mean_std(t.miou_mean, t.miou_std, t.miou.len()),
                     t.miou.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" / "),
                 ),
                 None => ("–".into(), "–".into()),
             };
             let _ = writeln!(
                 s,
-                "| {} | {test} | {per} | {:.2} ± {:.2} | {} |",
+                "| {} | {test} | {per} | {} | {} |",
                 r.method,
-                r.miou_mean,
-                r.miou_std,
+                mean_std(r.miou_mean, r.miou_std, r.miou.len()),
                 seeds_cell(&r.seeds)
             );
         }
@@ -306,7 +312,7 @@ mod tests {
     }
 
     /// With test scores the table leads with test (mean ± std and per seed) and keeps validation beside it; a row
-    /// whose runs lack a test score shows a dash instead of a number.
+    /// whose runs lack a test score shows a dash instead of a number; a single seed shows no ± (it has no spread).
     #[test]
     fn table_with_test_scores() {
         use super::super::test_split::{TestScore, TestStats};
@@ -317,11 +323,13 @@ mod tests {
         assert_eq!(TestStats::of(&[Some(&a), None]), None);
         let t = Results { recipe: "camvid".into(), rows: vec![with, row("supervised", &[50.0])] }.table();
         assert!(t.contains("| unimatch | 42.00 ± 2.83 | 40.00 / 44.00 | 61.00 ± 1.41 | 2 |"), "{t}");
-        assert!(t.contains("| supervised | – | – | 50.00 ± 0.00 | 1 |"), "{t}");
+        assert!(t.contains("| supervised | – | – | 50.00 | 1 |"), "{t}");
         let mut later = row("fixmatch", &[50.0, 52.0]);
         later.seeds = vec![1, 2];
         let t = Results { recipe: "camvid".into(), rows: vec![later] }.table();
         assert!(t.contains("| fixmatch | 51.00 ± 1.41 | 2 (seeds 1, 2) | 50.00 / 52.00 |"), "{t}");
+        let one = Results { recipe: "q".into(), rows: vec![row("x", &[1.0])] }.table();
+        assert!(one.contains("| x | 1.00 | 1 | 1.00 |"), "{one}");
         assert!(
             row("x", &[1.0]).test.is_none()
                 && !Results { recipe: "q".into(), rows: vec![row("x", &[1.0])] }.table().contains("test")
