@@ -186,19 +186,21 @@ fn method_design(configs: &[(String, String)]) -> String {
     let mut s = String::new();
     if configs.iter().any(|(_, c)| c.contains("\n[data.sparse]\n")) {
         s.push_str(
-            "- Sparse labels: each training photo's labelled pixels are drawn uniformly, once (`[data.sparse]`).\n",
+            "- Sparse labels: each training image's labelled pixels are drawn uniformly, once (`[data.sparse]`).\n",
         );
     }
     if configs.iter().any(|(_, c)| c.contains("\n[tv]\n")) {
         s.push_str(
-            "- TV: its form (variant A, the anisotropic L1 norm per class; B and C as rows), λ = 0.1 (`tv.weight`), no \
-             warm-up, on the full-resolution softmax of the labelled batch.\n",
+            "- TV: its form (variant A, the anisotropic L1 norm per class; B and C as rows), its weight λ (`tv.weight`, \
+             0.1 where the configuration below does not set it), no warm-up, on the full-resolution softmax of the \
+             labelled batch.\n",
         );
     }
     if configs.iter().any(|(m, _)| m.contains("+mrf")) {
         s.push_str(
             "- MRF baseline: 4-connected Potts model with contrast weights (none in the `-potts` rows), mean field, 5 \
-             iterations, β chosen on validation from {0.25 … 16}.\n",
+             iterations, β chosen on validation from `mrf.beta_grid` ({0.25 … 16} where the configuration below does not \
+             set it).\n",
         );
     }
     s
