@@ -133,6 +133,14 @@ fn conv_bad_shapes_are_errors() {
     assert!(kernels::conv2d(&x, &w, p(1, 0, 1, 1)).is_err());
     let w = rand_t(&[2, 3, 3, 3], 3);
     assert!(kernels::conv2d(&x, &w, p(0, 0, 1, 1)).is_err());
+    // No input channels, or an empty image: an error naming the op, on every path (per-image, batched, depthwise).
+    for (xs, ws, groups) in
+        [([2, 0, 24, 24], [2, 0, 3, 3], 1), ([4, 0, 4, 4], [2, 0, 1, 1], 1), ([2, 3, 0, 5], [3, 1, 1, 1], 3)]
+    {
+        let (x, w) = (rand_t(&xs, 4), rand_t(&ws, 5));
+        let e = kernels::conv2d(&x, &w, p(1, 1, 1, groups)).unwrap_err();
+        assert!(e.to_string().contains("empty input"), "{xs:?}: {e}");
+    }
 }
 
 #[test]

@@ -56,6 +56,9 @@ impl Geom {
                 "{op}: stride, dilation, groups and kernel size must be ≥ 1 (got {cfg:?}, weight {wt:?})"
             );
         }
+        if cin_g == 0 || h == 0 || w == 0 {
+            candle_core::bail!("{op}: empty input channels or image (input {x:?}, weight {wt:?}): nothing to convolve");
+        }
         if cin != cin_g * groups || cout % groups != 0 {
             candle_core::bail!(
                 "{op}: input {x:?} and weight {wt:?} do not match groups = {groups} (need Cin = Cin_g·groups, Cout % groups = 0)"

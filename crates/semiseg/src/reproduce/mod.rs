@@ -1,6 +1,7 @@
 //! The reproduce engine (`cargo xtask list`, `cargo xtask reproduce <recipe>`): rows × seeds of training runs from one recipe,
 //! a results table (mean ± std), `results.json`, `report.md`, and a regression check against a baseline.
 
+mod design;
 mod diagnostics;
 mod grid;
 pub mod jobs;

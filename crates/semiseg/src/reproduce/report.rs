@@ -168,44 +168,6 @@ pub struct Timing {
 
 type Curves = [(String, Vec<(Vec<(usize, f64)>, Vec<(usize, f64)>)>)];
 
-/// The [design] settings of the real-photo recipes (`docs/real-data.md`).
-const REAL_PHOTO_DESIGN: &str = "\
-- Encoder: torchvision's ImageNet MobileNetV2 (`@mobilenet_v2`); DeepLabV3+ at output stride 16 with ASPP width 128 \
-  (256 in the usual reference).\n\
-- CamVid frames halved to 240×180 on load (horse and Stanford photos as they are); random scale 0.5–2.0, crop 160², \
-  flip; batch 8 labelled (+ 8 unlabelled).\n\
-- SGD, lr 0.01 (decoder ×10), momentum 0.9, weight decay 1e-4, poly decay over the run; evaluation every 250 \
-  iterations.\n\
-- UniMatch: τ = 0.95; strong-view blur σ ∈ [0.05, 1.0] (UniMatch's range for 321-px crops scaled by 160/321).\n\
-- Labelled subsets and Stanford Background's 72 validation ids are seeded draws (`split_seed` 0), the same for every \
-  training seed.\n\
-- Test numbers: the checkpoint with the best validation mIoU, evaluated once on the test split.\n";
-
-/// The [design] settings of the TV paper's rows, for a table that has them (the paper's abstract fixes none).
-fn method_design(configs: &[(String, String)]) -> String {
-    let mut s = String::new();
-    if configs.iter().any(|(_, c)| c.contains("\n[data.sparse]\n")) {
-        s.push_str(
-            "- Sparse labels: each training image's labelled pixels are drawn uniformly, once (`[data.sparse]`).\n",
-        );
-    }
-    if configs.iter().any(|(_, c)| c.contains("\n[tv]\n")) {
-        s.push_str(
-            "- TV: its form (variant A, the anisotropic L1 norm per class; B and C as rows), its weight λ (`tv.weight`, \
-             0.1 where the configuration below does not set it), no warm-up, on the full-resolution softmax of the \
-             labelled batch.\n",
-        );
-    }
-    if configs.iter().any(|(m, _)| m.contains("+mrf")) {
-        s.push_str(
-            "- MRF baseline: 4-connected Potts model with contrast weights (none in the `-potts` rows), mean field, 5 \
-             iterations, β chosen on validation from `mrf.beta_grid` ({0.25 … 16} where the configuration below does not \
-             set it).\n",
-        );
-    }
-    s
-}
-
 /// Writes `report.md` (table, per-class IoU, references, design notes, configs, revision) and the PNGs.
 pub fn write(
     dir: &Path,
@@ -306,9 +268,9 @@ pub fn write(
              64 px) and τ = 0.8 (UniMatch sets τ per dataset), both chosen on seed 0 (`configs/synthetic.toml`).\n",
         );
     } else if super::recipes_real::all().iter().any(|r| r.name == recipe.name) {
-        s.push_str(REAL_PHOTO_DESIGN);
+        s.push_str(super::design::REAL_PHOTO_DESIGN);
     }
-    s.push_str(&method_design(configs));
+    s.push_str(&super::design::method_design(configs));
     s.push_str("\n## Exact configuration (seed 0 of each row)\n");
     for (m, c) in configs {
         let _ = write!(s, "\n### {m}\n\n```toml\n{c}```\n");
@@ -360,23 +322,6 @@ mod tests {
             row("x", &[1.0]).test.is_none()
                 && !Results { recipe: "q".into(), rows: vec![row("x", &[1.0])] }.table().contains("test")
         );
-    }
-
-    /// The TV recipes' report names the sparse labels, the TV term and the MRF baseline as [design] choices; a
-    /// table without those rows names none of them.
-    #[test]
-    fn tv_rows_name_their_design_choices() {
-        let cfg = |m: &str, c: &str| (m.to_string(), c.to_string());
-        let tv = [
-            cfg("supervised-1pct", "[model]\nnclass = 2\n\n[data.sparse]\nratio = 0.01\n"),
-            cfg("supervised-1pct+mrf", "[data.sparse]\nratio = 0.01\n"),
-            cfg("supervised-1pct+tv", "[model]\nnclass = 2\n\n[tv]\nenabled = true\n"),
-        ];
-        let notes = method_design(&tv);
-        for want in ["Sparse labels", "TV: its form", "MRF baseline"] {
-            assert!(notes.contains(want), "{want}: {notes}");
-        }
-        assert_eq!(method_design(&[cfg("unimatch", "[semi]\nmethod = \"unimatch\"\n")]), "");
     }
 
     #[test]
