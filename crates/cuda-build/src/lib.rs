@@ -92,7 +92,7 @@ fn find_nvcc() -> PathBuf {
             }
         }
     }
-    let roots = ["CUDA_HOME", "CUDA_ROOT", "CUDA_PATH"].iter().filter_map(|v| env::var_os(v)).map(PathBuf::from);
+    let roots = ["CUDA_HOME", "CUDA_ROOT", "CUDA_PATH"].iter().filter_map(env::var_os).map(PathBuf::from);
     for root in roots.chain([PathBuf::from("/usr/local/cuda")]) {
         let p = root.join("bin").join("nvcc");
         if p.is_file() {
