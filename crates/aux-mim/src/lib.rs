@@ -42,8 +42,8 @@
 //! with `λ_rec = 1`, `λ_fa = 0.1`, `λ_sem = 0.5`, `E_w = 1` epoch.
 //!
 //! **Measured** (`cargo xtask reproduce mim-synthetic`: synthetic scenes, 1/16 labels, 1000 iterations,
-//! `λ_rec = 0.1`, 3 seeds; `results/mim-synthetic/report.md`, `docs/aux-mim.md`): UniMatch 47.78 ± 1.09 mIoU,
-//! + plain MIM 47.17 ± 1.10, + class-wise MIM 46.73 ± 1.14, + feature aggregation 46.06 ± 0.63, + semantic MIM
+//! `λ_rec = 0.1`, 3 seeds; `results/mim-synthetic/report.md`, `docs/aux-mim.md`): UniMatch 47.78 ± 1.09 mIoU;
+//! with plain MIM 47.17 ± 1.10, class-wise MIM 46.73 ± 1.14, feature aggregation 46.06 ± 0.63, semantic MIM
 //! (full S4MIM) 44.83 ± 0.68. No term helps at this budget.
 //!
 //! ## Use

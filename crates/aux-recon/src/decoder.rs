@@ -38,7 +38,7 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        Ok(self.bn.forward_act(&self.conv.forward(x)?, mode, None, true)?)
+        self.bn.forward_act(&self.conv.forward(x)?, mode, None, true)
     }
 }
 
@@ -91,7 +91,7 @@ impl ReconDecoder {
         let head = match g.mode {
             ReconMode::Plain | ReconMode::Fgonly => Head::Plain(out_conv(last, "out")?),
             ReconMode::Fgbg => {
-                if last % 2 != 0 {
+                if !last.is_multiple_of(2) {
                     core_seg::bail_arg!("ReconDecoder: fgbg needs an even last width, got {last}");
                 }
                 Head::Split { obj: out_conv(last / 2, "out_obj")?, bg: out_conv(last / 2, "out_bg")?, half: last / 2 }

@@ -61,7 +61,7 @@ fn indicator_channels_score_one_and_a_constant_channel_none() -> Result<()> {
     assert_eq!(s.best_class()[0], (1, 1.0));
     assert_eq!(s.top_channels(2), vec![0, 1]);
     assert_eq!(s.top_for_class(2, 1), vec![1]);
-    assert_eq!(s.best_image[1 * 3 + 2], 0, "class 2 only occurs in image 0");
+    assert_eq!(s.best_image[3 + 2], 0, "channel 1, class 2 only occurs in image 0");
     assert!(s.channels_above(IOU_HIT) >= 2);
     assert!(s.mean_best_iou() > 0.6);
     Ok(())
@@ -74,7 +74,7 @@ fn threshold_keeps_the_top_quantile() -> Result<()> {
     let act: Vec<f32> = support::values(n, 99).iter().map(|&v| v as f32).collect();
     let y = vec![0u32; n];
     let mut stats = ChannelStats::new(1, 1, 0.995, DEFAULT_BINS, IGNORE)?;
-    let s = score_in_memory(&[act.clone()], &[y], &mut stats)?;
+    let s = score_in_memory(std::slice::from_ref(&act), &[y], &mut stats)?;
     let t = s.threshold[0].expect("a varying channel has a threshold") as f32;
     let on = act.iter().filter(|&&a| a >= t).count() as f64 / n as f64;
     assert!((on - 0.005).abs() < 0.002, "fraction on {on}");

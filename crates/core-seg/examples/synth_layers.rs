@@ -14,7 +14,9 @@ use candle_core::{Device, Tensor, Var};
 use core_seg::kernels::{self, ConvParams};
 
 /// `(input [N, Cin, H, W], weight [Cout, Cin, k, k], stride, padding, dilation, occurrences in the model)`.
-const LAYERS: [([usize; 4], [usize; 4], usize, usize, usize, usize); 11] = [
+type Layer = ([usize; 4], [usize; 4], usize, usize, usize, usize);
+
+const LAYERS: [Layer; 11] = [
     ([8, 3, 64, 64], [16, 3, 3, 3], 2, 1, 1, 1),
     ([8, 16, 32, 32], [16, 16, 3, 3], 1, 1, 1, 1),
     ([8, 16, 32, 32], [32, 16, 3, 3], 1, 1, 1, 1),

@@ -18,7 +18,7 @@ use crate::{Error, Result};
 /// TFRecord's masked CRC32C: `((c >> 15) | (c << 17)) + 0xa282ead8`.
 pub fn masked_crc32c(data: &[u8]) -> u32 {
     let c = crc32c::crc32c(data);
-    ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)
+    c.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 fn varint(mut v: u64, out: &mut Vec<u8>) {

@@ -111,14 +111,17 @@ fn one_visible_device_is_cuda_0() {
     assert_eq!(launch(&vars).unwrap().unwrap().device_ordinal, 1);
 }
 
+/// A launcher's environment: `(variable, value)` pairs.
+type Env = [(&'static str, &'static str)];
+
 #[test]
 fn bad_values_name_their_variable() {
-    let with = |base: &[(&'static str, &'static str)], k: &'static str, v: &'static str| {
+    let with = |base: &Env, k: &'static str, v: &'static str| {
         let mut vars: Vec<(&str, &str)> = base.iter().filter(|(n, _)| *n != k).copied().collect();
         vars.push((k, v));
         env_error(&vars)
     };
-    let cases: [(&[(&str, &str)], &str, &str, &str); 13] = [
+    let cases: [(&Env, &str, &str, &str); 13] = [
         (&TORCHRUN, "RANK", "abc", "\"abc\""),
         (&TORCHRUN, "RANK", "-1", "\"-1\""),
         (&TORCHRUN, "RANK", "8", "not below WORLD_SIZE=8"),

@@ -121,7 +121,7 @@ mod tests {
     #[test]
     fn context_keeps_the_source() {
         let data: std::result::Result<(), data::Error> = Err(data::Error::invalid("m.png", "label 300"));
-        let e = data.context("building the datasets").err().expect("error");
+        let e = data.context("building the datasets").expect_err("an error");
         assert_eq!(e.to_string(), "building the datasets");
         let source = std::error::Error::source(&e).map(|s| s.to_string());
         assert_eq!(source.as_deref(), Some("m.png: label 300"));

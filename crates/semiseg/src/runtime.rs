@@ -66,7 +66,7 @@ impl RunObserver {
             scalars.iter().map(|(n, v)| format!("{}={v:.4}", n.trim_start_matches("train/"))).collect();
         self.bar.set_message(msg.join(" "));
         self.bar.set_position(it as u64);
-        if it % self.log_every == 0 {
+        if it.is_multiple_of(self.log_every) {
             self.bar.suspend(|| tracing::info!(iter = it, "{}", msg.join(" ")));
             self.csv.flush()?;
             self.tb.flush()?;

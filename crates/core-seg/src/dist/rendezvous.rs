@@ -230,10 +230,8 @@ fn greet(
         )))
     } else if rank == 0 || rank >= world {
         Some(bad(format!("{who} claims rank {rank}, outside 1..={} (rank 0 is this process)", world - 1)))
-    } else if let Some(first) = joined.get(&rank) {
-        Some(bad(format!("rank {rank} joined twice: as {} and as {who}", first.name())))
     } else {
-        None
+        joined.get(&rank).map(|first| bad(format!("rank {rank} joined twice: as {} and as {who}", first.name())))
     };
     if let Some(r) = refusal {
         return Err((Some(stream), r));

@@ -93,7 +93,7 @@ impl Plan {
     /// `ix = 0, 2, …` and of the odd ones (offsets from the start of the row's pair of phase planes).
     fn pair_cols(&self, r: usize) -> ((usize, usize), (usize, usize)) {
         let b_even = self.pad % 2;
-        let (c_even, c_odd) = (self.pad / 2, (self.pad + 1) / 2);
+        let (c_even, c_odd) = (self.pad / 2, self.pad.div_ceil(2));
         ((b_even, r * self.wq + c_even), (1 - b_even, r * self.wq + c_odd))
     }
     /// Planes per parallel task: at least ~16 Ki multiply-adds each.

@@ -64,8 +64,9 @@ pub enum TorchFileError {
     Tensor {
         path: PathBuf,
         name: String,
+        /// Boxed: candle's error is large and would make every `Result` in this module carry it.
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
 }
 
@@ -300,8 +301,9 @@ fn materialize<'a>(
         }
         let base = s.view_offset + t.offset;
         let buf = gather(&bytes[base * esize..], esize, &t.size, &t.stride, numel);
-        let tensor = Tensor::from_raw_buffer(&buf, s.dtype, &t.size, &Device::Cpu)
-            .map_err(|source| TorchFileError::Tensor { path: path.to_path_buf(), name: name.clone(), source })?;
+        let tensor = Tensor::from_raw_buffer(&buf, s.dtype, &t.size, &Device::Cpu).map_err(|source| {
+            TorchFileError::Tensor { path: path.to_path_buf(), name: name.clone(), source: Box::new(source) }
+        })?;
         out.push((name, tensor));
     }
     Ok(out)

@@ -44,7 +44,7 @@ impl Conv2d {
         init: Option<Init>,
         vb: VarBuilder,
     ) -> Result<Self> {
-        if cfg.groups == 0 || cin % cfg.groups != 0 || cout % cfg.groups != 0 {
+        if cfg.groups == 0 || !cin.is_multiple_of(cfg.groups) || !cout.is_multiple_of(cfg.groups) {
             crate::bail_arg!("conv {}: {cin}→{cout} not divisible by groups {}", vb.prefix(), cfg.groups);
         }
         let fan_in = (cin / cfg.groups) * k * k;

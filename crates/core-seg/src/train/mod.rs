@@ -307,7 +307,7 @@ impl Trainer {
             }
             observer.on_step(&rec, self.cfg.iters);
             let done = self.iter == self.cfg.iters;
-            let eval_now = done || (self.cfg.eval_every > 0 && self.iter % self.cfg.eval_every == 0);
+            let eval_now = done || (self.cfg.eval_every > 0 && self.iter.is_multiple_of(self.cfg.eval_every));
             if eval_now {
                 let report = evaluate(&self.model)?;
                 observer.on_eval(self.iter, &report);
@@ -321,7 +321,7 @@ impl Trainer {
                     self.save_named("best.safetensors")?;
                 }
                 last = Some(report);
-            } else if self.cfg.checkpoint_every > 0 && self.iter % self.cfg.checkpoint_every == 0 {
+            } else if self.cfg.checkpoint_every > 0 && self.iter.is_multiple_of(self.cfg.checkpoint_every) {
                 observer.on_checkpoint(self.iter);
                 self.save_latest()?;
             }

@@ -136,7 +136,7 @@ fn frameworks() -> Vec<RowSpec> {
 }
 
 /// `quick`: the frameworks, and each method crate on its natural base (its synthetic recipe's config: supervised
-/// + TV on 1% labelled pixels, UniMatch + reconstruction, UniMatch + S4MIM, GuidedMix on DeepLabV3+), each read
+/// with TV on 1% labelled pixels, UniMatch + reconstruction, UniMatch + S4MIM, GuidedMix on DeepLabV3+), each read
 /// against the committed 3-seed result of that row.
 fn quick_rows() -> Vec<RowSpec> {
     let reference = |recipe, method, results| Some(RowReference { recipe, method, results });

@@ -149,7 +149,7 @@ fn reference_table_shows_both_numbers() -> anyhow::Result<()> {
         recipe: "quick".into(),
         rows: vec![ResultRow::from_runs("supervised+tv", &[(0, 51.25, vec![51.25])], vec!["bg".into()])],
     };
-    let t = table(&ours, &[r.clone()]);
+    let t = table(&ours, std::slice::from_ref(&r));
     let expected = format!(
         "| supervised+tv | 51.25 | {:.2} ± {:.2} (3) | `tv-synthetic` row",
         r.reference.miou_mean, r.reference.miou_std

@@ -284,7 +284,7 @@ impl Machine<'_> {
     }
 
     fn pairs(&self, items: Vec<Value>) -> PResult<Vec<(Value, Value)>> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return self.bad("odd number of items for a dict");
         }
         let mut it = items.into_iter();
