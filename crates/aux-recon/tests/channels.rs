@@ -51,6 +51,7 @@ fn indicator_channels_score_one_and_a_constant_channel_none() -> Result<()> {
     let s = score_in_memory(&activations(&y), &y, &mut stats)?;
     let iou = |k: usize, c: usize| s.iou[k * 3 + c];
     let corr = |k: usize, c: usize| s.corr[k * 3 + c];
+    let best_image = |k: usize, c: usize| s.best_image[k * 3 + c];
     assert!((iou(0, 1) - 1.0).abs() < 1e-12, "indicator of class 1: IoU {}", iou(0, 1));
     assert!((corr(0, 1) - 1.0).abs() < 1e-9, "indicator of class 1: r {}", corr(0, 1));
     assert!((iou(1, 2) - 1.0).abs() < 1e-12, "indicator of a rare class: IoU {}", iou(1, 2));
@@ -61,7 +62,7 @@ fn indicator_channels_score_one_and_a_constant_channel_none() -> Result<()> {
     assert_eq!(s.best_class()[0], (1, 1.0));
     assert_eq!(s.top_channels(2), vec![0, 1]);
     assert_eq!(s.top_for_class(2, 1), vec![1]);
-    assert_eq!(s.best_image[3 + 2], 0, "channel 1, class 2 only occurs in image 0");
+    assert_eq!(best_image(1, 2), 0, "class 2 only occurs in image 0");
     assert!(s.channels_above(IOU_HIT) >= 2);
     assert!(s.mean_best_iou() > 0.6);
     Ok(())

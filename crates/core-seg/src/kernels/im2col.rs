@@ -268,8 +268,8 @@ impl TapFill {
     /// [`TapFill::apply`] for stride 1 and `ow = w` (a "same" convolution), the output rows `ylo..yhi` that all
     /// read the image (`dst`, whole rows): the rows are one shifted copy of the plane,
     /// `dst[j] = plane[j + di·w + dj]` with `(di, dj)` the tap's offset, after which the columns whose tap falls
-    /// left or right of the image (wrapped in from the neighbouring row) are zeroed. On 8-pixel-wide maps this replaces 8-element
-    /// copies and fills, one per row, by one copy.
+    /// left or right of the image (wrapped in from the neighbouring row) are zeroed. On 8-pixel-wide maps this
+    /// replaces 8-element copies and fills, one per row, by one copy.
     #[inline]
     fn fill_shifted<T: Float>(&self, g: &Geom, plane: &[T], dst: &mut [T]) {
         let w = g.w;
