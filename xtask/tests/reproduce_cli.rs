@@ -110,6 +110,16 @@ fn paper_recipe_without_data_fails_fast_with_guidance() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A zero iteration budget is refused with a message naming it, not left to fail on a missing checkpoint.
+#[test]
+fn zero_iterations_is_an_error_naming_the_budget() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = smoke(dir.path(), &["--iters", "0"])?;
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && msg.contains("iteration budget is 0") && !msg.contains("safetensors"), "{msg}");
+    Ok(())
+}
+
 /// `--set` overrides reach every run's config and the report; a run trained with overrides is not reused or
 /// continued by an invocation with other settings, and a misspelt key is an error.
 #[test]

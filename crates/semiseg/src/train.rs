@@ -175,6 +175,11 @@ impl Runner {
             (None, Some(e)) => (e * source.steps_per_epoch).div_ceil(world),
             (None, None) => cfg.train.iters,
         };
+        if iters == 0 {
+            return Err(crate::Error::Invalid(
+                "the iteration budget is 0 (`--iters`, `train.iters` or `epochs`): nothing to train".into(),
+            ));
+        }
         let tcfg = TrainConfig { iters, lr: cfg.base_lr(), ..cfg.train.clone() };
         let run = cfg.context(Some(source.steps_per_epoch));
         let mut t = Trainer::with_framework(&cfg.model, tcfg, methods::framework_builder(&run)?, DType::F32, &device)?;
