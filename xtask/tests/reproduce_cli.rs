@@ -110,6 +110,31 @@ fn paper_recipe_without_data_fails_fast_with_guidance() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An MRF row post-processes its base row's selected checkpoint only once that run has finished: a base run
+/// with checkpoints but no record (still training in another process sharing `--out`) is refused, naming it.
+#[test]
+fn mrf_row_waits_for_its_base_run_to_finish() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let run = |rows: &str| {
+        xtask()
+            .args(["reproduce", "tv-synthetic", "--quiet", "--resume", "--iters", "2", "--only-seeds", "0", "--rows"])
+            .arg(rows)
+            .arg("--out")
+            .arg(dir.path())
+            .output()
+    };
+    let out = run("supervised")?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let base = dir.path().join("tv-synthetic/supervised/seed0");
+    assert!(base.join("latest.safetensors").is_file());
+    std::fs::remove_file(base.join("run.json"))?;
+    let out = run("supervised+mrf")?;
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && msg.contains("has not finished") && msg.contains("supervised"), "{msg}");
+    assert!(!dir.path().join("tv-synthetic/supervised+mrf/seed0/run.json").exists());
+    Ok(())
+}
+
 /// A zero iteration budget is refused with a message naming it, not left to fail on a missing checkpoint.
 #[test]
 fn zero_iterations_is_an_error_naming_the_budget() -> anyhow::Result<()> {

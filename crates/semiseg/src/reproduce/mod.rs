@@ -230,9 +230,19 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
                 false if !trains(seed) => continue,
                 false if row.mrf_of.is_some() && !primary => continue,
                 false if row.mrf_of.is_some() => {
-                    let src = test_split::selected_checkpoint(
-                        &dir.join(row.mrf_of.unwrap_or_default()).join(format!("seed{seed}")),
-                    );
+                    let base = row.mrf_of.unwrap_or_default();
+                    let base_dir = dir.join(base).join(format!("seed{seed}"));
+                    // Another process sharing `--out` may still be training the base run: its checkpoints
+                    // are not the run's selected one until its record is written.
+                    if !base_dir.join("run.json").is_file() {
+                        bail!(
+                            "row {} seed {seed} post-processes row {base}'s run, which has not finished ({} has \
+                             no run.json): train that row first",
+                            row.method,
+                            base_dir.display()
+                        );
+                    }
+                    let src = test_split::selected_checkpoint(&base_dir);
                     eprintln!("[{}] {} seed {seed} (MRF on {})", recipe.name, row.method, src.display());
                     let mut rec = RunRecord::of_mrf(&cfg, &src, a.data_root.as_ref())?;
                     rec.overrides = a.set.clone();
