@@ -72,7 +72,7 @@ pub enum Source {
     Labeled,
 }
 
-/// `mim.bn`: BN behaviour of the class-wise forward.
+/// `mim.bn`, `mim.sem.bn`: BN behaviour of the class-wise forward and of the semantic one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum MimBn {
@@ -213,7 +213,7 @@ impl Default for FaConfig {
 }
 
 /// `mim.sem.*`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SemConfig {
     pub mode: SemMode,
@@ -221,6 +221,21 @@ pub struct SemConfig {
     pub masked_only: bool,
     pub forward: SemForward,
     pub s2_fp: S2Fp,
+    /// BN in the term's forward on masked inputs: `train` (default) lets the masked images update the running
+    /// statistics that evaluation uses; `train_no_update` restores them afterwards, as `mim.bn` does.
+    pub bn: MimBn,
+}
+
+impl Default for SemConfig {
+    fn default() -> Self {
+        Self {
+            mode: SemMode::default(),
+            masked_only: false,
+            forward: SemForward::default(),
+            s2_fp: S2Fp::default(),
+            bn: MimBn::Train,
+        }
+    }
 }
 
 /// S4MIM configuration (`[mim]`, `docs/aux-mim.md`). Defaults = the full method (class-wise MIM + option-B

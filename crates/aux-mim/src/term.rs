@@ -2,6 +2,7 @@
 
 use candle_core::{DType, Tensor, Var};
 use candle_nn::VarBuilder;
+use core_seg::batch::UnlabeledBatch;
 use core_seg::frameworks::{FpOn, Method, SemiConfig};
 use core_seg::model::{DeepLabConfig, DeepLabV3Plus};
 use core_seg::nn::{Mode, ParamStore};
@@ -217,18 +218,36 @@ impl MimTerm {
     }
 
     /// `L_sem` (S1, or S2 complement / replace), unweighted.
-    fn semantic(&self, model: &DeepLabV3Plus, step: &StepTensors, rng: &mut SegRng) -> Result<Tensor> {
+    fn semantic(
+        &self,
+        model: &DeepLabV3Plus,
+        step: &StepTensors,
+        store: &ParamStore,
+        rng: &mut SegRng,
+    ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (Some(u), Some(p)) = (&step.unlabeled, &step.pseudo) else {
             return Err(Error::InvalidArgument("mim.sem needs a semi-supervised framework (pseudo-labels)".into()));
         };
         let (b, _, h, w) = u.weak.dims4()?;
         let m = patch_mask(rng, b, (h, w), &cfg.mask)?;
-        let logits = match cfg.sem.mode {
+        let snapshot = if cfg.sem.bn == MimBn::TrainNoUpdate { Some(snapshot_bn(store)?) } else { None };
+        let logits = self.masked_logits(model, step, u, &m);
+        if let Some(s) = &snapshot {
+            restore_bn(s)?;
+        }
+        let only = cfg.sem.masked_only.then_some(m.as_slice());
+        sem_loss(&logits?, &p.label, &p.conf, &p.ignore, step.conf_thresh, only)
+    }
+
+    /// Logits of the semantic branch's forward on the masked images (S1) or masked features (S2).
+    fn masked_logits(&self, model: &DeepLabV3Plus, step: &StepTensors, u: &UnlabeledBatch, m: &[u8]) -> Result<Tensor> {
+        let (b, _, h, w) = u.weak.dims4()?;
+        Ok(match self.cfg.sem.mode {
             SemMode::Off => return Err(Error::InvalidArgument("mim.sem is off".into())),
             SemMode::S1 => {
-                let x_m = mask_images(&u.weak, &m)?;
-                match cfg.sem.forward {
+                let x_m = mask_images(&u.weak, m)?;
+                match self.cfg.sem.forward {
                     SemForward::Separate => model.forward_t(&x_m, Mode::Train)?,
                     SemForward::WithStrong => {
                         let x = Tensor::cat(&[&u.strong1, &u.strong2, &x_m], 0)?;
@@ -239,11 +258,9 @@ impl MimTerm {
             SemMode::S2 => {
                 let nl = step.n_labeled;
                 let (c1, c4) = (step.out.enc.c1.narrow(0, nl, b)?, step.out.enc.c4.narrow(0, nl, b)?);
-                s2_masked_logits(model, &c1, &c4, &m, (h, w), Mode::Train)?
+                s2_masked_logits(model, &c1, &c4, m, (h, w), Mode::Train)?
             }
-        };
-        let only = cfg.sem.masked_only.then_some(m.as_slice());
-        sem_loss(&logits, &p.label, &p.conf, &p.ignore, step.conf_thresh, only)
+        })
     }
 }
 
@@ -276,7 +293,7 @@ impl AuxTerm for MimTerm {
             }
         }
         if cfg.sem.mode != SemMode::Off {
-            let l = self.semantic(model, step, &mut rng)?;
+            let l = self.semantic(model, step, ctx.store, &mut rng)?;
             if cfg.sem.mode == SemMode::S2 && cfg.sem.s2_fp == S2Fp::Replace {
                 out.push(("loss_mim_fp".to_string(), (l * self.fp_replace_weight)?));
             } else {

@@ -123,3 +123,38 @@ fn s2_with_zero_ratio_equals_clean_decode() -> Result<()> {
     assert_ne!(clean, all);
     Ok(())
 }
+
+/// `sem.bn = train` lets the masked forward (S1 and S2) update the BN running statistics evaluation reads;
+/// `train_no_update` leaves every one as it was and gives the same loss.
+#[test]
+fn semantic_forward_bn_statistics_follow_sem_bn() -> Result<()> {
+    use aux_mim::term::{restore_bn, snapshot_bn};
+    use aux_mim::MimBn;
+    let (store, model) = setup()?;
+    let dev = Device::Cpu;
+    let s = 32;
+    let u = toy::toy_unlabeled(&[3, 4], s, 0, &dev)?;
+    let (conf, label) = pseudo_label(&model.forward_t(&u.weak, Mode::Eval)?)?;
+    let pseudo = Pseudo { label, conf, ignore: u.ignore.clone() };
+    let l = toy::toy_batch(&[1, 2], s, DType::F32, &dev)?;
+    let step = manual_step(&model, l, Some(u), Some(pseudo), 0.5)?;
+    let stats = || -> Result<Vec<Vec<f64>>> { snapshot_bn(&store)?.iter().map(|(_, t)| vec_f64(t)).collect() };
+    let before = stats()?;
+    for mode in [SemMode::S1, SemMode::S2] {
+        let mut losses = Vec::new();
+        for (bn, same) in [(MimBn::Train, false), (MimBn::TrainNoUpdate, true)] {
+            let mut cfg = sem_cfg(mode, 0.5, false);
+            cfg.sem.bn = bn;
+            let mut term = MimTerm::new(&cfg, &toy::tiny_model(3), None, store.var_builder(DType::F32, &dev))?;
+            let snap = snapshot_bn(&store)?;
+            let mut rng = SegRng::new(4);
+            let mut ctx = StepCtx { iter: 0, total_iters: 1, rng: &mut rng, store: &store };
+            losses.push(scalar(&term.losses(&model, &step, &mut ctx)?[0].1)?);
+            assert_eq!(stats()? == before, same, "{mode:?} {bn:?}");
+            restore_bn(&snap)?;
+        }
+        assert!(losses[0].is_finite() && losses[0] == losses[1], "{mode:?}: {losses:?}");
+    }
+    assert_eq!(SemConfig::default().bn, MimBn::Train);
+    Ok(())
+}
