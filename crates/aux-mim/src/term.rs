@@ -50,6 +50,17 @@ pub fn restore_bn(snapshot: &[(Var, Tensor)]) -> Result<()> {
     Ok(())
 }
 
+/// Runs `forward` (a train-mode pass on masked inputs); with `bn = train_no_update` the BN running statistics
+/// are put back afterwards, whether the pass succeeded or not.
+fn with_bn<T>(store: &ParamStore, bn: MimBn, forward: impl FnOnce() -> Result<T>) -> Result<T> {
+    let snapshot = if bn == MimBn::TrainNoUpdate { Some(snapshot_bn(store)?) } else { None };
+    let out = forward();
+    if let Some(s) = &snapshot {
+        restore_bn(s)?;
+    }
+    out
+}
+
 /// The stacked source images of the reconstruction branch, with host label data.
 struct SourceSet {
     images: Tensor,
@@ -175,12 +186,7 @@ impl MimTerm {
         let (x_tilde, target, vis, msk) = build_inputs(&src.images, &samples)?;
         let fa_on = cfg.fa.mode != FaMode::Off;
         let need_fuse = cfg.rec.feature == FeatureLevel::Fuse || (fa_on && cfg.fa.feature == FeatureLevel::Fuse);
-        let snapshot = if cfg.bn == MimBn::TrainNoUpdate { Some(snapshot_bn(ctx.store)?) } else { None };
-        let feats = self.masked_features(model, &x_tilde, need_fuse);
-        if let Some(s) = &snapshot {
-            restore_bn(s)?;
-        }
-        let (c4, fuse) = feats?;
+        let (c4, fuse) = with_bn(ctx.store, cfg.bn, || self.masked_features(model, &x_tilde, need_fuse))?;
         let pick = |level: FeatureLevel| -> Result<Tensor> {
             match level {
                 FeatureLevel::C4 => Ok(c4.clone()),
@@ -231,13 +237,9 @@ impl MimTerm {
         };
         let (b, _, h, w) = u.weak.dims4()?;
         let m = patch_mask(rng, b, (h, w), &cfg.mask)?;
-        let snapshot = if cfg.sem.bn == MimBn::TrainNoUpdate { Some(snapshot_bn(store)?) } else { None };
-        let logits = self.masked_logits(model, step, u, &m);
-        if let Some(s) = &snapshot {
-            restore_bn(s)?;
-        }
+        let logits = with_bn(store, cfg.sem.bn, || self.masked_logits(model, step, u, &m))?;
         let only = cfg.sem.masked_only.then_some(m.as_slice());
-        sem_loss(&logits?, &p.label, &p.conf, &p.ignore, step.conf_thresh, only)
+        sem_loss(&logits, &p.label, &p.conf, &p.ignore, step.conf_thresh, only)
     }
 
     /// Logits of the semantic branch's forward on the masked images (S1) or masked features (S2).

@@ -11,7 +11,7 @@ use core_seg::model::DeepLabV3Plus;
 use core_seg::nn::{Mode, ParamStore};
 use core_seg::ops::resize_bilinear;
 use core_seg::plugin::StepCtx;
-use core_seg::plugin::{AuxTerm, Pseudo};
+use core_seg::plugin::{AuxTerm, Pseudo, StepTensors};
 use core_seg::rng::SegRng;
 use core_seg::Result;
 use support::{manual_step, scalar, vec_f64};
@@ -72,31 +72,40 @@ fn sem_cfg(mode: SemMode, ratio: f64, masked_only: bool) -> MimConfig {
     }
 }
 
+/// A step on toy labelled and unlabelled images whose pseudo-labels are the model's own train-mode prediction on
+/// the weak view, with those logits.
+fn self_labelled_step(model: &DeepLabV3Plus, tau: f64) -> Result<(StepTensors, Tensor)> {
+    let (dev, s) = (Device::Cpu, 32);
+    let u = toy::toy_unlabeled(&[3, 4], s, 0, &dev)?;
+    let logits = model.forward_t(&u.weak, Mode::Train)?;
+    let (conf, label) = pseudo_label(&logits)?;
+    let pseudo = Pseudo { label, conf, ignore: u.ignore.clone() };
+    let l = toy::toy_batch(&[1, 2], s, DType::F32, &dev)?;
+    Ok((manual_step(model, l, Some(u), Some(pseudo), tau)?, logits))
+}
+
+/// `loss_mim_sem` of a fresh term with `cfg` on `step` (the only loss it returns).
+fn sem_term_loss(store: &ParamStore, model: &DeepLabV3Plus, step: &StepTensors, cfg: &MimConfig) -> Result<f64> {
+    let mut term = MimTerm::new(cfg, &toy::tiny_model(3), None, store.var_builder(DType::F32, &Device::Cpu))?;
+    let mut rng = SegRng::new(1);
+    let mut ctx = StepCtx { iter: 0, total_iters: 1, rng: &mut rng, store };
+    let out = term.losses(model, step, &mut ctx)?;
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "loss_mim_sem");
+    scalar(&out[0].1)
+}
+
 /// S1 with r = 0: x_m = x_w and L_sem equals the UniMatch-normalised CE of model(x_w) against its own
 /// pseudo-labels; `masked_only` with r = 0 gives 0; r = 0.5 gives a different, finite value.
 #[test]
 fn s1_with_zero_ratio_is_self_training_on_the_weak_view() -> Result<()> {
     let (store, model) = setup()?;
-    let dev = Device::Cpu;
-    let s = 32;
-    let u = toy::toy_unlabeled(&[3, 4], s, 0, &dev)?;
-    let logits = model.forward_t(&u.weak, Mode::Train)?;
-    let (conf, label) = pseudo_label(&logits)?;
-    let pseudo = Pseudo { label, conf, ignore: u.ignore.clone() };
     let tau = 0.5;
-    let expected = scalar(&unsup_loss(&logits, &pseudo.label, &pseudo.conf, &pseudo.ignore, tau)?)?;
+    let (step, logits) = self_labelled_step(&model, tau)?;
+    let p = step.pseudo.as_ref().ok_or_else(|| core_seg::Error::InvalidArgument("no pseudo-labels".into()))?;
+    let expected = scalar(&unsup_loss(&logits, &p.label, &p.conf, &p.ignore, tau)?)?;
     assert!(expected > 0.0);
-    let l = toy::toy_batch(&[1, 2], s, DType::F32, &dev)?;
-    let step = manual_step(&model, l, Some(u), Some(pseudo), tau)?;
-    let run = |cfg: MimConfig| -> Result<f64> {
-        let mut term = MimTerm::new(&cfg, &toy::tiny_model(3), None, store.var_builder(DType::F32, &dev))?;
-        let mut rng = SegRng::new(1);
-        let mut ctx = StepCtx { iter: 0, total_iters: 1, rng: &mut rng, store: &store };
-        let out = term.losses(&model, &step, &mut ctx)?;
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].0, "loss_mim_sem");
-        scalar(&out[0].1)
-    };
+    let run = |cfg: MimConfig| sem_term_loss(&store, &model, &step, &cfg);
     let got = run(sem_cfg(SemMode::S1, 0.0, false))?;
     assert!((got - expected).abs() < 1e-6 * expected, "{got} vs {expected}");
     assert_eq!(run(sem_cfg(SemMode::S1, 0.0, true))?, 0.0);
@@ -131,13 +140,7 @@ fn semantic_forward_bn_statistics_follow_sem_bn() -> Result<()> {
     use aux_mim::term::{restore_bn, snapshot_bn};
     use aux_mim::MimBn;
     let (store, model) = setup()?;
-    let dev = Device::Cpu;
-    let s = 32;
-    let u = toy::toy_unlabeled(&[3, 4], s, 0, &dev)?;
-    let (conf, label) = pseudo_label(&model.forward_t(&u.weak, Mode::Eval)?)?;
-    let pseudo = Pseudo { label, conf, ignore: u.ignore.clone() };
-    let l = toy::toy_batch(&[1, 2], s, DType::F32, &dev)?;
-    let step = manual_step(&model, l, Some(u), Some(pseudo), 0.5)?;
+    let (step, _) = self_labelled_step(&model, 0.5)?;
     let stats = || -> Result<Vec<Vec<f64>>> { snapshot_bn(&store)?.iter().map(|(_, t)| vec_f64(t)).collect() };
     let before = stats()?;
     for mode in [SemMode::S1, SemMode::S2] {
@@ -145,11 +148,8 @@ fn semantic_forward_bn_statistics_follow_sem_bn() -> Result<()> {
         for (bn, same) in [(MimBn::Train, false), (MimBn::TrainNoUpdate, true)] {
             let mut cfg = sem_cfg(mode, 0.5, false);
             cfg.sem.bn = bn;
-            let mut term = MimTerm::new(&cfg, &toy::tiny_model(3), None, store.var_builder(DType::F32, &dev))?;
             let snap = snapshot_bn(&store)?;
-            let mut rng = SegRng::new(4);
-            let mut ctx = StepCtx { iter: 0, total_iters: 1, rng: &mut rng, store: &store };
-            losses.push(scalar(&term.losses(&model, &step, &mut ctx)?[0].1)?);
+            losses.push(sem_term_loss(&store, &model, &step, &cfg)?);
             assert_eq!(stats()? == before, same, "{mode:?} {bn:?}");
             restore_bn(&snap)?;
         }
