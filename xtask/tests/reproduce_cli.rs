@@ -177,15 +177,23 @@ fn set_overrides_reach_the_runs_and_guard_resume() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs copied from another machine without their weights (only `run.json`) still make a report: the table
-/// keeps them, the qualitative grid leaves their row out and says so, and the header counts runs per device.
+/// Runs copied from another machine without their weights (`run.json` and the grid predictions a report saved
+/// beside it) still make the same report: the table keeps them, the qualitative grid shows their saved predictions
+/// (the same picture as with the checkpoint) and names its source; without the predictions, or with ones that do
+/// not fit the grid, the row is left out of the grid and the report says so; the header counts runs per device.
 #[test]
 fn runs_without_checkpoints_still_report_and_devices_are_counted() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let run = |extra: &[&str]| smoke(dir.path(), &[&["--seeds", "1"][..], extra].concat());
     let first = run(&[])?;
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let (report_path, grid_path) = (dir.path().join("smoke/report.md"), dir.path().join("smoke/qualitative.png"));
+    let report = std::fs::read_to_string(&report_path)?;
+    assert!(report.contains("in table order: supervised seed 0, unimatch seed 0."), "{report}");
+    let grid = std::fs::read(&grid_path)?;
     let seed0 = dir.path().join("smoke/unimatch/seed0");
+    let saved = seed0.join("grid-predictions.png");
+    assert!(saved.is_file(), "the report saved no grid predictions beside the run");
     let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(seed0.join("run.json"))?)?;
     assert_eq!(rec["device"], "cpu", "{rec}");
     for f in std::fs::read_dir(&seed0)? {
@@ -196,11 +204,25 @@ fn runs_without_checkpoints_still_report_and_devices_are_counted() -> anyhow::Re
     }
     let again = run(&["--resume"])?;
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
-    let report = std::fs::read_to_string(dir.path().join("smoke/report.md"))?;
-    assert!(report.contains("Not shown (no checkpoint on the machine that wrote this report): unimatch."), "{report}");
+    let report = std::fs::read_to_string(&report_path)?;
+    assert!(report.contains("in table order: supervised seed 0, unimatch seed 0 (saved)."), "{report}");
+    assert!(!report.contains("Not shown"), "{report}");
+    assert!(std::fs::read(&grid_path)? == grid, "the grid from saved predictions differs from the predicted one");
     assert!(report.contains("; devices: cpu (2);"), "{report}");
     let results: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("smoke/results.json"))?)?;
     assert_eq!(results["rows"].as_array().map(Vec::len), Some(2), "{results}");
+    // Predictions of another grid (here a 3x2 picture) are not used; no predictions at all, likewise.
+    let tiny = data::Mask { width: 3, height: 2, data: vec![0; 6] };
+    data::io::write_gray_png(&saved, &tiny)?;
+    for case in ["foreign predictions", "no predictions"] {
+        let out = run(&["--resume", "--no-train"])?;
+        assert!(out.status.success(), "{case}: {}", String::from_utf8_lossy(&out.stderr));
+        let report = std::fs::read_to_string(&report_path)?;
+        let missing =
+            "Not shown (neither a checkpoint nor saved predictions on the machine that wrote this report): unimatch.";
+        assert!(report.contains(missing), "{case}: {report}");
+        std::fs::remove_file(&saved).or_else(|e| if case == "no predictions" { Ok(()) } else { Err(e) })?;
+    }
     Ok(())
 }
 

@@ -121,27 +121,33 @@ pub fn qualitative_grid(
     preds: &[(String, Vec<Vec<u8>>)],
     palette: &[[u8; 3]; 256],
 ) -> Result<()> {
-    let Some(first) = images.first() else { return Ok(()) };
-    let (sw, sh) = (first.width, first.height);
+    if images.is_empty() {
+        return Ok(());
+    }
+    // Every cell is as large as the largest image; each image (and its maps) fills its own size from the top left.
+    let sw = images.iter().map(|i| i.width).max().unwrap_or(1);
+    let sh = images.iter().map(|i| i.height).max().unwrap_or(1);
     let zoom = (128 / sw.max(sh).max(1)).max(1);
     let (w, h, gap) = (sw * zoom, sh * zoom, 4);
     let cols = 2 + preds.len();
     let head = 20;
     let (gw, gh) = (cols * (w + gap), head + images.len() * (h + gap));
     let mut buf = vec![255u8; gw * gh * 3];
-    let mut put = |col: usize, row: usize, px: &dyn Fn(usize) -> [u8; 3]| {
-        for y in 0..h {
-            for x in 0..w {
+    let mut put = |col: usize, row: usize, (iw, ih): (usize, usize), px: &dyn Fn(usize) -> [u8; 3]| {
+        for y in 0..ih * zoom {
+            for x in 0..iw * zoom {
                 let o = ((head + row * (h + gap) + y) * gw + col * (w + gap) + x) * 3;
-                buf[o..o + 3].copy_from_slice(&px((y / zoom) * sw + x / zoom));
+                buf[o..o + 3].copy_from_slice(&px((y / zoom) * iw + x / zoom));
             }
         }
     };
+    let at = |labels: &[u8], i: usize| palette[labels.get(i).copied().unwrap_or(255) as usize];
     for (r, img) in images.iter().enumerate() {
-        put(0, r, &|i| [img.data[3 * i], img.data[3 * i + 1], img.data[3 * i + 2]]);
-        put(1, r, &|i| palette[gts[r][i] as usize]);
+        let size = (img.width, img.height);
+        put(0, r, size, &|i| [img.data[3 * i], img.data[3 * i + 1], img.data[3 * i + 2]]);
+        put(1, r, size, &|i| at(&gts[r], i));
         for (m, (_, p)) in preds.iter().enumerate() {
-            put(2 + m, r, &|i| palette[p[r][i] as usize]);
+            put(2 + m, r, size, &|i| at(&p[r], i));
         }
     }
     let names: Vec<&str> = ["image", "ground truth"].into_iter().chain(preds.iter().map(|p| p.0.as_str())).collect();

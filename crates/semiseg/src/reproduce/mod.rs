@@ -319,12 +319,11 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
                 channels.push(diagnostics::recon_channel_summary(row.method, *seed, &run_dir, d, resume)?);
             }
         }
-        // The qualitative grid shows each row's lowest seed in the table whose checkpoint is on this machine.
+        // The qualitative grid shows each row's lowest seed in the table with a checkpoint or saved predictions.
         if row.mrf_of.is_none() && !runs.is_empty() {
             let row_dir = dir.join(row.method);
-            let ckpts: Vec<_> =
-                runs.iter().map(|(s, _)| row_dir.join(format!("seed{s}")).join("latest.safetensors")).collect();
-            grid.predict_first(row.method, &cfg0, &ckpts)?;
+            let run_dirs: Vec<_> = runs.iter().map(|(s, _)| (*s, row_dir.join(format!("seed{s}")))).collect();
+            grid.add_row(row.method, &cfg0, &run_dirs)?;
         }
         let mut result = ResultRow::from_runs(
             row.method,
@@ -353,6 +352,7 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
         revisions,
         devices,
         no_checkpoint: grid.missing.clone(),
+        grid_sources: grid.sources.clone(),
         carried: carried.map(|c| (c.path, carried_rows)),
     };
     let quantile = probe.section::<aux_recon::ReconConfig>("recon")?.map(|r| r.diagnose.quantile);

@@ -160,8 +160,10 @@ pub struct Timing {
     pub revisions: std::collections::BTreeMap<String, usize>,
     /// Trained runs per device (`not recorded` for records older than that field).
     pub devices: std::collections::BTreeMap<String, usize>,
-    /// Rows without a checkpoint on this machine (left out of the qualitative grid).
+    /// Rows with neither a checkpoint nor saved grid predictions here (left out of the qualitative grid).
     pub no_checkpoint: Vec<String>,
+    /// Where each grid column came from, in column order ("ROW seed N", "(saved)" when not predicted here).
+    pub grid_sources: Vec<String>,
     /// `--carry`: the earlier results.json and the rows taken from it.
     pub carried: Option<(std::path::PathBuf, Vec<String>)>,
 }
@@ -246,11 +248,19 @@ pub fn write(
     sections.iter().for_each(|sec| s.push_str(sec));
     crate::plots::learning_curves(&dir.join("curves.png"), curves)?;
     s.push_str("\n## Learning curves\n\n![loss and mIoU vs iteration](curves.png)\n");
-    s.push_str("\n## Qualitative results\n\nColumns, named above them: image, ground truth, then each row's prediction (its lowest seed with a checkpoint here, normally 0), in table order.");
+    s.push_str(
+        "\n## Qualitative results\n\nColumns, named above them: image, ground truth, then each row's prediction \
+         (its lowest seed with a checkpoint, or with the predictions a report saved beside that run's record), \
+         in table order",
+    );
+    if !time.grid_sources.is_empty() {
+        let _ = write!(s, ": {}", time.grid_sources.join(", "));
+    }
+    s.push('.');
     if !time.no_checkpoint.is_empty() {
         let _ = write!(
             s,
-            " Not shown (no checkpoint on the machine that wrote this report): {}.",
+            " Not shown (neither a checkpoint nor saved predictions on the machine that wrote this report): {}.",
             time.no_checkpoint.join(", ")
         );
     }
