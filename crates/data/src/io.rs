@@ -147,10 +147,14 @@ pub fn encode_paletted_png(mask: &Mask, palette: &[[u8; 3]; 256]) -> Result<Vec<
     Ok(out)
 }
 
-/// Writes a mask as an 8-bit paletted PNG (VOC style).
+/// Writes a mask as an 8-bit paletted PNG (VOC style), whole or not at all: the bytes go to a temporary file
+/// beside `path`, which is then renamed over it, so a killed process leaves no half-written mask.
 pub fn write_paletted_png(path: &Path, mask: &Mask, palette: &[[u8; 3]; 256]) -> Result<()> {
     let bytes = encode_paletted_png(mask, palette)?;
-    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("mask.png");
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Writes a mask as an 8-bit grayscale PNG (Cityscapes / SegmentationClassAug style).
@@ -188,4 +192,31 @@ pub fn resize_mask_nearest(mask: &Mask, width: usize, height: usize) -> Mask {
         data.extend(xs.iter().map(|&x| mask.data[row + x]));
     }
     Mask { width, height, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A paletted mask written over an existing file reads back as the same indices and palette, and no
+    /// temporary file is left beside it.
+    #[test]
+    fn paletted_png_replaces_the_file_whole() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let path = dir.path().join("m.png");
+        std::fs::write(&path, b"an older, unrelated file").map_err(|e| Error::io(&path, e))?;
+        let mut palette = [[0u8; 3]; 256];
+        palette[3] = [10, 20, 30];
+        let mask = Mask { width: 3, height: 2, data: vec![0, 1, 2, 3, 255, 7] };
+        write_paletted_png(&path, &mask, &palette)?;
+        let back = read_mask(&path)?;
+        assert_eq!(back.mask, mask);
+        assert_eq!(back.palette.as_ref().and_then(|p| p.get(3).copied()), Some([10, 20, 30]));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .map_err(|e| Error::io(dir.path(), e))?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        assert_eq!(names, ["m.png"]);
+        Ok(())
+    }
 }

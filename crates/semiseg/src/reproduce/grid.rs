@@ -50,10 +50,7 @@ impl Grid {
             let saved = dir.join(PREDICTIONS);
             if ckpt.is_file() {
                 let preds = self.predict(cfg, &ckpt)?;
-                // Written whole, then renamed: a killed report leaves no half-written file.
-                let tmp = dir.join(format!(".{PREDICTIONS}.tmp-{}", std::process::id()));
-                data::io::write_paletted_png(&tmp, &self.stack(&preds), &self.palette)?;
-                std::fs::rename(&tmp, &saved).map_err(|e| crate::Error::io(&saved, e))?;
+                data::io::write_paletted_png(&saved, &self.stack(&preds), &self.palette)?;
                 self.push(method, format!("{method} seed {seed}"), preds);
                 return Ok(());
             }
@@ -87,10 +84,14 @@ impl Grid {
         Ok(out)
     }
 
+    /// `(width, height)` of the stacked picture: the widest image by the images' heights summed.
+    fn stacked_size(&self) -> (usize, usize) {
+        (self.images.iter().map(|i| i.width).max().unwrap_or(0), self.images.iter().map(|i| i.height).sum())
+    }
+
     /// The label maps one below the other (see [`PREDICTIONS`]).
     pub fn stack(&self, preds: &[Vec<u8>]) -> data::Mask {
-        let width = self.images.iter().map(|i| i.width).max().unwrap_or(0);
-        let height = self.images.iter().map(|i| i.height).sum();
+        let (width, height) = self.stacked_size();
         let mut data = vec![255u8; width * height];
         let mut top = 0;
         for (img, p) in self.images.iter().zip(preds) {
@@ -104,8 +105,7 @@ impl Grid {
 
     /// The inverse of [`Grid::stack`]; `None` when the picture's size is not this grid's.
     pub fn unstack(&self, m: &data::Mask) -> Option<Vec<Vec<u8>>> {
-        let probe = self.stack(&[]);
-        if (m.width, m.height) != (probe.width, probe.height) {
+        if (m.width, m.height) != self.stacked_size() {
             return None;
         }
         let mut top = 0;
