@@ -196,6 +196,8 @@ fn runs_without_checkpoints_still_report_and_devices_are_counted() -> anyhow::Re
     assert!(saved.is_file(), "the report saved no grid predictions beside the run");
     let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(seed0.join("run.json"))?)?;
     assert_eq!(rec["device"], "cpu", "{rec}");
+    let host = rec["host"].as_str().unwrap_or_default().to_string();
+    assert!(host.starts_with(&core_seg::host::cpu_model()) && host.contains(" thread"), "{rec}");
     for f in std::fs::read_dir(&seed0)? {
         let p = f?.path();
         if p.extension().is_some_and(|e| e == "safetensors") {
@@ -208,7 +210,7 @@ fn runs_without_checkpoints_still_report_and_devices_are_counted() -> anyhow::Re
     assert!(report.contains("in table order: supervised seed 0, unimatch seed 0 (saved)."), "{report}");
     assert!(!report.contains("Not shown"), "{report}");
     assert!(std::fs::read(&grid_path)? == grid, "the grid from saved predictions differs from the predicted one");
-    assert!(report.contains("; devices: cpu (2);"), "{report}");
+    assert!(report.contains(&format!("; devices: cpu on {host} (2);")), "{report}");
     let results: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("smoke/results.json"))?)?;
     assert_eq!(results["rows"].as_array().map(Vec::len), Some(2), "{results}");
     // Predictions of another grid (here a 3x2 picture) are not used; no predictions at all, likewise.

@@ -10,13 +10,16 @@
 //! - [`kernels`]: hand-written CPU kernels (im2col/GEMM convolution, fused BN, pooling, resize, softmax-CE)
 //!   that the ops and layers use on CPU; the composite reference path stays behind `SEMISEG_REFERENCE_OPS=1`.
 //! - [`rng`]: the one seeded RNG every random draw comes from.
+//! - [`files`]: files written whole or not at all; [`host`]: the CPU and thread count a measurement ran on.
 //! - [`dist`]: data-parallel training over NCCL (feature `nccl`; one process per GPU, SyncBN).
 
 pub mod batch;
 pub mod dist;
 pub mod error;
 pub mod eval;
+pub mod files;
 pub mod frameworks;
+pub mod host;
 pub mod kernels;
 pub mod logging;
 pub mod methods;

@@ -276,12 +276,7 @@ impl CsvLogger {
                 }
             }
         }
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("metrics.csv");
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        crate::files::write_atomic(path, text.as_bytes(), false).map_err(|e| Error::io(path, e))?;
         let f = std::fs::OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
         Ok(Self { file: BufWriter::new(f), path: path.to_path_buf(), kept, dropped })
     }

@@ -151,10 +151,7 @@ pub fn encode_paletted_png(mask: &Mask, palette: &[[u8; 3]; 256]) -> Result<Vec<
 /// beside `path`, which is then renamed over it, so a killed process leaves no half-written mask.
 pub fn write_paletted_png(path: &Path, mask: &Mask, palette: &[[u8; 3]; 256]) -> Result<()> {
     let bytes = encode_paletted_png(mask, palette)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("mask.png");
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    core_seg::files::write_atomic(path, &bytes, false).map_err(|e| Error::io(path, e))
 }
 
 /// Writes a mask as an 8-bit grayscale PNG (Cityscapes / SegmentationClassAug style).

@@ -109,6 +109,7 @@ pub fn run(opts: BenchOptions) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| Error::Process(format!("locating this executable: {e}")))?;
     let mut rows = Vec::new();
     let mem = if on_gpu { "GPU MiB" } else { "MiB" };
+    println!("host: {} (each case in its own process, same environment)", core_seg::host::describe());
     println!(
         "{:<22} {:>10} {:>10} {:>7} {:>12} {:>12}",
         "case",

@@ -181,7 +181,7 @@ pub fn recon_channels(a: ReconChannelsOptions) -> Result<()> {
             "corr": s.corr,
         })).collect::<Vec<_>>(),
     });
-    fs::write(&a.out.join("scores.json"), serde_json::to_string_pretty(&json)?)?;
+    fs::write_atomic(&a.out.join("scores.json"), serde_json::to_string_pretty(&json)?)?;
     for (j, file) in [(0, "recon-channels.png"), (1, "recon-channels-random.png")] {
         let rows = grid_rows(&nets, j, &scores[j], &val, &names, a.top)?;
         channel_grid(&a.out.join(file), &rows, &format!("{} — layer {layer_name}", SUBJECTS[j]))?;

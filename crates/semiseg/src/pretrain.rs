@@ -94,7 +94,7 @@ pub fn run(a: PretrainOptions) -> Result<()> {
         "tensors": backbone.len(),
     });
     let note_path = a.out.with_extension("json");
-    fs::write(&note_path, serde_json::to_string_pretty(&note)?)?;
+    fs::write_atomic(&note_path, serde_json::to_string_pretty(&note)?)?;
     let _ = std::fs::remove_dir_all(&run_dir);
     println!(
         "pretext val mIoU {:.2}; wrote {} ({} tensors) and {}",

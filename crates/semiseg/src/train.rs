@@ -208,7 +208,7 @@ impl Runner {
         };
         if primary {
             fs::create_dir_all(&a.out)?;
-            fs::write(&a.out.join("config.toml"), toml::to_string(&cfg)?)?;
+            fs::write_atomic(&a.out.join("config.toml"), toml::to_string(&cfg)?)?;
         }
         let mut obs = RunObserver::new(&log_dir, iters, t.iter, class_names.clone(), a.quiet || !primary)?;
         let val = d.val;

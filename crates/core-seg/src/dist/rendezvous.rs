@@ -316,11 +316,8 @@ pub fn publish_file(path: &Path, world: usize, payload: &[u8]) -> DResult<()> {
         let msg = "exists already (left by an earlier launch?): remove it, or give each launch its own file".into();
         return Err(mismatch(&at, msg));
     }
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("rendezvous");
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, wire::encode(Kind::Welcome, world, 0, payload))
-        .map_err(|e| io_error(&at, &format!("writing {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_error(&at, "renaming the temporary file", e))
+    crate::files::write_atomic(path, &wire::encode(Kind::Welcome, world, 0, payload), false)
+        .map_err(|e| io_error(&at, "writing", e))
 }
 
 /// Rank > 0, file rendezvous: waits until `path` exists (at most `timeout`) and returns the blob.

@@ -121,12 +121,8 @@ pub fn load_safetensors(store: &ParamStore, path: &Path, strict: bool) -> Result
 
 /// Writes `tensors` to `path` atomically: a temporary file in the same directory, then a rename.
 pub fn save_tensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let file_name = path.file_name().and_then(|s| s.to_str()).unwrap_or("weights");
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    candle_core::safetensors::save(tensors, &tmp).map_err(|e| Error::file(&tmp, e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let bytes = safetensors::serialize(tensors, None).map_err(|e| Error::file(path, e.to_string()))?;
+    crate::files::write_atomic(path, &bytes, false).map_err(|e| Error::io(path, e))
 }
 
 /// Saves every variable of `store` (parameters and BN buffers) under its PyTorch name.

@@ -8,7 +8,6 @@
 //! file and the error) when `latest` is missing, truncated or corrupt.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -100,16 +99,10 @@ fn write_temp(path: &Path, parts: &CheckpointParts) -> Result<PathBuf> {
     let json =
         serde_json::to_string(parts.state).map_err(|e| Error::file(path, format!("state serialisation: {e}")))?;
     let meta = HashMap::from([(STATE_KEY.to_string(), json), (CRC_KEY.to_string(), CRC_PLACEHOLDER.to_string())]);
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("checkpoint");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let mut bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
-        .map_err(|e| Error::file(&tmp, format!("safetensors serialisation: {e}")))?;
-    fill_crc(&mut bytes).map_err(|m| Error::file(&tmp, m))?;
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
-    Ok(tmp)
+        .map_err(|e| Error::file(path, format!("safetensors serialisation: {e}")))?;
+    fill_crc(&mut bytes).map_err(|m| Error::file(path, m))?;
+    crate::files::stage(path, &bytes, true).map_err(|e| Error::io(path, e))
 }
 
 /// Header length and the end of the header in a safetensors buffer.

@@ -247,7 +247,7 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
                     let mut rec = RunRecord::of_mrf(&cfg, &src, a.data_root.as_ref())?;
                     rec.overrides = a.set.clone();
                     fs::create_dir_all(&run_dir)?;
-                    fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
+                    fs::write_atomic(&rec_path, serde_json::to_vec(&rec)?)?;
                     rec
                 }
                 false => {
@@ -277,8 +277,9 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
                         mrf_beta: None,
                         overrides: a.set.clone(),
                         device: Some(a.device.clone()),
+                        host: Some(core_seg::host::describe()),
                     };
-                    fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
+                    fs::write_atomic(&rec_path, serde_json::to_vec(&rec)?)?;
                     rec
                 }
             };
@@ -289,12 +290,12 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
                 // Scored once, from the checkpoint chosen on validation (an MRF row: its source row's).
                 let ck_dir = dir.join(row.mrf_of.unwrap_or(row.method)).join(format!("seed{seed}"));
                 rec.test = Some(test_split::score(&cfg, &ck_dir, t, rec.mrf_beta)?);
-                fs::write(&rec_path, serde_json::to_vec(&rec)?)?;
+                fs::write_atomic(&rec_path, serde_json::to_vec(&rec)?)?;
             }
             runs_secs += rec.secs;
             *revisions.entry(rec.rev.clone().unwrap_or_else(|| "unrecorded".into())).or_insert(0) += 1;
             if row.mrf_of.is_none() {
-                *devices.entry(rec.device.clone().unwrap_or_else(|| "not recorded".into())).or_insert(0) += 1;
+                *devices.entry(rec.trained_on()).or_insert(0) += 1;
             }
             runs.push((seed, rec));
         }
@@ -343,7 +344,7 @@ pub fn reproduce(mut a: ReproduceOptions) -> Result<()> {
     }
     let results = Results { recipe: recipe.name.to_string(), rows };
     fs::create_dir_all(&dir)?;
-    fs::write(&dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
+    fs::write_atomic(&dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
     let elapsed = started.elapsed().as_secs_f64();
     crate::plots::qualitative_grid(&dir.join("qualitative.png"), &grid.images, &grid.gts, &grid.preds, &grid.palette)?;
     let time = report::Timing {

@@ -36,6 +36,22 @@ pub(super) struct RunRecord {
     /// Training device (`cpu`, `cuda`, `cuda:N`; `None` in records older than this field).
     #[serde(default)]
     pub device: Option<String>,
+    /// The CPU model and thread count the run trained with (`core_seg::host::describe`; `None` in records older
+    /// than this field).
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+impl RunRecord {
+    /// Where the run trained, as the report counts it: "cpu on AMD EPYC, 1 thread"; "cpu" alone, or "not recorded",
+    /// for older records.
+    pub fn trained_on(&self) -> String {
+        match (&self.device, &self.host) {
+            (Some(d), Some(h)) => format!("{d} on {h}"),
+            (Some(d), None) => d.clone(),
+            (None, _) => "not recorded".into(),
+        }
+    }
 }
 
 impl RunRecord {
@@ -71,6 +87,7 @@ impl RunRecord {
             mrf_beta: Some(beta),
             overrides: Vec::new(),
             device: None,
+            host: Some(core_seg::host::describe()),
         })
     }
 }

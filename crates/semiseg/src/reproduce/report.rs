@@ -158,7 +158,7 @@ pub struct Timing {
     pub runs_s: f64,
     /// Runs per commit of the binary that trained them (`unrecorded` for records older than that field).
     pub revisions: std::collections::BTreeMap<String, usize>,
-    /// Trained runs per device (`not recorded` for records older than that field).
+    /// Trained runs per device and host ([`super::record::RunRecord::trained_on`]).
     pub devices: std::collections::BTreeMap<String, usize>,
     /// Rows with neither a checkpoint nor saved grid predictions here (left out of the qualitative grid).
     pub no_checkpoint: Vec<String>,
@@ -285,7 +285,7 @@ pub fn write(
     for (m, c) in configs {
         let _ = write!(s, "\n### {m}\n\n```toml\n{c}```\n");
     }
-    crate::error::fs::write(&dir.join("report.md"), s)?;
+    crate::error::fs::write_atomic(&dir.join("report.md"), s)?;
     Ok(())
 }
 
