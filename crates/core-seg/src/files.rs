@@ -34,10 +34,10 @@ pub fn stage(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<PathBuf> 
     }
 }
 
-/// Replaces `path` by `bytes` atomically (see the module). `sync` also flushes the bytes to disk before the
-/// rename, for files that must survive a power loss, not only a killed process.
-pub fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
-    let tmp = stage(path, bytes, sync)?;
+/// Replaces `path` by `bytes` atomically (see the module): safe against a killed process. Files that must also
+/// survive a power loss (checkpoints) [`stage`] with `sync` and rename themselves.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = stage(path, bytes, false)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
@@ -52,8 +52,8 @@ mod tests {
     fn replaces_the_file_and_leaves_no_temporary() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub").join("run.json");
-        write_atomic(&path, b"first, longer contents", false).expect("first write");
-        write_atomic(&path, b"second", true).expect("second write");
+        write_atomic(&path, b"first, longer contents").expect("first write");
+        write_atomic(&path, b"second").expect("second write");
         assert_eq!(std::fs::read(&path).expect("read"), b"second");
         let names: Vec<_> = std::fs::read_dir(path.parent().expect("dir"))
             .expect("list")
@@ -69,7 +69,7 @@ mod tests {
         let target = dir.path().join("taken");
         std::fs::create_dir(&target).expect("mkdir");
         std::fs::write(target.join("inside"), b"x").expect("write");
-        assert!(write_atomic(&target, b"bytes", false).is_err());
+        assert!(write_atomic(&target, b"bytes").is_err());
         assert!(target.join("inside").is_file());
         assert!(!temp_beside(&target).exists());
     }

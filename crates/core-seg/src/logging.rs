@@ -276,7 +276,7 @@ impl CsvLogger {
                 }
             }
         }
-        crate::files::write_atomic(path, text.as_bytes(), false).map_err(|e| Error::io(path, e))?;
+        crate::files::write_atomic(path, text.as_bytes()).map_err(|e| Error::io(path, e))?;
         let f = std::fs::OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
         Ok(Self { file: BufWriter::new(f), path: path.to_path_buf(), kept, dropped })
     }

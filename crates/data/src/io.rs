@@ -151,7 +151,7 @@ pub fn encode_paletted_png(mask: &Mask, palette: &[[u8; 3]; 256]) -> Result<Vec<
 /// beside `path`, which is then renamed over it, so a killed process leaves no half-written mask.
 pub fn write_paletted_png(path: &Path, mask: &Mask, palette: &[[u8; 3]; 256]) -> Result<()> {
     let bytes = encode_paletted_png(mask, palette)?;
-    core_seg::files::write_atomic(path, &bytes, false).map_err(|e| Error::io(path, e))
+    core_seg::files::write_atomic(path, &bytes).map_err(|e| Error::io(path, e))
 }
 
 /// Writes a mask as an 8-bit grayscale PNG (Cityscapes / SegmentationClassAug style).

@@ -111,7 +111,7 @@ pub mod fs {
     /// Replaces `path` whole or not at all ([`core_seg::files::write_atomic`]): records, reports and configs that
     /// `--resume` and readers trust are never left half-written by a killed process.
     pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
-        core_seg::files::write_atomic(path, contents.as_ref(), false).map_err(|e| Error::io(path, e))
+        core_seg::files::write_atomic(path, contents.as_ref()).map_err(|e| Error::io(path, e))
     }
 
     pub fn create_dir_all(path: &Path) -> Result<()> {

@@ -316,7 +316,7 @@ pub fn publish_file(path: &Path, world: usize, payload: &[u8]) -> DResult<()> {
         let msg = "exists already (left by an earlier launch?): remove it, or give each launch its own file".into();
         return Err(mismatch(&at, msg));
     }
-    crate::files::write_atomic(path, &wire::encode(Kind::Welcome, world, 0, payload), false)
+    crate::files::write_atomic(path, &wire::encode(Kind::Welcome, world, 0, payload))
         .map_err(|e| io_error(&at, "writing", e))
 }
 

@@ -122,7 +122,7 @@ pub fn load_safetensors(store: &ParamStore, path: &Path, strict: bool) -> Result
 /// Writes `tensors` to `path` atomically: a temporary file in the same directory, then a rename.
 pub fn save_tensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     let bytes = safetensors::serialize(tensors, None).map_err(|e| Error::file(path, e.to_string()))?;
-    crate::files::write_atomic(path, &bytes, false).map_err(|e| Error::io(path, e))
+    crate::files::write_atomic(path, &bytes).map_err(|e| Error::io(path, e))
 }
 
 /// Saves every variable of `store` (parameters and BN buffers) under its PyTorch name.
