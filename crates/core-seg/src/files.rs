@@ -1,6 +1,7 @@
 //! Files written whole or not at all. The bytes go to a temporary file beside the target (same directory, so
 //! the rename never crosses a filesystem), which is then renamed over it: a process killed at any point leaves
-//! either the old file or the new one, never a torn one. Checkpoints, records, logs and masks all write this way.
+//! either the old file or the new one, never a torn one. Checkpoints, records, logs, masks and images all write
+//! this way.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -154,16 +154,31 @@ pub fn write_paletted_png(path: &Path, mask: &Mask, palette: &[[u8; 3]; 256]) ->
     core_seg::files::write_atomic(path, &bytes).map_err(|e| Error::io(path, e))
 }
 
-/// Writes a mask as an 8-bit grayscale PNG (Cityscapes / SegmentationClassAug style).
+/// Writes a mask as an 8-bit grayscale PNG (Cityscapes / SegmentationClassAug style), whole or not at all.
 pub fn write_gray_png(path: &Path, mask: &Mask) -> Result<()> {
-    image::save_buffer(path, &mask.data, mask.width as u32, mask.height as u32, image::ExtendedColorType::L8)
-        .map_err(|e| Error::decode(path, e.to_string()))
+    let size = (mask.width as u32, mask.height as u32);
+    write_encoded(path, &mask.data, size, image::ExtendedColorType::L8, image::ImageFormat::Png)
 }
 
-/// Writes an RGB image; the format follows the extension (`.png` lossless, `.jpg` quality 90 by default).
+/// Writes an RGB image, whole or not at all; the format follows the extension (`.png` lossless, `.jpg` at the
+/// JPEG encoder's default quality, 75).
 pub fn write_rgb(path: &Path, img: &RgbImage) -> Result<()> {
-    image::save_buffer(path, &img.data, img.width as u32, img.height as u32, image::ExtendedColorType::Rgb8)
-        .map_err(|e| Error::decode(path, e.to_string()))
+    let format = image::ImageFormat::from_path(path).map_err(|e| Error::invalid(path, format!("cannot write: {e}")))?;
+    write_encoded(path, &img.data, (img.width as u32, img.height as u32), image::ExtendedColorType::Rgb8, format)
+}
+
+/// Encodes `data` in memory, then replaces `path` by it atomically (`core_seg::files::write_atomic`).
+fn write_encoded(
+    path: &Path,
+    data: &[u8],
+    (width, height): (u32, u32),
+    color: image::ExtendedColorType,
+    format: image::ImageFormat,
+) -> Result<()> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image::write_buffer_with_format(&mut bytes, data, width, height, color, format)
+        .map_err(|e| Error::invalid(path, format!("cannot encode: {e}")))?;
+    core_seg::files::write_atomic(path, bytes.get_ref()).map_err(|e| Error::io(path, e))
 }
 
 /// Resizes an image by `scale` (sides rounded, at least 1 px) with a triangle filter, widened when downscaling
@@ -214,6 +229,40 @@ mod tests {
             .filter_map(|e| e.ok().map(|e| e.file_name()))
             .collect();
         assert_eq!(names, ["m.png"]);
+        Ok(())
+    }
+
+    /// Gray masks and RGB images replace older files whole, read back as written (PNG lossless, JPEG close), leave
+    /// no temporary file, and an extension with no encoder is an error naming the file.
+    #[test]
+    fn gray_and_rgb_writes_replace_the_file_whole() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let (mask_path, png_path, jpg_path) =
+            (dir.path().join("m.png"), dir.path().join("i.png"), dir.path().join("i.jpg"));
+        std::fs::write(&mask_path, b"an older, unrelated file").map_err(|e| Error::io(&mask_path, e))?;
+        let mask = Mask { width: 3, height: 2, data: vec![0, 1, 2, 3, 255, 7] };
+        write_gray_png(&mask_path, &mask)?;
+        assert_eq!(read_mask(&mask_path)?.mask, mask);
+        let data: Vec<u8> = (0..16 * 8 * 3).map(|i| (i * 37 % 200) as u8 + 20).collect();
+        let img = RgbImage { width: 16, height: 8, data };
+        write_rgb(&png_path, &img)?;
+        assert_eq!(read_image(&png_path)?, img);
+        write_rgb(&jpg_path, &img)?;
+        let jpg = read_image(&jpg_path)?;
+        assert_eq!((jpg.width, jpg.height), (16, 8));
+        let mean_err =
+            jpg.data.iter().zip(&img.data).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>() / img.data.len() as f64;
+        assert!(mean_err < 40.0, "JPEG round trip mean error {mean_err}");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .map_err(|e| Error::io(dir.path(), e))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["i.jpg", "i.png", "m.png"]);
+        let bad = dir.path().join("i.xyz");
+        let err = write_rgb(&bad, &img).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("i.xyz"), "{err}");
+        assert!(!bad.exists());
         Ok(())
     }
 }
